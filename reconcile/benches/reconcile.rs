@@ -1,0 +1,103 @@
+//! Reconcile on a generated 100,000-entry tree: the steady state (nothing changed) and a cycle
+//! with 1,000 scattered edits on each side.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use mutagen_reconcile::{Digest, Entry, Mode, reconcile};
+
+/// 100 top-level directories × 25 subdirectories × 39 files ≈ 100,000 entries.
+fn tree(seed: u8, edits: usize) -> Entry {
+    let mut root = BTreeMap::new();
+    let mut n = 0usize;
+    for top in 0..100 {
+        let mut top_dir = BTreeMap::new();
+        for sub in 0..25 {
+            let files = (0..39)
+                .map(|i| {
+                    n += 1;
+                    let edited = edits > 0 && n % (100_000 / edits) == 0;
+                    let byte = if edited { seed } else { 0 };
+                    let digest = Digest([
+                        byte,
+                        (n % 251) as u8,
+                        (n / 251 % 251) as u8,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                    ]);
+                    (
+                        format!("file{i:03}.rs"),
+                        Entry::File {
+                            digest,
+                            executable: false,
+                        },
+                    )
+                })
+                .collect();
+            top_dir.insert(format!("sub{sub:02}"), Entry::Directory(files));
+        }
+        root.insert(format!("top{top:03}"), Entry::Directory(top_dir));
+    }
+    Entry::Directory(root)
+}
+
+fn bench(c: &mut Criterion) {
+    let ancestor = tree(0, 0);
+    assert!(ancestor.count() > 100_000);
+    let alpha = tree(1, 1000);
+    let beta = tree(2, 1000);
+    let mut group = c.benchmark_group("reconcile_100k");
+    group.sample_size(20);
+    group.bench_function("no_changes", |b| {
+        b.iter(|| {
+            reconcile(
+                Some(&ancestor),
+                Some(&ancestor),
+                Some(&ancestor),
+                Mode::TwoWaySafe,
+            )
+        })
+    });
+    group.bench_function("1000_edits_each_side", |b| {
+        b.iter(|| {
+            reconcile(
+                black_box(Some(&ancestor)),
+                Some(&alpha),
+                Some(&beta),
+                Mode::TwoWaySafe,
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,237 @@
+//! Changes between trees: [`Change`], [`Conflict`], [`Problem`], [`diff`] and [`apply`].
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::entry::{Entry, children, join_path, shallow_eq};
+
+/// A replacement of the content at one path: `old` becomes `new` (`None` = absent).
+///
+/// The path is root-relative and `/`-separated; `""` is the root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Where the change happens.
+    pub path: String,
+    /// The content before (the whole subtree).
+    pub old: Option<Entry>,
+    /// The content after (the whole subtree).
+    pub new: Option<Entry>,
+}
+
+/// A disagreement the engine will not settle by itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// The path at which the two sides disagree.
+    pub root: String,
+    /// What alpha changed at or below `root` (relative to the ancestor, or its unsynchronizable
+    /// content that blocks the change).
+    pub alpha_changes: Vec<Change>,
+    /// What beta changed at or below `root`.
+    pub beta_changes: Vec<Change>,
+}
+
+/// Trouble at one path: reported as data, never as an error that stops the cycle.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Problem {
+    /// The root-relative path concerned.
+    pub path: String,
+    /// What went wrong, lowercase.
+    pub error: String,
+}
+
+impl Problem {
+    /// Returns a new problem.
+    pub fn new(path: impl Into<String>, error: impl Into<String>) -> Problem {
+        Problem {
+            path: path.into(),
+            error: error.into(),
+        }
+    }
+}
+
+impl Change {
+    /// Returns a new change.
+    pub fn new(path: impl Into<String>, old: Option<Entry>, new: Option<Entry>) -> Change {
+        Change {
+            path: path.into(),
+            old,
+            new,
+        }
+    }
+
+    /// Returns whether this change removes content without putting anything in its place.
+    pub fn is_deletion(&self) -> bool {
+        self.new.is_none()
+    }
+}
+
+/// Returns the minimal list of changes that turn `base` into `target`.
+///
+/// At the first path where the two are not shallow-equal, one change replaces the whole
+/// subtree; below shallow-equal directories the walk continues into the union of their
+/// children. Output is depth-first, parents before children, siblings in name order.
+pub fn diff(base: Option<&Entry>, target: Option<&Entry>) -> Vec<Change> {
+    diff_at("", base, target)
+}
+
+/// Like [`diff`], for subtrees located at `path`.
+pub fn diff_at(path: &str, base: Option<&Entry>, target: Option<&Entry>) -> Vec<Change> {
+    let mut changes = Vec::new();
+    diff_into(path, base, target, &mut changes);
+    changes
+}
+
+fn diff_into(path: &str, base: Option<&Entry>, target: Option<&Entry>, out: &mut Vec<Change>) {
+    if !shallow_eq(base, target) {
+        out.push(Change::new(path, base.cloned(), target.cloned()));
+        return;
+    }
+    let (base_children, target_children) = (children(base), children(target));
+    for name in union_names(&[base_children, target_children]) {
+        diff_into(
+            &join_path(path, name),
+            base_children.and_then(|c| c.get(name)),
+            target_children.and_then(|c| c.get(name)),
+            out,
+        );
+    }
+}
+
+/// Returns the sorted union of the keys of several optional child maps.
+pub(crate) fn union_names<'a>(
+    maps: &[Option<&'a std::collections::BTreeMap<String, Entry>>],
+) -> BTreeSet<&'a str> {
+    maps.iter()
+        .flatten()
+        .flat_map(|map| map.keys().map(String::as_str))
+        .collect()
+}
+
+/// A change that cannot be applied to a tree.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// The parent of the change's path is absent or not a directory.
+    #[error("unable to apply change at {path:?}: parent is not a directory")]
+    MissingParent {
+        /// The change's path.
+        path: String,
+    },
+}
+
+/// Applies changes in order to `base` and returns the result; each change's `old` is ignored.
+pub fn apply(base: Option<Entry>, changes: &[Change]) -> Result<Option<Entry>, ApplyError> {
+    let mut tree = base;
+    for change in changes {
+        apply_change(&mut tree, &change.path, change.new.clone())?;
+    }
+    Ok(tree)
+}
+
+/// Sets the content at `path` in `tree` to `new` (`None` removes it).
+pub fn apply_change(
+    tree: &mut Option<Entry>,
+    path: &str,
+    new: Option<Entry>,
+) -> Result<(), ApplyError> {
+    if path.is_empty() {
+        *tree = new;
+        return Ok(());
+    }
+    let missing = || ApplyError::MissingParent {
+        path: path.to_owned(),
+    };
+    let (parent_path, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let mut parent = tree.as_mut().ok_or_else(missing)?;
+    if !parent_path.is_empty() {
+        for component in parent_path.split('/') {
+            parent = match parent {
+                Entry::Directory(contents) => contents.get_mut(component).ok_or_else(missing)?,
+                _ => return Err(missing()),
+            };
+        }
+    }
+    let Entry::Directory(contents) = parent else {
+        return Err(missing());
+    };
+    match new {
+        Some(entry) => contents.insert(name.to_owned(), entry),
+        None => contents.remove(name),
+    };
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Digest;
+
+    fn file(d: u8) -> Entry {
+        Entry::File {
+            digest: Digest([d; 32]),
+            executable: false,
+        }
+    }
+
+    fn dir<const N: usize>(children: [(&str, Entry); N]) -> Entry {
+        Entry::Directory(
+            children
+                .into_iter()
+                .map(|(n, e)| (n.to_owned(), e))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn diff_replaces_at_the_first_difference() {
+        let base = dir([
+            ("a", file(1)),
+            ("d", dir([("x", file(2))])),
+            ("gone", file(3)),
+        ]);
+        let target = dir([("a", file(9)), ("d", dir([("x", file(2)), ("y", file(4))]))]);
+        let changes = diff(Some(&base), Some(&target));
+        let summary: Vec<_> = changes
+            .iter()
+            .map(|c| (c.path.as_str(), c.old.is_some(), c.new.is_some()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("a", true, true),
+                ("d/y", false, true),
+                ("gone", true, false)
+            ]
+        );
+        assert_eq!(apply(Some(base), &changes), Ok(Some(target)));
+    }
+
+    #[test]
+    fn diff_of_kind_change_replaces_whole_subtree() {
+        let base = dir([("d", dir([("x", file(2))]))]);
+        let target = dir([("d", file(5))]);
+        let changes = diff(Some(&base), Some(&target));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].old, Some(dir([("x", file(2))])));
+        assert!(diff(Some(&target), Some(&target)).is_empty());
+        assert_eq!(
+            diff(None, Some(&target)),
+            vec![Change::new("", None, Some(target))]
+        );
+    }
+
+    #[test]
+    fn apply_rejects_missing_parents() {
+        let err = apply(Some(dir([])), &[Change::new("a/b", None, Some(file(1)))]);
+        assert_eq!(err, Err(ApplyError::MissingParent { path: "a/b".into() }));
+        let err = apply(None, &[Change::new("a", None, Some(file(1)))]);
+        assert!(err.is_err());
+        let err = apply(Some(file(1)), &[Change::new("a", None, Some(file(1)))]);
+        assert!(err.is_err());
+        assert_eq!(
+            apply(Some(file(1)), &[Change::new("", None, None)]),
+            Ok(None)
+        );
+    }
+}

@@ -1,0 +1,304 @@
+//! Three-way reconciliation of the ancestor, alpha and beta.
+//!
+//! The walk visits every path present in any of the three trees (below nodes where it can
+//! continue) and decides, per node:
+//!
+//! 1. problematic content on either side: nothing happens at this path (the scan problem says
+//!    why); paths elsewhere are unaffected;
+//! 2. neither side holds synchronizable content: the ancestor forgets the path;
+//! 3. both sides agree (shallow-equal): the ancestor takes that value and the walk continues into
+//!    the children;
+//! 4. otherwise the mode decides (see [`Reconciler::bidirectional`],
+//!    [`Reconciler::one_way_safe`], [`Reconciler::one_way_replica`]).
+//!
+//! Every transition produced carries as `old` exactly the side's scanned content at that path,
+//! which is always fully synchronizable: where a side holds untracked or problematic content
+//! that a transition would have to remove, a conflict is reported instead.
+
+use serde::{Deserialize, Serialize};
+
+use crate::change::{Change, Conflict, diff_at, union_names};
+use crate::entry::{Entry, children, join_path, shallow_eq};
+use crate::mode::Mode;
+
+/// The outcome of [`reconcile`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reconciliation {
+    /// Updates to the ancestor for paths where both sides already agree.
+    pub ancestor_changes: Vec<Change>,
+    /// Changes to make on alpha (always empty in one-way modes).
+    pub alpha_transitions: Vec<Change>,
+    /// Changes to make on beta.
+    pub beta_transitions: Vec<Change>,
+    /// Disagreements left for the user.
+    pub conflicts: Vec<Conflict>,
+}
+
+impl Reconciliation {
+    /// Returns whether nothing needs to change on either side or in the ancestor.
+    pub fn is_settled(&self) -> bool {
+        self.ancestor_changes.is_empty()
+            && self.alpha_transitions.is_empty()
+            && self.beta_transitions.is_empty()
+    }
+}
+
+/// Reconciles `alpha` and `beta` against their common `ancestor` under `mode`.
+///
+/// Outputs are depth-first; siblings are visited in name order.
+pub fn reconcile(
+    ancestor: Option<&Entry>,
+    alpha: Option<&Entry>,
+    beta: Option<&Entry>,
+    mode: Mode,
+) -> Reconciliation {
+    let mut reconciler = Reconciler {
+        mode,
+        out: Reconciliation::default(),
+    };
+    reconciler.reconcile("", ancestor, alpha, beta);
+    reconciler.out
+}
+
+fn is_problematic(entry: Option<&Entry>) -> bool {
+    matches!(entry, Some(Entry::Problematic { .. }))
+}
+
+fn is_nil_or_untracked(entry: Option<&Entry>) -> bool {
+    matches!(entry, None | Some(Entry::Untracked))
+}
+
+fn has_unsynchronizable(entry: Option<&Entry>) -> bool {
+    entry.is_some_and(|e| !e.is_fully_synchronizable())
+}
+
+fn non_deletions(changes: Vec<Change>) -> Vec<Change> {
+    changes
+        .into_iter()
+        .filter(|change| change.new.is_some())
+        .collect()
+}
+
+/// The walk's accumulator.
+struct Reconciler {
+    mode: Mode,
+    out: Reconciliation,
+}
+
+impl Reconciler {
+    fn reconcile(
+        &mut self,
+        path: &str,
+        ancestor: Option<&Entry>,
+        alpha: Option<&Entry>,
+        beta: Option<&Entry>,
+    ) {
+        // Problematic content blocks only its own path: the scan problem reports it, and
+        // neither the ancestor nor the other side is touched until it is readable again.
+        if is_problematic(alpha) || is_problematic(beta) {
+            return;
+        }
+        // Nothing synchronizable on either side: the path is gone from the session's view.
+        if is_nil_or_untracked(alpha) && is_nil_or_untracked(beta) {
+            if ancestor.is_some() {
+                self.ancestor_change(path, ancestor, None);
+            }
+            return;
+        }
+        if shallow_eq(alpha, beta) {
+            self.agreement(path, ancestor, alpha, beta);
+            return;
+        }
+        match self.mode {
+            Mode::TwoWaySafe | Mode::TwoWayResolved => {
+                self.bidirectional(path, ancestor, alpha, beta);
+            }
+            Mode::OneWaySafe => self.one_way_safe(path, ancestor, alpha, beta),
+            Mode::OneWayReplica => self.one_way_replica(path, ancestor, alpha, beta),
+        }
+    }
+
+    /// Both sides hold the same synchronizable node here (they are shallow-equal and neither is
+    /// untracked nor problematic): record it in the ancestor and continue into the children.
+    fn agreement(
+        &mut self,
+        path: &str,
+        ancestor: Option<&Entry>,
+        alpha: Option<&Entry>,
+        beta: Option<&Entry>,
+    ) {
+        let mut ancestor = ancestor;
+        if !shallow_eq(ancestor, alpha) {
+            // The ancestor's node is replaced by a slim copy; its old children no longer
+            // describe anything and the recursion re-adds the ones both sides agree on.
+            self.ancestor_change(path, ancestor, alpha.map(Entry::slim));
+            ancestor = None;
+        }
+        let (ancestor_children, alpha_children, beta_children) =
+            (children(ancestor), children(alpha), children(beta));
+        for name in union_names(&[ancestor_children, alpha_children, beta_children]) {
+            self.reconcile(
+                &join_path(path, name),
+                ancestor_children.and_then(|c| c.get(name)),
+                alpha_children.and_then(|c| c.get(name)),
+                beta_children.and_then(|c| c.get(name)),
+            );
+        }
+    }
+
+    /// Two-way modes. At this point the sides disagree and neither is problematic here.
+    fn bidirectional(
+        &mut self,
+        path: &str,
+        ancestor: Option<&Entry>,
+        alpha: Option<&Entry>,
+        beta: Option<&Entry>,
+    ) {
+        let alpha_sync = alpha.and_then(Entry::synchronizable);
+        let beta_sync = beta.and_then(Entry::synchronizable);
+        let alpha_delta = diff_at(path, ancestor, alpha_sync.as_ref());
+        let beta_delta = diff_at(path, ancestor, beta_sync.as_ref());
+        let alpha_unsync = has_unsynchronizable(alpha);
+        let beta_unsync = has_unsynchronizable(beta);
+
+        // Only alpha changed: beta still equals the ancestor and takes alpha's content, unless
+        // beta holds content we would have to remove without having seen it synchronized.
+        if beta_delta.is_empty() {
+            if beta_unsync {
+                let blocking = diff_at(path, beta_sync.as_ref(), beta);
+                self.conflict(path, alpha_delta, blocking);
+            } else {
+                self.beta_transition(path, ancestor.cloned(), alpha_sync);
+            }
+            return;
+        }
+        // Only beta changed: the mirror image.
+        if alpha_delta.is_empty() {
+            if alpha_unsync {
+                let blocking = diff_at(path, alpha_sync.as_ref(), alpha);
+                self.conflict(path, blocking, beta_delta);
+            } else {
+                self.alpha_transition(path, ancestor.cloned(), beta_sync);
+            }
+            return;
+        }
+
+        // Both changed. Modification beats deletion: a side that only deleted things takes the
+        // other side's content.
+        let alpha_creations = non_deletions(alpha_delta.clone());
+        let beta_creations = non_deletions(beta_delta.clone());
+        if alpha_creations.is_empty() && beta_creations.is_empty() {
+            // Both only deleted, so one side is absent here and the other holds what is left
+            // of the ancestor: complete the deletion on the partial side.
+            if alpha_sync.is_none() {
+                if beta_unsync {
+                    let blocking = diff_at(path, beta_sync.as_ref(), beta);
+                    self.conflict(path, alpha_delta, blocking);
+                } else {
+                    self.beta_transition(path, beta_sync, None);
+                }
+            } else if alpha_unsync {
+                let blocking = diff_at(path, alpha_sync.as_ref(), alpha);
+                self.conflict(path, blocking, beta_delta);
+            } else {
+                self.alpha_transition(path, alpha_sync, None);
+            }
+        } else if beta_creations.is_empty() {
+            if beta_unsync {
+                let blocking = diff_at(path, beta_sync.as_ref(), beta);
+                self.conflict(path, alpha_creations, blocking);
+            } else {
+                self.beta_transition(path, beta_sync, alpha_sync);
+            }
+        } else if alpha_creations.is_empty() {
+            if alpha_unsync {
+                let blocking = diff_at(path, alpha_sync.as_ref(), alpha);
+                self.conflict(path, blocking, beta_creations);
+            } else {
+                self.alpha_transition(path, alpha_sync, beta_sync);
+            }
+        } else if self.mode == Mode::TwoWayResolved && !beta_unsync {
+            // Both created or modified content: alpha wins in two-way-resolved.
+            self.beta_transition(path, beta_sync, alpha_sync);
+        } else if self.mode == Mode::TwoWayResolved {
+            let blocking = diff_at(path, beta_sync.as_ref(), beta);
+            self.conflict(path, alpha_creations, blocking);
+        } else {
+            self.conflict(path, alpha_creations, beta_creations);
+        }
+    }
+
+    /// One-way-safe: alpha's changes flow to beta, beta's own creations are kept.
+    fn one_way_safe(
+        &mut self,
+        path: &str,
+        ancestor: Option<&Entry>,
+        alpha: Option<&Entry>,
+        beta: Option<&Entry>,
+    ) {
+        let beta_sync = beta.and_then(Entry::synchronizable);
+        let beta_creations = non_deletions(diff_at(path, ancestor, beta_sync.as_ref()));
+        let alpha_change = || vec![Change::new(path, ancestor.cloned(), alpha.cloned())];
+        if beta_creations.is_empty() {
+            // Beta only deleted things (or nothing): restore it from alpha.
+            if has_unsynchronizable(beta) {
+                let blocking = diff_at(path, beta_sync.as_ref(), beta);
+                self.conflict(path, alpha_change(), blocking);
+            } else {
+                self.beta_transition(path, beta_sync, alpha.and_then(Entry::synchronizable));
+            }
+        } else if is_nil_or_untracked(alpha)
+            && !(ancestor.is_some_and(Entry::is_directory) && beta.is_some_and(Entry::is_directory))
+        {
+            // Beta created content where alpha has none: leave it alone and stop tracking the
+            // path, so beta's content is never deleted.
+            if ancestor.is_some() {
+                self.ancestor_change(path, ancestor, None);
+            }
+        } else {
+            self.conflict(path, alpha_change(), beta_creations);
+        }
+    }
+
+    /// One-way-replica: beta becomes alpha's synchronizable content, unless beta holds content
+    /// that cannot be removed safely.
+    fn one_way_replica(
+        &mut self,
+        path: &str,
+        ancestor: Option<&Entry>,
+        alpha: Option<&Entry>,
+        beta: Option<&Entry>,
+    ) {
+        let beta_sync = beta.and_then(Entry::synchronizable);
+        if has_unsynchronizable(beta) {
+            let blocking = diff_at(path, beta_sync.as_ref(), beta);
+            let alpha_change = vec![Change::new(path, ancestor.cloned(), alpha.cloned())];
+            self.conflict(path, alpha_change, blocking);
+        } else {
+            self.beta_transition(path, beta_sync, alpha.and_then(Entry::synchronizable));
+        }
+    }
+
+    fn ancestor_change(&mut self, path: &str, old: Option<&Entry>, new: Option<Entry>) {
+        // Only the new value matters when applying; a slim old keeps the record small.
+        self.out
+            .ancestor_changes
+            .push(Change::new(path, old.map(Entry::slim), new));
+    }
+
+    fn alpha_transition(&mut self, path: &str, old: Option<Entry>, new: Option<Entry>) {
+        self.out.alpha_transitions.push(Change::new(path, old, new));
+    }
+
+    fn beta_transition(&mut self, path: &str, old: Option<Entry>, new: Option<Entry>) {
+        self.out.beta_transitions.push(Change::new(path, old, new));
+    }
+
+    fn conflict(&mut self, path: &str, alpha_changes: Vec<Change>, beta_changes: Vec<Change>) {
+        self.out.conflicts.push(Conflict {
+            root: path.to_owned(),
+            alpha_changes,
+            beta_changes,
+        });
+    }
+}
