@@ -1,0 +1,162 @@
+//! The [`Endpoint`] contract and the messages its operations exchange.
+//!
+//! Every argument and result is an owned, serializable value: a remote endpoint (an agent over
+//! SSH or in a container) implements the same trait by sending one request message per call and
+//! reading the response, so the controller never knows where an endpoint lives.
+
+use std::time::Duration;
+
+use mutagen_reconcile::{Change, Digest, Entry, Problem};
+use serde::{Deserialize, Serialize};
+
+/// The result of scanning an endpoint's root.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The root's content; `None` when the root does not exist.
+    pub content: Option<Entry>,
+    /// Synchronizable directories, the root included.
+    pub directories: u64,
+    /// Regular files.
+    pub files: u64,
+    /// Symbolic links.
+    pub symbolic_links: u64,
+    /// Total size of the regular files, in bytes.
+    pub total_file_size: u64,
+}
+
+impl Snapshot {
+    /// Returns the problematic entries of the scan, as problems.
+    pub fn problems(&self) -> Vec<Problem> {
+        self.content
+            .as_ref()
+            .map(|content| content.problems(""))
+            .unwrap_or_default()
+    }
+}
+
+/// One file an endpoint needs, identified by the path it will be placed at and its digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageRequest {
+    /// Root-relative path where the file will be placed (on the supplying side, where to read
+    /// it from: both sides use the same relative paths).
+    pub path: String,
+    /// The digest the content must have.
+    pub digest: Digest,
+}
+
+/// A piece of a file's content flowing from the supplying endpoint to the staging one.
+///
+/// For each requested file the supplier sends `Begin`, any number of `Data`, then `End`; or
+/// `Unavailable` alone when it cannot read the file (it changed or vanished since its scan).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Transmission {
+    /// A file starts.
+    Begin {
+        /// The request being answered.
+        request: StageRequest,
+        /// The size the supplier expects to send.
+        size: u64,
+    },
+    /// Literal content.
+    Data(Vec<u8>),
+    /// The current file is complete.
+    End,
+    /// The supplier could not provide the file.
+    Unavailable {
+        /// The request that cannot be answered.
+        request: StageRequest,
+        /// Why, lowercase.
+        error: String,
+    },
+}
+
+/// What a transition did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionResult {
+    /// For each change, in order, what is on disk at its path now (the change's `new` on
+    /// success; its `old`, or what is left of it, on failure).
+    pub results: Vec<Option<Entry>>,
+    /// Per-path trouble.
+    pub problems: Vec<Problem>,
+    /// Whether some staged file was missing (the cycle should be repeated once).
+    pub missing_files: bool,
+}
+
+/// An error that stops an endpoint operation as a whole (per-path trouble is a [`Problem`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// The root cannot be scanned at all.
+    #[error("unable to scan root {root}: {reason}")]
+    Scan {
+        /// The root path.
+        root: String,
+        /// Why, lowercase.
+        reason: String,
+    },
+    /// An operation needs a scan first (stage and transition check against the last scan).
+    #[error("{operation} requested without a preceding scan")]
+    NotScanned {
+        /// The operation.
+        operation: &'static str,
+    },
+    /// A write was requested on a read-only endpoint (alpha in one-way modes).
+    #[error("endpoint is read-only: {operation} refused")]
+    ReadOnly {
+        /// The operation.
+        operation: &'static str,
+    },
+    /// The staging area cannot be used.
+    #[error("unable to use staging directory {path}")]
+    Staging {
+        /// The staging directory.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The transmission stream was out of order or malformed.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+}
+
+/// A shorthand for results of endpoint operations.
+pub type EndpointResult<T> = Result<T, EndpointError>;
+
+/// What the controller needs from an endpoint.
+///
+/// # Contract
+/// - Calls are sequential per endpoint (`&mut self`); two endpoints may be driven from two
+///   threads at once.
+/// - `stage` and `transition` require a `scan` since the previous `transition`: they compare
+///   against that scan.
+/// - `poll` blocks until the content probably changed or `timeout` passed.
+/// - After an `Err`, only `shutdown` is meaningful; the controller reconnects.
+pub trait Endpoint: Send {
+    /// Blocks until the root's content may have changed since the last scan, or until
+    /// `timeout` elapsed; returns whether a change was seen.
+    fn poll(&mut self, timeout: Duration) -> EndpointResult<bool>;
+
+    /// Scans the root.
+    fn scan(&mut self) -> EndpointResult<Snapshot>;
+
+    /// Prepares to receive the files in `requests` and returns the ones that must be supplied
+    /// by the other endpoint (the rest were already staged or found locally by digest).
+    fn stage(&mut self, requests: Vec<StageRequest>) -> EndpointResult<Vec<StageRequest>>;
+
+    /// Reads the requested files from this endpoint's root and hands them to `sink`.
+    fn supply(
+        &mut self,
+        requests: &[StageRequest],
+        sink: &mut dyn FnMut(Transmission) -> EndpointResult<()>,
+    ) -> EndpointResult<()>;
+
+    /// Accepts one transmission from the other endpoint's `supply`.
+    fn receive(&mut self, transmission: Transmission) -> EndpointResult<()>;
+
+    /// Applies changes to disk; see [`TransitionResult`].
+    fn transition(&mut self, changes: Vec<Change>) -> EndpointResult<TransitionResult>;
+
+    /// Releases resources (staged files, handles).
+    fn shutdown(&mut self) -> EndpointResult<()>;
+}

@@ -1,0 +1,396 @@
+//! Scanning a root into a [`Snapshot`].
+//!
+//! - An absent root is `None`; a root may be a directory or a single file; a root that is a
+//!   symbolic link is an error.
+//! - Unchanged files are never re-hashed: a [`Cache`] record keyed by path remembers (mode,
+//!   mtime with nanoseconds, size, inode) and the digest.
+//! - Unreadable entries and non-UTF-8 names are problematic; FIFOs, sockets and devices are
+//!   untracked; ignored entries are untracked and not traversed; a directory on another file
+//!   system is problematic (the scan never crosses a file-system boundary).
+//! - Names starting with `.mutagen-temporary-` are ours and skipped.
+//! - Directories are walked in parallel (rayon), and files are hashed where they are found.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::CStr;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use mutagen_reconcile::{Digest, Entry, join_path};
+use rayon::prelude::*;
+use rustix::fs::{CWD, FileType, Stat};
+use serde::{Deserialize, Serialize};
+
+use crate::endpoint::{EndpointError, EndpointResult, Snapshot};
+use crate::fsutil::{self, describe};
+use crate::ignore::Ignorer;
+
+/// The prefix of every name the engine creates inside a synchronized tree.
+pub const TEMPORARY_PREFIX: &str = ".mutagen-temporary-";
+
+/// The longest target a portable symbolic link may have, in bytes.
+const MAX_PORTABLE_TARGET: usize = 247;
+
+/// How symbolic links are treated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SymlinkMode {
+    /// Symbolic links are untracked.
+    Ignore,
+    /// Only relative links that stay inside the root are synchronized; others are problematic.
+    #[default]
+    Portable,
+    /// Targets are synchronized as they are.
+    PosixRaw,
+}
+
+impl std::str::FromStr for SymlinkMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<SymlinkMode, String> {
+        match text {
+            "ignore" => Ok(SymlinkMode::Ignore),
+            "portable" => Ok(SymlinkMode::Portable),
+            "posix-raw" => Ok(SymlinkMode::PosixRaw),
+            other => Err(format!(
+                "unknown symbolic link mode {other:?} (expected ignore, portable or posix-raw)"
+            )),
+        }
+    }
+}
+
+/// What a scan needs besides the root.
+#[derive(Clone, Debug, Default)]
+pub struct ScanOptions {
+    /// How symbolic links are treated.
+    pub symlink_mode: SymlinkMode,
+    /// The compiled ignore patterns.
+    pub ignorer: Arc<Ignorer>,
+}
+
+/// What a scan remembers about one file so it need not hash it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    /// Type and permission bits.
+    pub mode: u32,
+    /// Modification time, seconds.
+    pub mtime_sec: i64,
+    /// Modification time, nanoseconds.
+    pub mtime_nsec: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Inode number.
+    pub inode: u64,
+    /// The content digest.
+    pub digest: Digest,
+}
+
+impl CacheRecord {
+    fn new(stat: &Stat, digest: Digest) -> CacheRecord {
+        CacheRecord {
+            mode: stat.st_mode,
+            mtime_sec: stat.st_mtime,
+            mtime_nsec: stat.st_mtime_nsec as u64,
+            size: stat.st_size as u64,
+            inode: stat.st_ino,
+            digest,
+        }
+    }
+
+    /// Returns whether `stat` describes the same file, unchanged.
+    pub fn matches(&self, stat: &Stat) -> bool {
+        let digest = self.digest;
+        *self == CacheRecord::new(stat, digest)
+    }
+}
+
+/// Digest records by root-relative path, from the latest scan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cache {
+    /// The records.
+    pub records: HashMap<String, CacheRecord>,
+}
+
+impl Cache {
+    /// Returns a map from digest to one path holding that content.
+    pub fn paths_by_digest(&self) -> HashMap<Digest, &str> {
+        self.records
+            .iter()
+            .map(|(path, record)| (record.digest, path.as_str()))
+            .collect()
+    }
+}
+
+/// A snapshot and the cache that produced it.
+#[derive(Clone, Debug, Default)]
+pub struct ScanOutput {
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// Records for every file in the snapshot.
+    pub cache: Cache,
+}
+
+/// Scans `root`, reusing digests from `previous` for unchanged files.
+pub fn scan(root: &Path, options: &ScanOptions, previous: &Cache) -> EndpointResult<ScanOutput> {
+    let fail = |reason: String| EndpointError::Scan {
+        root: root.display().to_string(),
+        reason,
+    };
+    let stat = match rustix::fs::lstat(root) {
+        Ok(stat) => stat,
+        Err(rustix::io::Errno::NOENT) => return Ok(ScanOutput::default()),
+        Err(e) => return Err(fail(describe(&e.into()))),
+    };
+    let scanner = Scanner {
+        options,
+        previous,
+        root_device: stat.st_dev,
+        records: Mutex::default(),
+    };
+    let content = match FileType::from_raw_mode(stat.st_mode) {
+        FileType::Symlink => return Err(fail("root is a symbolic link".into())),
+        FileType::RegularFile => scanner.file(CWD, root, "", &stat),
+        FileType::Directory => {
+            let dir = fsutil::open_directory(CWD, root).map_err(|e| fail(describe(&e)))?;
+            Entry::Directory(
+                scanner
+                    .directory(dir.as_fd(), "")
+                    .map_err(|e| fail(describe(&e)))?,
+            )
+        }
+        _ => Entry::Untracked,
+    };
+    let records = scanner
+        .records
+        .into_inner()
+        .unwrap_or_else(|poison| poison.into_inner());
+    let cache = Cache {
+        records: records.into_iter().collect(),
+    };
+    Ok(ScanOutput {
+        snapshot: summarize(content, &cache),
+        cache,
+    })
+}
+
+/// Counts a scanned tree.
+fn summarize(content: Entry, cache: &Cache) -> Snapshot {
+    let mut snapshot = Snapshot::default();
+    content.walk("", &mut |path, entry| match entry {
+        Entry::Directory(_) => snapshot.directories += 1,
+        Entry::File { .. } => {
+            snapshot.files += 1;
+            snapshot.total_file_size += cache.records.get(path).map_or(0, |r| r.size);
+        }
+        Entry::SymbolicLink { .. } => snapshot.symbolic_links += 1,
+        Entry::Untracked | Entry::Problematic { .. } => {}
+    });
+    snapshot.content = Some(content);
+    snapshot
+}
+
+fn problematic(problem: impl Into<String>) -> Entry {
+    Entry::Problematic {
+        problem: problem.into(),
+    }
+}
+
+struct Scanner<'a> {
+    options: &'a ScanOptions,
+    previous: &'a Cache,
+    root_device: u64,
+    /// New cache records, from every worker thread.
+    records: Mutex<Vec<(String, CacheRecord)>>,
+}
+
+impl Scanner<'_> {
+    /// Scans the children of the open directory `dir` located at `path`.
+    fn directory(
+        &self,
+        dir: std::os::fd::BorrowedFd<'_>,
+        path: &str,
+    ) -> std::io::Result<BTreeMap<String, Entry>> {
+        let names = fsutil::read_names(dir)?;
+        Ok(names
+            .par_iter()
+            .filter(|name| !name.to_bytes().starts_with(TEMPORARY_PREFIX.as_bytes()))
+            .filter_map(|name| self.child(dir, path, name))
+            .collect())
+    }
+
+    /// Scans one directory entry; `None` if it vanished meanwhile.
+    fn child(
+        &self,
+        dir: std::os::fd::BorrowedFd<'_>,
+        parent: &str,
+        raw: &CStr,
+    ) -> Option<(String, Entry)> {
+        let Ok(name) = raw.to_str() else {
+            let lossy = format!("{} (non-UTF-8)", String::from_utf8_lossy(raw.to_bytes()));
+            return Some((lossy, problematic("name is not valid utf-8")));
+        };
+        let path = join_path(parent, name);
+        let stat = match fsutil::stat_at(dir, raw) {
+            Ok(stat) => stat,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                return Some((
+                    name.to_owned(),
+                    problematic(format!("unable to read metadata: {}", describe(&e))),
+                ));
+            }
+        };
+        let kind = FileType::from_raw_mode(stat.st_mode);
+        if self
+            .options
+            .ignorer
+            .is_ignored(&path, kind == FileType::Directory)
+        {
+            return Some((name.to_owned(), Entry::Untracked));
+        }
+        let entry = match kind {
+            FileType::Directory if stat.st_dev != self.root_device => {
+                problematic("scan crossed filesystem boundary")
+            }
+            FileType::Directory => match fsutil::open_directory(dir, raw)
+                .and_then(|child| self.directory(child.as_fd(), &path))
+            {
+                Ok(contents) => Entry::Directory(contents),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+                Err(e) => problematic(format!("unable to read directory: {}", describe(&e))),
+            },
+            FileType::RegularFile => self.file(dir, raw, &path, &stat),
+            FileType::Symlink => self.symlink(dir, raw, &path),
+            _ => Entry::Untracked,
+        };
+        Some((name.to_owned(), entry))
+    }
+
+    /// Returns the entry for a regular file, hashing it only if the cache cannot vouch for it.
+    fn file<P: rustix::path::Arg>(
+        &self,
+        dir: impl AsFd,
+        name: P,
+        path: &str,
+        stat: &Stat,
+    ) -> Entry {
+        let executable = stat.st_mode & 0o111 != 0;
+        let cached = self
+            .previous
+            .records
+            .get(path)
+            .filter(|record| record.matches(stat));
+        let digest = match cached {
+            Some(record) => record.digest,
+            None => match fsutil::open_file(dir, name).and_then(fsutil::hash_reader) {
+                Ok((digest, hashed)) if hashed == stat.st_size as u64 => digest,
+                Ok(_) => return problematic("file changed while it was being hashed"),
+                Err(e) => return problematic(format!("unable to read file: {}", describe(&e))),
+            },
+        };
+        let record = CacheRecord::new(stat, digest);
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((path.to_owned(), record));
+        Entry::File { digest, executable }
+    }
+
+    fn symlink(&self, dir: std::os::fd::BorrowedFd<'_>, raw: &CStr, path: &str) -> Entry {
+        if self.options.symlink_mode == SymlinkMode::Ignore {
+            return Entry::Untracked;
+        }
+        let target = match rustix::fs::readlinkat(dir, raw, Vec::new()) {
+            Ok(target) => target,
+            Err(e) => {
+                return problematic(format!(
+                    "unable to read symbolic link: {}",
+                    describe(&e.into())
+                ));
+            }
+        };
+        let Ok(target) = target.into_string() else {
+            return problematic("symbolic link target is not valid utf-8");
+        };
+        let check = match self.options.symlink_mode {
+            SymlinkMode::Portable => check_portable_target(path, &target),
+            _ if target.is_empty() => Err("empty target".to_owned()),
+            _ => Ok(()),
+        };
+        match check {
+            Ok(()) => Entry::SymbolicLink { target },
+            Err(why) => problematic(format!("invalid symbolic link: {why}")),
+        }
+    }
+}
+
+/// Checks that a link at `path` with `target` is portable: non-empty, short, relative, free of
+/// `:` and `\`, and never leading above the root.
+pub fn check_portable_target(path: &str, target: &str) -> Result<(), String> {
+    if target.is_empty() {
+        return Err("empty target".into());
+    }
+    if target.len() > MAX_PORTABLE_TARGET {
+        return Err(format!("target longer than {MAX_PORTABLE_TARGET} bytes"));
+    }
+    if target.contains(':') || target.contains('\\') {
+        return Err("target contains ':' or '\\'".into());
+    }
+    if target.starts_with('/') {
+        return Err("target is absolute".into());
+    }
+    // Depth of the link's parent directory below the root.
+    let mut depth = path.matches('/').count() as i64;
+    for component in target.split('/') {
+        match component {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err("target escapes the synchronization root".into());
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portable_targets() {
+        let table = [
+            ("link", "file", true),
+            ("link", "dir/file", true),
+            ("d/link", "../file", true),
+            ("link", "../outside", false),
+            ("d/link", "../../outside", false),
+            ("d/link", "x/../../file", true),
+            ("link", "/etc/passwd", false),
+            ("link", "c:/x", false),
+            ("link", "a\\b", false),
+            ("link", "", false),
+        ];
+        for (path, target, ok) in table {
+            assert_eq!(
+                check_portable_target(path, target).is_ok(),
+                ok,
+                "{path} -> {target}"
+            );
+        }
+        assert!(check_portable_target("l", &"a/".repeat(200)).is_err());
+    }
+
+    #[test]
+    fn symlink_modes_parse() {
+        assert_eq!("posix-raw".parse(), Ok(SymlinkMode::PosixRaw));
+        assert!(
+            "raw"
+                .parse::<SymlinkMode>()
+                .unwrap_err()
+                .contains("\"raw\"")
+        );
+    }
+}

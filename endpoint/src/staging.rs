@@ -1,0 +1,288 @@
+//! The content-addressed staging store.
+//!
+//! Incoming files are written to a temporary file while being hashed, and committed under
+//! `<store>/<first two hex digits>/<hex digest>` only if the content has the digest that was
+//! asked for: content that changed in flight never reaches the tree. The store lives outside
+//! the synchronized root; transitions move files out of it by rename (or copy across file
+//! systems). It is emptied after each transition.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use mutagen_reconcile::Digest;
+
+use crate::endpoint::{EndpointError, EndpointResult, StageRequest, Transmission};
+
+/// A staging store rooted at a directory (created on first use, mode 0700).
+#[derive(Debug)]
+pub struct Staging {
+    directory: PathBuf,
+    /// Remaining uses of each staged digest in the current transition; a staged file with more
+    /// than one use is copied for all but the last.
+    uses: HashMap<Digest, usize>,
+    /// The file being received, if any.
+    receiving: Option<Receiving>,
+    /// Counter for temporary names.
+    next_temporary: u64,
+}
+
+#[derive(Debug)]
+struct Receiving {
+    request: StageRequest,
+    temporary: PathBuf,
+    file: File,
+    hasher: blake3::Hasher,
+}
+
+impl Staging {
+    /// Returns a store at `directory`; nothing is created yet.
+    pub fn new(directory: PathBuf) -> Staging {
+        Staging {
+            directory,
+            uses: HashMap::new(),
+            receiving: None,
+            next_temporary: 0,
+        }
+    }
+
+    /// Returns the store's directory.
+    pub fn directory(&self) -> &Path {
+        &self.directory
+    }
+
+    fn error(&self, source: io::Error) -> EndpointError {
+        EndpointError::Staging {
+            path: self.directory.display().to_string(),
+            source,
+        }
+    }
+
+    /// Returns where content with `digest` is kept.
+    pub fn path_of(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.to_hex();
+        self.directory.join(&hex[..2]).join(hex)
+    }
+
+    /// Returns whether content with `digest` is staged.
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.path_of(digest).is_file()
+    }
+
+    fn temporary(&mut self) -> EndpointResult<(PathBuf, File)> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.directory)
+            .map_err(|e| self.error(e))?;
+        self.next_temporary += 1;
+        let path = self.directory.join(format!(
+            "incoming-{}-{}",
+            std::process::id(),
+            self.next_temporary
+        ));
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| self.error(e))?;
+        Ok((path, file))
+    }
+
+    /// Moves a fully written temporary file into place if its digest is `expected`; otherwise
+    /// deletes it. Returns whether it was committed.
+    fn commit(&self, temporary: &Path, actual: Digest, expected: Digest) -> EndpointResult<bool> {
+        if actual != expected {
+            let _ = fs::remove_file(temporary);
+            return Ok(false);
+        }
+        let target = self.path_of(&expected);
+        if let Some(parent) = target.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| self.error(e))?;
+        }
+        fs::rename(temporary, &target).map_err(|e| self.error(e))?;
+        Ok(true)
+    }
+
+    /// Copies `source` into the store if its content has `digest`; returns whether it did.
+    pub fn stage_from(&mut self, mut source: impl Read, digest: Digest) -> EndpointResult<bool> {
+        let (temporary, mut file) = self.temporary()?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buffer = vec![0u8; 256 * 1024];
+        loop {
+            let n = match source.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    // The source changed or vanished: it is simply not staged from here.
+                    let _ = fs::remove_file(&temporary);
+                    return Ok(false);
+                }
+            };
+            hasher.update(&buffer[..n]);
+            file.write_all(&buffer[..n]).map_err(|e| self.error(e))?;
+        }
+        drop(file);
+        self.commit(&temporary, Digest(*hasher.finalize().as_bytes()), digest)
+    }
+
+    /// Accepts one transmission; returns the number of content bytes it carried.
+    pub fn receive(&mut self, transmission: Transmission) -> EndpointResult<u64> {
+        match transmission {
+            Transmission::Begin { request, .. } => {
+                if self.receiving.is_some() {
+                    return Err(EndpointError::Protocol(
+                        "file started before the previous ended".into(),
+                    ));
+                }
+                let (temporary, file) = self.temporary()?;
+                self.receiving = Some(Receiving {
+                    request,
+                    temporary,
+                    file,
+                    hasher: blake3::Hasher::new(),
+                });
+                Ok(0)
+            }
+            Transmission::Data(data) => {
+                let Some(receiving) = self.receiving.as_mut() else {
+                    return Err(EndpointError::Protocol("data outside a file".into()));
+                };
+                receiving.hasher.update(&data);
+                if let Err(e) = receiving.file.write_all(&data) {
+                    return Err(self.error(e));
+                }
+                Ok(data.len() as u64)
+            }
+            Transmission::End => {
+                let Some(receiving) = self.receiving.take() else {
+                    return Err(EndpointError::Protocol("end outside a file".into()));
+                };
+                drop(receiving.file);
+                let actual = Digest(*receiving.hasher.finalize().as_bytes());
+                self.commit(&receiving.temporary, actual, receiving.request.digest)?;
+                Ok(0)
+            }
+            // The transition will report the missing file and the next cycle retries.
+            Transmission::Unavailable { .. } => Ok(0),
+        }
+    }
+
+    /// Declares how many times each digest will be taken by the coming transition.
+    pub fn reserve(&mut self, uses: HashMap<Digest, usize>) {
+        self.uses = uses;
+    }
+
+    /// Returns a staged file with `digest` that the caller may move away, or `None` if none is
+    /// staged. While more uses of the digest remain, the caller gets a private copy.
+    pub fn take(&mut self, digest: &Digest) -> Option<PathBuf> {
+        let path = self.path_of(digest);
+        if !path.is_file() {
+            return None;
+        }
+        let remaining = self.uses.entry(*digest).or_insert(1);
+        if *remaining <= 1 {
+            *remaining = 0;
+            return Some(path);
+        }
+        *remaining -= 1;
+        let (copy, mut file) = self.temporary().ok()?;
+        let copied = File::open(&path).and_then(|mut source| io::copy(&mut source, &mut file));
+        match copied {
+            Ok(_) => Some(copy),
+            Err(_) => {
+                let _ = fs::remove_file(&copy);
+                None
+            }
+        }
+    }
+
+    /// Removes everything staged.
+    pub fn clear(&mut self) -> EndpointResult<()> {
+        self.uses.clear();
+        self.receiving = None;
+        match fs::remove_dir_all(&self.directory) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.error(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest_of(data: &[u8]) -> Digest {
+        Digest(*blake3::hash(data).as_bytes())
+    }
+
+    #[test]
+    fn receive_commits_only_matching_content() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut staging = Staging::new(dir.path().join("store"));
+        let good = digest_of(b"hello");
+        let request = StageRequest {
+            path: "a".into(),
+            digest: good,
+        };
+        for t in [
+            Transmission::Begin {
+                request: request.clone(),
+                size: 5,
+            },
+            Transmission::Data(b"hel".to_vec()),
+            Transmission::Data(b"lo".to_vec()),
+            Transmission::End,
+        ] {
+            staging.receive(t).expect("receive");
+        }
+        assert!(staging.contains(&good));
+        let bad = StageRequest {
+            path: "b".into(),
+            digest: digest_of(b"other"),
+        };
+        for t in [
+            Transmission::Begin {
+                request: bad.clone(),
+                size: 5,
+            },
+            Transmission::Data(b"hello".to_vec()),
+            Transmission::End,
+        ] {
+            staging.receive(t).expect("receive");
+        }
+        assert!(
+            !staging.contains(&bad.digest),
+            "content changed in flight must not be staged"
+        );
+        assert!(staging.receive(Transmission::End).is_err());
+    }
+
+    #[test]
+    fn take_copies_until_the_last_use() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut staging = Staging::new(dir.path().join("store"));
+        let digest = digest_of(b"same");
+        assert!(staging.stage_from(&b"same"[..], digest).expect("stage"));
+        assert!(
+            !staging
+                .stage_from(&b"different"[..], digest)
+                .expect("stage")
+        );
+        staging.reserve(HashMap::from([(digest, 2)]));
+        let first = staging.take(&digest).expect("first use");
+        assert_ne!(first, staging.path_of(&digest));
+        let second = staging.take(&digest).expect("last use");
+        assert_eq!(second, staging.path_of(&digest));
+        assert_eq!(fs::read(first).expect("copy"), b"same");
+        staging.clear().expect("clear");
+        assert!(staging.take(&digest).is_none());
+    }
+}

@@ -1,0 +1,575 @@
+//! [`Synchronizer`]: one synchronization cycle between two endpoints.
+//!
+//! A cycle scans both endpoints (in parallel), checks the safety halts, reconciles, stages the
+//! files each side needs from the other, applies both sides' transitions (in parallel) and
+//! updates the ancestor from what the transitions report is now on disk.
+//!
+//! # Safety halts
+//! Checked every cycle; a halted synchronizer changes nothing until [`Synchronizer::resume`]
+//! (which re-checks on the next cycle) or [`Synchronizer::reset`]:
+//! - root emptied: the ancestor's root directory had at least two entries, both roots are still
+//!   directories, and exactly one of them is now empty (checked before reconciling);
+//! - root deletion: a transition would delete a root;
+//! - root type change: a transition would replace a root with another kind of entry.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use mutagen_reconcile::{
+    ApplyError, Change, Conflict, Entry, EntryError, Mode, Problem, apply_change, reconcile,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::endpoint::{
+    Endpoint, EndpointError, Snapshot, StageRequest, TransitionResult, Transmission,
+};
+use crate::transition::is_mode_only;
+
+/// Why a session stopped changing anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HaltReason {
+    /// One side's root was emptied.
+    RootEmptied,
+    /// A root would be deleted.
+    RootDeletion,
+    /// A root would change kind.
+    RootTypeChange,
+}
+
+impl HaltReason {
+    /// Returns the status name (`halted-on-root-emptied`...).
+    pub fn status(self) -> &'static str {
+        match self {
+            HaltReason::RootEmptied => "halted-on-root-emptied",
+            HaltReason::RootDeletion => "halted-on-root-deletion",
+            HaltReason::RootTypeChange => "halted-on-root-type-change",
+        }
+    }
+
+    /// Returns a human description.
+    pub fn description(self) -> &'static str {
+        match self {
+            HaltReason::RootEmptied => "halted due to one-sided root emptying",
+            HaltReason::RootDeletion => "halted due to root deletion",
+            HaltReason::RootTypeChange => "halted due to root type change",
+        }
+    }
+}
+
+/// Which endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Side {
+    /// The first endpoint.
+    Alpha,
+    /// The second endpoint.
+    Beta,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Alpha => "alpha",
+            Side::Beta => "beta",
+        })
+    }
+}
+
+/// A failure that ends a cycle early; the ancestor is unchanged unless noted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CycleError {
+    /// The synchronizer is halted; resume or reset it first.
+    #[error("session is {}; resume or reset it", .0.description())]
+    Halted(HaltReason),
+    /// An endpoint operation failed as a whole.
+    #[error("unable to {operation} on {side}")]
+    Endpoint {
+        /// The endpoint.
+        side: Side,
+        /// The operation (scan, stage, supply, transition).
+        operation: &'static str,
+        /// The error.
+        #[source]
+        source: EndpointError,
+    },
+    /// A transition result could not be recorded in the ancestor (an internal inconsistency;
+    /// the ancestor keeps its previous value).
+    #[error("unable to update the ancestor")]
+    Ancestor(#[source] ApplyError),
+    /// The updated ancestor would hold invalid or unsynchronizable content (only an endpoint
+    /// that reports impossible transition results can cause this); it was not saved.
+    #[error("refusing an invalid ancestor")]
+    InvalidAncestor(#[source] EntryError),
+}
+
+/// What one side went through in a cycle.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SideReport {
+    /// Counts from the scan (the content itself is left out).
+    pub directories: u64,
+    /// Files scanned.
+    pub files: u64,
+    /// Symbolic links scanned.
+    pub symbolic_links: u64,
+    /// Bytes in scanned files.
+    pub total_file_size: u64,
+    /// Problematic entries found by the scan.
+    pub scan_problems: Vec<Problem>,
+    /// How long the scan took.
+    pub scan_duration: Duration,
+    /// Files that had to be transferred to this side (after local reuse).
+    pub staged_files: u64,
+    /// Bytes transferred to this side.
+    pub staged_bytes: u64,
+    /// The changes applied to this side.
+    pub transitions: Vec<Change>,
+    /// Trouble while applying them.
+    pub transition_problems: Vec<Problem>,
+    /// Whether some staged file was missing.
+    pub missing_files: bool,
+}
+
+impl SideReport {
+    fn from_scan(snapshot: &Snapshot, scan_duration: Duration) -> SideReport {
+        SideReport {
+            directories: snapshot.directories,
+            files: snapshot.files,
+            symbolic_links: snapshot.symbolic_links,
+            total_file_size: snapshot.total_file_size,
+            scan_problems: snapshot.problems(),
+            scan_duration,
+            ..SideReport::default()
+        }
+    }
+}
+
+/// What a cycle did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CycleReport {
+    /// Alpha's side.
+    pub alpha: SideReport,
+    /// Beta's side.
+    pub beta: SideReport,
+    /// Conflicts found (they persist until the content changes).
+    pub conflicts: Vec<Conflict>,
+    /// Every change applied to the ancestor, in order (the ancestor delta).
+    pub ancestor_changes: Vec<Change>,
+    /// Set when the cycle halted instead of changing anything.
+    pub halted: Option<HaltReason>,
+}
+
+impl CycleReport {
+    /// Returns whether another cycle may change something: transitions happened (whose
+    /// results the next scan confirms) or staged files were missing.
+    pub fn needs_another_cycle(&self) -> bool {
+        self.halted.is_none()
+            && (!self.alpha.transitions.is_empty()
+                || !self.beta.transitions.is_empty()
+                || self.alpha.missing_files
+                || self.beta.missing_files)
+    }
+
+    /// Returns every scan and transition problem with the side it happened on.
+    pub fn problems(&self) -> impl Iterator<Item = (Side, &Problem)> {
+        fn of(side: Side, report: &SideReport) -> impl Iterator<Item = (Side, &Problem)> {
+            report
+                .scan_problems
+                .iter()
+                .chain(&report.transition_problems)
+                .map(move |p| (side, p))
+        }
+        of(Side::Alpha, &self.alpha).chain(of(Side::Beta, &self.beta))
+    }
+}
+
+/// The session state a cycle needs: the mode, the ancestor and the halt flag.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Synchronizer {
+    mode: Mode,
+    ancestor: Option<Entry>,
+    halted: Option<HaltReason>,
+}
+
+impl Synchronizer {
+    /// Returns a synchronizer with an empty ancestor (a new session).
+    pub fn new(mode: Mode) -> Synchronizer {
+        Synchronizer {
+            mode,
+            ancestor: None,
+            halted: None,
+        }
+    }
+
+    /// Returns a synchronizer that continues from a saved ancestor.
+    pub fn with_ancestor(mode: Mode, ancestor: Option<Entry>) -> Synchronizer {
+        Synchronizer {
+            mode,
+            ancestor,
+            halted: None,
+        }
+    }
+
+    /// Returns the mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Returns the ancestor.
+    pub fn ancestor(&self) -> Option<&Entry> {
+        self.ancestor.as_ref()
+    }
+
+    /// Returns why the synchronizer is halted, if it is.
+    pub fn halted(&self) -> Option<HaltReason> {
+        self.halted
+    }
+
+    /// Clears a halt; the next cycle checks again.
+    pub fn resume(&mut self) {
+        self.halted = None;
+    }
+
+    /// Forgets the ancestor and any halt: the next cycle behaves like a new session's first.
+    pub fn reset(&mut self) {
+        self.ancestor = None;
+        self.halted = None;
+    }
+
+    /// Runs one cycle.
+    pub fn cycle(
+        &mut self,
+        alpha: &mut dyn Endpoint,
+        beta: &mut dyn Endpoint,
+    ) -> Result<CycleReport, CycleError> {
+        if let Some(reason) = self.halted {
+            return Err(CycleError::Halted(reason));
+        }
+        let (alpha_snapshot, beta_snapshot, mut report) = scan_both(alpha, beta)?;
+        let (alpha_content, beta_content) = (alpha_snapshot.content, beta_snapshot.content);
+        if root_emptied(
+            self.ancestor.as_ref(),
+            alpha_content.as_ref(),
+            beta_content.as_ref(),
+        ) {
+            return Ok(self.halt(report, HaltReason::RootEmptied));
+        }
+        let reconciliation = reconcile(
+            self.ancestor.as_ref(),
+            alpha_content.as_ref(),
+            beta_content.as_ref(),
+            self.mode,
+        );
+        report.conflicts = reconciliation.conflicts;
+        let transitions = reconciliation
+            .alpha_transitions
+            .iter()
+            .chain(&reconciliation.beta_transitions);
+        if let Some(reason) = transitions
+            .filter(|c| c.path.is_empty())
+            .find_map(root_halt)
+        {
+            return Ok(self.halt(report, reason));
+        }
+
+        let (alpha_changes, beta_changes) = (
+            reconciliation.alpha_transitions,
+            reconciliation.beta_transitions,
+        );
+        stage(Side::Alpha, alpha, beta, &alpha_changes, &mut report.alpha)?;
+        stage(Side::Beta, beta, alpha, &beta_changes, &mut report.beta)?;
+        let (alpha_result, beta_result) =
+            transition_both(alpha, beta, &alpha_changes, &beta_changes);
+
+        // Record what is on disk now. A side whose transition failed as a whole contributes
+        // nothing; its changes are simply attempted again next cycle.
+        let mut ancestor_delta = reconciliation.ancestor_changes;
+        let mut first_error = None;
+        for (side, changes, result, side_report) in [
+            (Side::Alpha, alpha_changes, alpha_result, &mut report.alpha),
+            (Side::Beta, beta_changes, beta_result, &mut report.beta),
+        ] {
+            match result {
+                Ok(result) => {
+                    ancestor_delta.extend(results_as_changes(&changes, &result));
+                    side_report.transition_problems = result.problems;
+                    side_report.missing_files = result.missing_files;
+                    side_report.transitions = changes;
+                }
+                Err(source) => {
+                    first_error.get_or_insert(CycleError::Endpoint {
+                        side,
+                        operation: "transition",
+                        source,
+                    });
+                }
+            }
+        }
+        self.update_ancestor(&ancestor_delta)?;
+        report.ancestor_changes = ancestor_delta;
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(report),
+        }
+    }
+
+    fn halt(&mut self, mut report: CycleReport, reason: HaltReason) -> CycleReport {
+        self.halted = Some(reason);
+        report.halted = Some(reason);
+        report
+    }
+
+    /// Applies the delta to a copy of the ancestor and keeps it only if it is valid.
+    fn update_ancestor(&mut self, delta: &[Change]) -> Result<(), CycleError> {
+        let mut ancestor = self.ancestor.clone();
+        for change in delta {
+            apply_change(&mut ancestor, &change.path, change.new.clone())
+                .map_err(CycleError::Ancestor)?;
+        }
+        if let Some(tree) = &ancestor {
+            // Transition results only ever hold synchronizable content; check it anyway, since
+            // a remote endpoint's results are untrusted input.
+            tree.validate(true).map_err(CycleError::InvalidAncestor)?;
+        }
+        self.ancestor = ancestor;
+        Ok(())
+    }
+}
+
+/// Scans both endpoints at once.
+fn scan_both(
+    alpha: &mut dyn Endpoint,
+    beta: &mut dyn Endpoint,
+) -> Result<(Snapshot, Snapshot, CycleReport), CycleError> {
+    let timed = |endpoint: &mut dyn Endpoint| {
+        let start = Instant::now();
+        endpoint.scan().map(|snapshot| (snapshot, start.elapsed()))
+    };
+    let (alpha_scan, beta_scan) = std::thread::scope(|scope| {
+        let alpha_scan = scope.spawn(|| timed(alpha));
+        let beta_scan = timed(beta);
+        (alpha_scan.join(), beta_scan)
+    });
+    let alpha_scan = alpha_scan.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let scan_error = |side| {
+        move |source| CycleError::Endpoint {
+            side,
+            operation: "scan",
+            source,
+        }
+    };
+    let (alpha_snapshot, alpha_duration) = alpha_scan.map_err(scan_error(Side::Alpha))?;
+    let (beta_snapshot, beta_duration) = beta_scan.map_err(scan_error(Side::Beta))?;
+    let report = CycleReport {
+        alpha: SideReport::from_scan(&alpha_snapshot, alpha_duration),
+        beta: SideReport::from_scan(&beta_snapshot, beta_duration),
+        ..CycleReport::default()
+    };
+    Ok((alpha_snapshot, beta_snapshot, report))
+}
+
+/// Applies both sides' transitions at once.
+fn transition_both(
+    alpha: &mut dyn Endpoint,
+    beta: &mut dyn Endpoint,
+    alpha_changes: &[Change],
+    beta_changes: &[Change],
+) -> (
+    Result<TransitionResult, EndpointError>,
+    Result<TransitionResult, EndpointError>,
+) {
+    let run = |endpoint: &mut dyn Endpoint, changes: &[Change]| {
+        if changes.is_empty() {
+            return Ok(TransitionResult::default());
+        }
+        endpoint.transition(changes.to_vec())
+    };
+    std::thread::scope(|scope| {
+        let alpha_result = scope.spawn(|| run(alpha, alpha_changes));
+        let beta_result = run(beta, beta_changes);
+        (
+            alpha_result
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            beta_result,
+        )
+    })
+}
+
+/// Returns the halt a transition of a root would cause, if any.
+fn root_halt(change: &Change) -> Option<HaltReason> {
+    match (&change.old, &change.new) {
+        (Some(_), None) => Some(HaltReason::RootDeletion),
+        (Some(old), Some(new)) if old.kind() != new.kind() => Some(HaltReason::RootTypeChange),
+        _ => None,
+    }
+}
+
+fn root_emptied(ancestor: Option<&Entry>, alpha: Option<&Entry>, beta: Option<&Entry>) -> bool {
+    match (ancestor, alpha, beta) {
+        (
+            Some(Entry::Directory(a)),
+            Some(Entry::Directory(alpha)),
+            Some(Entry::Directory(beta)),
+        ) => a.len() >= 2 && (alpha.is_empty() != beta.is_empty()),
+        _ => false,
+    }
+}
+
+/// Returns the files `receiver` needs for `changes`.
+fn needed_files(changes: &[Change]) -> Vec<StageRequest> {
+    let mut requests = Vec::new();
+    let mut seen = BTreeSet::new();
+    for change in changes.iter().filter(|c| !is_mode_only(c)) {
+        if let Some(new) = &change.new {
+            new.walk(&change.path, &mut |path, entry| {
+                if let Entry::File { digest, .. } = entry {
+                    if seen.insert(*digest) {
+                        requests.push(StageRequest {
+                            path: path.to_owned(),
+                            digest: *digest,
+                        });
+                    }
+                }
+            });
+        }
+    }
+    requests
+}
+
+/// Stages on `receiver` what its `changes` need, supplied by `supplier`.
+fn stage(
+    side: Side,
+    receiver: &mut dyn Endpoint,
+    supplier: &mut dyn Endpoint,
+    changes: &[Change],
+    report: &mut SideReport,
+) -> Result<(), CycleError> {
+    let requests = needed_files(changes);
+    if requests.is_empty() {
+        return Ok(());
+    }
+    let needed = receiver
+        .stage(requests)
+        .map_err(|source| CycleError::Endpoint {
+            side,
+            operation: "stage",
+            source,
+        })?;
+    if needed.is_empty() {
+        return Ok(());
+    }
+    let other = match side {
+        Side::Alpha => Side::Beta,
+        Side::Beta => Side::Alpha,
+    };
+    let mut receive_error = None;
+    let (mut files, mut bytes) = (0, 0);
+    let supplied = supplier.supply(&needed, &mut |transmission| {
+        match &transmission {
+            Transmission::Data(data) => bytes += data.len() as u64,
+            Transmission::End => files += 1,
+            _ => {}
+        }
+        receiver
+            .receive(transmission)
+            .inspect_err(|_| receive_error = Some(side))
+    });
+    report.staged_files = files;
+    report.staged_bytes = bytes;
+    supplied.map_err(|source| match receive_error {
+        Some(side) => CycleError::Endpoint {
+            side,
+            operation: "stage",
+            source,
+        },
+        None => CycleError::Endpoint {
+            side: other,
+            operation: "supply",
+            source,
+        },
+    })
+}
+
+/// Turns transition results into ancestor changes.
+fn results_as_changes<'a>(
+    changes: &'a [Change],
+    result: &'a TransitionResult,
+) -> impl Iterator<Item = Change> + 'a {
+    changes
+        .iter()
+        .zip(&result.results)
+        .map(|(change, now)| Change {
+            path: change.path.clone(),
+            old: None,
+            new: now.clone(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mutagen_reconcile::Digest;
+
+    fn dir(names: &[&str]) -> Option<Entry> {
+        let file = Entry::File {
+            digest: Digest([1; 32]),
+            executable: false,
+        };
+        Some(Entry::Directory(
+            names
+                .iter()
+                .map(|n| ((*n).to_owned(), file.clone()))
+                .collect(),
+        ))
+    }
+
+    #[test]
+    fn root_emptied_needs_two_ancestor_entries_and_one_empty_side() {
+        let (full, empty) = (dir(&["a", "b"]), dir(&[]));
+        assert!(root_emptied(full.as_ref(), empty.as_ref(), full.as_ref()));
+        assert!(root_emptied(full.as_ref(), full.as_ref(), empty.as_ref()));
+        assert!(!root_emptied(full.as_ref(), empty.as_ref(), empty.as_ref()));
+        assert!(!root_emptied(
+            dir(&["a"]).as_ref(),
+            empty.as_ref(),
+            full.as_ref()
+        ));
+        assert!(!root_emptied(None, empty.as_ref(), full.as_ref()));
+    }
+
+    #[test]
+    fn root_halts() {
+        let file = Entry::File {
+            digest: Digest([1; 32]),
+            executable: false,
+        };
+        let deletion = Change::new("", dir(&["a"]), None);
+        let type_change = Change::new("", dir(&["a"]), Some(file.clone()));
+        let creation = Change::new("", None, Some(file));
+        assert_eq!(root_halt(&deletion), Some(HaltReason::RootDeletion));
+        assert_eq!(root_halt(&type_change), Some(HaltReason::RootTypeChange));
+        assert_eq!(root_halt(&creation), None);
+    }
+
+    #[test]
+    fn needed_files_skip_mode_only_changes_and_duplicates() {
+        let file = |exec| {
+            Some(Entry::File {
+                digest: Digest([1; 32]),
+                executable: exec,
+            })
+        };
+        let changes = vec![
+            Change::new("x", file(false), file(true)),
+            Change::new("d", None, dir(&["a", "b"])),
+        ];
+        let needed = needed_files(&changes);
+        assert_eq!(
+            needed,
+            vec![StageRequest {
+                path: "d/a".into(),
+                digest: Digest([1; 32])
+            }]
+        );
+    }
+}
