@@ -1,0 +1,367 @@
+//! `mutagen sync once ALPHA BETA`: synchronize two local roots in the foreground.
+//!
+//! Runs cycles until one changes nothing (or makes no progress), saving the ancestor after
+//! every cycle in `<data directory>/once/<key>.state`, so that the next run tells deletions
+//! from creations exactly as a long-lived session would. Staging happens in
+//! `<data directory>/staging/<key>-alpha|beta`, outside both roots.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use mutagen_endpoint::synchronizer::{CycleReport, Side, SideReport};
+use mutagen_endpoint::{
+    Endpoint, Ignorer, LocalEndpoint, LocalOptions, ScanOptions, SymlinkMode, Synchronizer,
+};
+use mutagen_reconcile::Mode;
+
+use crate::{Outcome, render, state};
+
+/// The most cycles one run performs before giving up on convergence.
+const MAX_CYCLES: usize = 10;
+
+/// Synchronize two local directories until they agree, then exit.
+///
+/// Remembers what was synchronized (in the data directory, `~/.mutagen` or
+/// `$MUTAGEN_DATA_DIRECTORY`), so later runs propagate deletions. Exits with 0 when both sides
+/// agree, 2 when conflicts or problems remain (they are listed), 1 on error.
+#[derive(Debug, Args)]
+pub struct OnceArgs {
+    /// The alpha root (a local path)
+    alpha: String,
+    /// The beta root (a local path)
+    beta: String,
+    /// Synchronization mode: two-way-safe, two-way-resolved, one-way-safe, one-way-replica
+    #[arg(short, long, default_value = "two-way-safe")]
+    mode: Mode,
+    /// Ignore paths matching this pattern (repeatable; `!` negates, leading `/` anchors,
+    /// trailing `/` matches directories only)
+    #[arg(short, long = "ignore", value_name = "PATTERN")]
+    ignores: Vec<String>,
+    /// Ignore version-control directories (.git, .svn, .hg, .bzr, _darcs)
+    #[arg(long)]
+    ignore_vcs: bool,
+    /// Symbolic link mode: portable, posix-raw, ignore
+    #[arg(long, default_value = "portable")]
+    symlink_mode: SymlinkMode,
+    /// Forget what earlier runs synchronized (the run behaves like a first run)
+    #[arg(long)]
+    reset: bool,
+}
+
+/// Runs `sync once`.
+pub fn cmd_once(args: OnceArgs) -> anyhow::Result<Outcome> {
+    let cwd = std::env::current_dir().context("unable to determine the working directory")?;
+    let alpha = local_root(&args.alpha, &cwd)?;
+    let beta = local_root(&args.beta, &cwd)?;
+    if alpha.starts_with(&beta) || beta.starts_with(&alpha) {
+        bail!(
+            "roots {} and {} overlap: one contains the other",
+            alpha.display(),
+            beta.display()
+        );
+    }
+    let data = data_directory()?;
+    for root in [&alpha, &beta] {
+        if data.starts_with(root) {
+            bail!(
+                "data directory {} is inside root {}: set MUTAGEN_DATA_DIRECTORY elsewhere",
+                data.display(),
+                root.display()
+            );
+        }
+    }
+    let ignorer = Ignorer::new(&args.ignores, args.ignore_vcs)?;
+    let key = session_key(&alpha, &beta);
+    let state_path = data.join("once").join(format!("{key}.state"));
+    let mut saved = match args.reset {
+        true => state::OnceState {
+            alpha: alpha.clone(),
+            beta: beta.clone(),
+            ancestor: None,
+        },
+        false => state::load(&state_path, &alpha, &beta)?,
+    };
+
+    let scan = ScanOptions {
+        symlink_mode: args.symlink_mode,
+        ignorer: Arc::new(ignorer),
+    };
+    let endpoint = |root: &Path, side: &str, read_only: bool| {
+        let mut options = LocalOptions::new(data.join("staging").join(format!("{key}-{side}")));
+        options.scan = scan.clone();
+        options.read_only = read_only;
+        LocalEndpoint::new(root.to_path_buf(), options)
+    };
+    let mut alpha_endpoint = endpoint(&alpha, "alpha", !args.mode.is_bidirectional());
+    let mut beta_endpoint = endpoint(&beta, "beta", false);
+    let mut synchronizer = Synchronizer::with_ancestor(args.mode, saved.ancestor.take());
+
+    let start = Instant::now();
+    let result = run_cycles(
+        &mut synchronizer,
+        &mut alpha_endpoint,
+        &mut beta_endpoint,
+        |s| {
+            saved.ancestor = s.ancestor().cloned();
+            state::save(&state_path, &saved)
+        },
+    );
+    let shutdown = [alpha_endpoint.shutdown(), beta_endpoint.shutdown()];
+    let summary = result?;
+    for outcome in shutdown {
+        outcome.context("unable to clean up staging")?;
+    }
+    report(
+        &alpha,
+        &beta,
+        args.mode,
+        &summary,
+        start.elapsed().as_secs_f64(),
+    )
+}
+
+/// What the cycles of one run did.
+struct Summary {
+    cycles: usize,
+    alpha: Totals,
+    beta: Totals,
+    last: CycleReport,
+    converged: bool,
+}
+
+#[derive(Default)]
+struct Totals {
+    changes: usize,
+    staged_files: u64,
+    staged_bytes: u64,
+}
+
+impl Totals {
+    fn add(&mut self, side: &SideReport) {
+        self.changes += side.transitions.len();
+        self.staged_files += side.staged_files;
+        self.staged_bytes += side.staged_bytes;
+    }
+}
+
+fn run_cycles(
+    synchronizer: &mut Synchronizer,
+    alpha: &mut dyn Endpoint,
+    beta: &mut dyn Endpoint,
+    mut save: impl FnMut(&Synchronizer) -> anyhow::Result<()>,
+) -> anyhow::Result<Summary> {
+    let (mut totals_alpha, mut totals_beta) = (Totals::default(), Totals::default());
+    let mut previous: Option<CycleReport> = None;
+    for cycle in 1..=MAX_CYCLES {
+        let outcome = synchronizer.cycle(alpha, beta);
+        // Whatever happened, keep what the cycle learned about the disk.
+        save(synchronizer)?;
+        let report = outcome?;
+        if let Some(halt) = report.halted {
+            bail!(
+                "{}: nothing was changed. If this is intended, run again with --reset",
+                halt.description()
+            );
+        }
+        totals_alpha.add(&report.alpha);
+        totals_beta.add(&report.beta);
+        let stalled = previous.as_ref().is_some_and(|p| {
+            p.alpha.transitions == report.alpha.transitions
+                && p.beta.transitions == report.beta.transitions
+        });
+        if !report.needs_another_cycle() || stalled {
+            let summary = Summary {
+                cycles: cycle,
+                alpha: totals_alpha,
+                beta: totals_beta,
+                last: report,
+                converged: true,
+            };
+            return Ok(summary);
+        }
+        previous = Some(report);
+    }
+    let last = previous.unwrap_or_default();
+    Ok(Summary {
+        cycles: MAX_CYCLES,
+        alpha: totals_alpha,
+        beta: totals_beta,
+        last,
+        converged: false,
+    })
+}
+
+fn report(
+    alpha: &Path,
+    beta: &Path,
+    mode: Mode,
+    summary: &Summary,
+    seconds: f64,
+) -> anyhow::Result<Outcome> {
+    println!(
+        "Synchronized {} and {} ({mode}) in {} cycle{} ({seconds:.2}s)",
+        alpha.display(),
+        beta.display(),
+        summary.cycles,
+        if summary.cycles == 1 { "" } else { "s" },
+    );
+    for (name, totals, side) in [
+        ("Alpha", &summary.alpha, &summary.last.alpha),
+        ("Beta", &summary.beta, &summary.last.beta),
+    ] {
+        println!(
+            "{name}: {} directories, {} files ({}), {} symbolic links; {} changes applied, {} files transferred ({})",
+            side.directories,
+            side.files,
+            render::size(side.total_file_size),
+            side.symbolic_links,
+            totals.changes,
+            totals.staged_files,
+            render::size(totals.staged_bytes),
+        );
+    }
+    let conflicts = &summary.last.conflicts;
+    let problems: Vec<_> = summary.last.problems().collect();
+    if !conflicts.is_empty() {
+        println!("Conflicts: {}", conflicts.len());
+        for conflict in conflicts {
+            for line in render::conflict(conflict) {
+                println!("    {line}");
+            }
+        }
+    }
+    if !problems.is_empty() {
+        println!("Problems: {}", problems.len());
+        for (side, problem) in &problems {
+            let side = if *side == Side::Alpha {
+                "alpha"
+            } else {
+                "beta"
+            };
+            println!("    ({side}) {}: {}", problem.path, problem.error);
+        }
+    }
+    if !summary.converged {
+        println!("Not converged after {MAX_CYCLES} cycles: files are still changing");
+    }
+    let clean = conflicts.is_empty() && problems.is_empty() && summary.converged;
+    Ok(if clean {
+        Outcome::Success
+    } else {
+        Outcome::Incomplete
+    })
+}
+
+/// Parses a local root: rejects remote URLs, expands `~`, makes it absolute and normal.
+fn local_root(text: &str, cwd: &Path) -> anyhow::Result<PathBuf> {
+    if text.is_empty() {
+        bail!("empty endpoint url");
+    }
+    if text.to_ascii_lowercase().starts_with("docker://") {
+        bail!("docker endpoint {text:?} is not supported by sync once: use a local path");
+    }
+    if let Some(colon) = text.find(':') {
+        if !text[..colon].contains('/') {
+            bail!("ssh endpoint {text:?} is not supported by sync once: use a local path");
+        }
+    }
+    let expanded = match text.strip_prefix('~') {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+            home()?.join(rest.trim_start_matches('/'))
+        }
+        _ => PathBuf::from(text),
+    };
+    let absolute = normalize(&cwd.join(expanded));
+    if absolute.file_name().is_none() {
+        bail!("root {text:?} cannot be the file-system root");
+    }
+    Ok(absolute)
+}
+
+/// Removes `.` and resolves `..` lexically.
+fn normalize(path: &Path) -> PathBuf {
+    let mut normal = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    normal
+}
+
+fn home() -> anyhow::Result<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .context("unable to determine the home directory: HOME is not set")
+}
+
+/// Returns the data directory: `$MUTAGEN_DATA_DIRECTORY`, else `~/.mutagen`.
+fn data_directory() -> anyhow::Result<PathBuf> {
+    match std::env::var_os("MUTAGEN_DATA_DIRECTORY").filter(|d| !d.is_empty()) {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if !dir.is_absolute() {
+                bail!(
+                    "MUTAGEN_DATA_DIRECTORY {} is not an absolute path",
+                    dir.display()
+                );
+            }
+            Ok(dir)
+        }
+        None => Ok(home()?.join(".mutagen")),
+    }
+}
+
+/// Returns a stable name for the pair of roots.
+fn session_key(alpha: &Path, beta: &Path) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(alpha.as_os_str().as_encoded_bytes());
+    hasher.update(b"\0");
+    hasher.update(beta.as_os_str().as_encoded_bytes());
+    hasher.finalize().to_hex()[..32].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_roots() {
+        let cwd = Path::new("/work");
+        assert_eq!(
+            local_root("a/../b/./c", cwd).expect("relative"),
+            Path::new("/work/b/c")
+        );
+        assert_eq!(local_root("/x@y", cwd).expect("at sign"), Path::new("/x@y"));
+        assert_eq!(
+            local_root("./a:b", cwd).expect("colon after slash"),
+            Path::new("/work/a:b")
+        );
+        for (bad, message) in [
+            ("", "empty endpoint url"),
+            ("host:/path", "ssh endpoint \"host:/path\""),
+            ("user@host:path", "ssh endpoint"),
+            ("docker://c/path", "docker endpoint"),
+            ("/", "cannot be the file-system root"),
+            ("..", "cannot be the file-system root"),
+        ] {
+            let err = local_root(bad, cwd).expect_err(bad).to_string();
+            assert!(err.contains(message), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn session_keys_depend_on_order() {
+        let (a, b) = (Path::new("/a"), Path::new("/b"));
+        assert_ne!(session_key(a, b), session_key(b, a));
+        assert_eq!(session_key(a, b).len(), 32);
+    }
+}
