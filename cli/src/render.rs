@@ -7,14 +7,10 @@ pub fn entry(entry: Option<&Entry>) -> String {
     match entry {
         None => "<non-existent>".into(),
         Some(Entry::Directory(_)) => "Directory".into(),
-        Some(Entry::File {
-            digest,
-            executable: false,
-        }) => format!("File ({})", &digest.to_hex()[..16]),
-        Some(Entry::File {
-            digest,
-            executable: true,
-        }) => {
+        Some(Entry::File { digest, executable: false }) => {
+            format!("File ({})", &digest.to_hex()[..16])
+        }
+        Some(Entry::File { digest, executable: true }) => {
             format!("Executable File ({})", &digest.to_hex()[..16])
         }
         Some(Entry::SymbolicLink { target }) => format!("Symbolic Link ({target})"),
@@ -39,10 +35,7 @@ fn change(side: &str, change: &Change) -> String {
 /// Renders a conflict as indented lines, one per change on each side.
 pub fn conflict(conflict: &Conflict) -> Vec<String> {
     let alpha = conflict.alpha_changes.iter().map(|c| change("alpha", c));
-    let beta = conflict
-        .beta_changes
-        .iter()
-        .map(|c| change("beta", c).replacen(')', ") ", 1));
+    let beta = conflict.beta_changes.iter().map(|c| change("beta", c).replacen(')', ") ", 1));
     alpha.chain(beta).collect()
 }
 
@@ -55,11 +48,7 @@ pub fn size(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 #[cfg(test)]
@@ -69,10 +58,7 @@ mod tests {
 
     #[test]
     fn renders_like_upstream() {
-        let file = Entry::File {
-            digest: Digest([0xab; 32]),
-            executable: true,
-        };
+        let file = Entry::File { digest: Digest([0xab; 32]), executable: true };
         assert_eq!(entry(Some(&file)), "Executable File (abababababababab)");
         assert_eq!(entry(None), "<non-existent>");
         let c = Conflict {
@@ -80,10 +66,7 @@ mod tests {
             alpha_changes: vec![Change::new("a", None, Some(file))],
             beta_changes: vec![Change::new("a", None, Some(Entry::Untracked))],
         };
-        assert_eq!(
-            conflict(&c)[1],
-            "(beta)  a (<non-existent> -> Untracked content)"
-        );
+        assert_eq!(conflict(&c)[1], "(beta)  a (<non-existent> -> Untracked content)");
         assert_eq!(
             (size(10), size(1536), size(20 << 20)),
             ("10 B".into(), "1.5 KiB".into(), "20.0 MiB".into())

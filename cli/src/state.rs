@@ -29,11 +29,7 @@ pub struct OnceState {
 
 /// Loads the state at `path`; a missing file is a fresh state.
 pub fn load(path: &Path, alpha: &Path, beta: &Path) -> anyhow::Result<OnceState> {
-    let fresh = OnceState {
-        alpha: alpha.into(),
-        beta: beta.into(),
-        ancestor: None,
-    };
+    let fresh = OnceState { alpha: alpha.into(), beta: beta.into(), ancestor: None };
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(fresh),
@@ -41,22 +37,13 @@ pub fn load(path: &Path, alpha: &Path, beta: &Path) -> anyhow::Result<OnceState>
             return Err(e).with_context(|| format!("unable to read state file {}", path.display()));
         }
     };
-    let corrupt = || {
-        format!(
-            "state file {} is corrupt (delete it or pass --reset)",
-            path.display()
-        )
-    };
-    let Some(rest) = bytes.strip_prefix(MAGIC) else {
-        bail!(corrupt())
-    };
+    let corrupt =
+        || format!("state file {} is corrupt (delete it or pass --reset)", path.display());
+    let Some(rest) = bytes.strip_prefix(MAGIC) else { bail!(corrupt()) };
     let (version, body) = rest.split_at_checked(4).with_context(corrupt)?;
     let version = u32::from_le_bytes(version.try_into().with_context(corrupt)?);
     if version != VERSION {
-        bail!(
-            "state file {} has version {version}, this build reads {VERSION}",
-            path.display()
-        );
+        bail!("state file {} has version {version}, this build reads {VERSION}", path.display());
     }
     let state: OnceState = postcard::from_bytes(body).with_context(corrupt)?;
     if let Some(ancestor) = &state.ancestor {
@@ -83,14 +70,10 @@ pub fn save(path: &Path, state: &OnceState) -> anyhow::Result<()> {
     bytes.extend(postcard::to_stdvec(state).with_context(context)?);
     let temporary = path.with_extension("tmp");
     let mut file = fs::File::create(&temporary).with_context(context)?;
-    file.write_all(&bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(context)?;
+    file.write_all(&bytes).and_then(|()| file.sync_all()).with_context(context)?;
     fs::rename(&temporary, path).with_context(context)?;
     // Make the rename itself durable.
-    fs::File::open(parent)
-        .and_then(|dir| dir.sync_all())
-        .with_context(context)
+    fs::File::open(parent).and_then(|dir| dir.sync_all()).with_context(context)
 }
 
 #[cfg(test)]
@@ -103,17 +86,11 @@ mod tests {
         let path = dir.path().join("s/state");
         let (a, b) = (Path::new("/a"), Path::new("/b"));
         assert_eq!(load(&path, a, b).expect("fresh").ancestor, None);
-        let state = OnceState {
-            alpha: a.into(),
-            beta: b.into(),
-            ancestor: Some(Entry::empty_directory()),
-        };
+        let state =
+            OnceState { alpha: a.into(), beta: b.into(), ancestor: Some(Entry::empty_directory()) };
         save(&path, &state).expect("save");
         assert_eq!(load(&path, a, b).expect("load"), state);
-        assert!(
-            load(&path, b, a).is_err(),
-            "state of other roots is refused"
-        );
+        assert!(load(&path, b, a).is_err(), "state of other roots is refused");
         let mut bytes = fs::read(&path).expect("read");
         bytes.truncate(bytes.len() - 1);
         bytes.push(0xff);

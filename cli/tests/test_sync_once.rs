@@ -10,9 +10,7 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        let env = Env {
-            dir: tempfile::tempdir().expect("tempdir"),
-        };
+        let env = Env { dir: tempfile::tempdir().expect("tempdir") };
         fs::create_dir(env.path("alpha")).expect("alpha");
         env
     }
@@ -36,11 +34,7 @@ impl Env {
         args.extend_from_slice(extra);
         let output = self.mutagen(&args);
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        (
-            output.status.code().unwrap_or(-1),
-            text(&output.stdout),
-            text(&output.stderr),
-        )
+        (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
     }
 }
 
@@ -57,24 +51,15 @@ fn syncs_then_propagates_deletions_on_later_runs() {
     let (code, out, err) = env.once(&[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with("Synchronized "), "{out}");
-    assert_eq!(
-        fs::read_to_string(env.path("beta/src/main.rs")).expect("synced"),
-        "fn main() {}\n"
-    );
+    assert_eq!(fs::read_to_string(env.path("beta/src/main.rs")).expect("synced"), "fn main() {}\n");
 
     // A deletion on beta propagates to alpha because the ancestor was remembered.
     fs::remove_file(env.path("beta/README")).expect("delete");
     write(&env.path("beta/new.txt"), "from beta\n");
     let (code, out, err) = env.once(&[]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(
-        !env.path("alpha/README").exists(),
-        "deletion did not propagate: {out}"
-    );
-    assert_eq!(
-        fs::read_to_string(env.path("alpha/new.txt")).expect("synced"),
-        "from beta\n"
-    );
+    assert!(!env.path("alpha/README").exists(), "deletion did not propagate: {out}");
+    assert_eq!(fs::read_to_string(env.path("alpha/new.txt")).expect("synced"), "from beta\n");
 }
 
 #[test]
@@ -89,22 +74,13 @@ fn conflicts_are_listed_with_exit_code_2_and_both_versions_kept() {
     assert!(out.contains("Conflicts: 1"), "{out}");
     assert!(out.contains("(alpha) f.txt (File ("), "{out}");
     assert!(out.contains("(beta)  f.txt (File ("), "{out}");
-    assert_eq!(
-        fs::read_to_string(env.path("alpha/f.txt")).expect("kept"),
-        "alpha edit\n"
-    );
-    assert_eq!(
-        fs::read_to_string(env.path("beta/f.txt")).expect("kept"),
-        "beta edit, longer\n"
-    );
+    assert_eq!(fs::read_to_string(env.path("alpha/f.txt")).expect("kept"), "alpha edit\n");
+    assert_eq!(fs::read_to_string(env.path("beta/f.txt")).expect("kept"), "beta edit, longer\n");
 
     // two-way-resolved settles it for alpha.
     let (code, out, _) = env.once(&["--mode", "two-way-resolved"]);
     assert_eq!(code, 0, "{out}");
-    assert_eq!(
-        fs::read_to_string(env.path("beta/f.txt")).expect("resolved"),
-        "alpha edit\n"
-    );
+    assert_eq!(fs::read_to_string(env.path("beta/f.txt")).expect("resolved"), "alpha edit\n");
 }
 
 #[test]
@@ -118,17 +94,11 @@ fn halts_instead_of_propagating_a_root_deletion() {
     assert_eq!(code, 1);
     assert!(err.contains("halted due to root deletion"), "{err}");
     assert!(err.contains("--reset"), "{err}");
-    assert!(
-        env.path("beta/a").exists() && env.path("beta/b").exists(),
-        "beta lost files"
-    );
+    assert!(env.path("beta/a").exists() && env.path("beta/b").exists(), "beta lost files");
     // With --reset, the surviving content flows back.
     let (code, out, err) = env.once(&["--reset"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(
-        fs::read_to_string(env.path("alpha/b")).expect("restored"),
-        "b\n"
-    );
+    assert_eq!(fs::read_to_string(env.path("alpha/b")).expect("restored"), "b\n");
 }
 
 #[test]
@@ -136,19 +106,10 @@ fn bad_input_gets_clear_errors_and_touches_nothing() {
     let env = Env::new();
     write(&env.path("alpha/keep"), "keep\n");
     let cases: &[(&[&str], &str)] = &[
-        (
-            &["sync", "once", "alpha", "host:/srv"],
-            "ssh endpoint \"host:/srv\" is not supported",
-        ),
-        (
-            &["sync", "once", "docker://box/app", "beta"],
-            "docker endpoint",
-        ),
+        (&["sync", "once", "alpha", "host:/srv"], "ssh endpoint \"host:/srv\" is not supported"),
+        (&["sync", "once", "docker://box/app", "beta"], "docker endpoint"),
         (&["sync", "once", "alpha", "alpha/inner"], "overlap"),
-        (
-            &["sync", "once", "alpha", "beta", "--ignore", "!"],
-            "invalid ignore pattern \"!\"",
-        ),
+        (&["sync", "once", "alpha", "beta", "--ignore", "!"], "invalid ignore pattern \"!\""),
         (
             &["sync", "once", "alpha", "beta", "--mode", "sideways"],
             "unknown synchronization mode \"sideways\"",
@@ -165,10 +126,7 @@ fn bad_input_gets_clear_errors_and_touches_nothing() {
         assert!(err.contains(message), "{args:?}: {err}");
     }
     assert!(!env.path("beta").exists(), "a failed command created beta");
-    assert_eq!(
-        fs::read_to_string(env.path("alpha/keep")).expect("intact"),
-        "keep\n"
-    );
+    assert_eq!(fs::read_to_string(env.path("alpha/keep")).expect("intact"), "keep\n");
 }
 
 #[test]
@@ -176,22 +134,14 @@ fn problems_are_reported_per_path_and_other_files_still_sync() {
     use std::os::unix::ffi::OsStrExt;
     let env = Env::new();
     write(&env.path("alpha/good.txt"), "good\n");
-    let bad = env
-        .path("alpha")
-        .join(std::ffi::OsStr::from_bytes(b"bad-\xff-name"));
+    let bad = env.path("alpha").join(std::ffi::OsStr::from_bytes(b"bad-\xff-name"));
     fs::write(&bad, "x").expect("non-utf-8 name");
     std::os::unix::fs::symlink("/etc/passwd", env.path("alpha/escape")).expect("symlink");
     let (code, out, _) = env.once(&[]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("Problems: 2"), "{out}");
     assert!(out.contains("name is not valid utf-8"), "{out}");
-    assert!(
-        out.contains("(alpha) escape: invalid symbolic link: target is absolute"),
-        "{out}"
-    );
-    assert_eq!(
-        fs::read_to_string(env.path("beta/good.txt")).expect("synced"),
-        "good\n"
-    );
+    assert!(out.contains("(alpha) escape: invalid symbolic link: target is absolute"), "{out}");
+    assert_eq!(fs::read_to_string(env.path("beta/good.txt")).expect("synced"), "good\n");
     assert!(!env.path("beta/escape").exists());
 }

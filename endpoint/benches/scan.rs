@@ -22,15 +22,9 @@ fn generate(root: &Path) {
 
 fn bench_root() -> (tempfile::TempDir, PathBuf) {
     let shm = Path::new("/dev/shm");
-    let parent = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("mutagen-scan-bench")
-        .tempdir_in(parent)
-        .expect("temp");
+    let parent = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    let dir =
+        tempfile::Builder::new().prefix("mutagen-scan-bench").tempdir_in(parent).expect("temp");
     let root = dir.path().join("tree");
     generate(&root);
     (dir, root)
@@ -44,10 +38,10 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("scan_100k");
     group.sample_size(10);
     group.bench_function("cold", |b| {
-        b.iter(|| scan(&root, &options, &Cache::default()).expect("scan"))
+        b.iter(|| scan(&root, &options, &Cache::default()).expect("scan"));
     });
     group.bench_function("warm", |b| {
-        b.iter(|| scan(&root, &options, &warm.cache).expect("scan"))
+        b.iter(|| scan(&root, &options, &warm.cache).expect("scan"));
     });
     group.finish();
 }

@@ -27,10 +27,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Returns the problematic entries of the scan, as problems.
     pub fn problems(&self) -> Vec<Problem> {
-        self.content
-            .as_ref()
-            .map(|content| content.problems(""))
-            .unwrap_or_default()
+        self.content.as_ref().map(|content| content.problems("")).unwrap_or_default()
     }
 }
 

@@ -22,12 +22,7 @@ pub(crate) fn open_directory<P: rustix::path::Arg>(dir: impl AsFd, name: P) -> i
 /// Opens a file for reading without following a symbolic link at `name`.
 pub(crate) fn open_file<P: rustix::path::Arg>(dir: impl AsFd, name: P) -> io::Result<File> {
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
-    Ok(File::from(rustix::fs::openat(
-        dir,
-        name,
-        flags,
-        Mode::empty(),
-    )?))
+    Ok(File::from(rustix::fs::openat(dir, name, flags, Mode::empty())?))
 }
 
 /// Returns the metadata of `name` in `dir`, not following a symbolic link.
@@ -71,11 +66,7 @@ pub(crate) fn hash_reader(mut reader: impl Read) -> io::Result<(Digest, u64)> {
 /// `executable`) or cleared.
 pub(crate) fn with_executability(mode: u32, executable: bool) -> u32 {
     let permissions = mode & 0o777;
-    if executable {
-        permissions | ((permissions & 0o444) >> 2)
-    } else {
-        permissions & !0o111
-    }
+    if executable { permissions | ((permissions & 0o444) >> 2) } else { permissions & !0o111 }
 }
 
 /// The location of a root-relative path: a handle on its parent directory and its name.
@@ -97,10 +88,7 @@ pub(crate) fn locate(root: &Path, path: &str) -> io::Result<Location> {
         };
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let parent = rustix::fs::openat(CWD, parent, flags, Mode::empty())?;
-        return Ok(Location {
-            parent,
-            name: name.to_owned(),
-        });
+        return Ok(Location { parent, name: name.to_owned() });
     }
     let mut components: Vec<&str> = path.split('/').collect();
     if !components.iter().all(|c| validate_name(c)) {

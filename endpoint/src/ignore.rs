@@ -104,11 +104,7 @@ impl Ignorer {
             return false;
         }
         let full = self.full.matches(path);
-        let by_name = self
-            .basename
-            .matches(name)
-            .into_iter()
-            .map(|i| self.basename_rules[i]);
+        let by_name = self.basename.matches(name).into_iter().map(|i| self.basename_rules[i]);
         full.into_iter()
             .chain(by_name)
             .filter(|&i| is_directory || !self.rules[i].directory_only)
@@ -134,20 +130,9 @@ fn parse(raw: &str) -> Result<(Rule, String, bool), IgnoreError> {
         return Err(invalid("the root cannot be ignored"));
     }
     // Clean repeated separators (`a//b` means `a/b`).
-    let glob = trimmed
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .collect::<Vec<_>>()
-        .join("/");
+    let glob = trimmed.split('/').filter(|c| !c.is_empty()).collect::<Vec<_>>().join("/");
     let matches_basename = !anchored && !glob.contains('/');
-    Ok((
-        Rule {
-            negated,
-            directory_only,
-        },
-        glob,
-        matches_basename,
-    ))
+    Ok((Rule { negated, directory_only }, glob, matches_basename))
 }
 
 #[cfg(test)]

@@ -104,17 +104,11 @@ impl LocalEndpoint {
             Ok(file) => file,
             Err(e) => {
                 let error = format!("unable to open file: {}", describe(&e));
-                return sink(Transmission::Unavailable {
-                    request: request.clone(),
-                    error,
-                });
+                return sink(Transmission::Unavailable { request: request.clone(), error });
             }
         };
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        sink(Transmission::Begin {
-            request: request.clone(),
-            size,
-        })?;
+        sink(Transmission::Begin { request: request.clone(), size })?;
         let mut buffer = vec![0u8; CHUNK];
         loop {
             match file.read(&mut buffer) {
@@ -172,10 +166,10 @@ impl Endpoint for LocalEndpoint {
                 let opened = fsutil::locate(&self.root, path).and_then(|location| {
                     fsutil::open_file(&location.parent, location.name.as_str())
                 });
-                if let Ok(file) = opened {
-                    if self.staging.stage_from(file, request.digest)? {
-                        continue;
-                    }
+                if let Ok(file) = opened
+                    && self.staging.stage_from(file, request.digest)?
+                {
+                    continue;
                 }
             }
             needed.push(request);
@@ -188,9 +182,7 @@ impl Endpoint for LocalEndpoint {
         requests: &[StageRequest],
         sink: &mut dyn FnMut(Transmission) -> EndpointResult<()>,
     ) -> EndpointResult<()> {
-        requests
-            .iter()
-            .try_for_each(|request| self.supply_one(request, sink))
+        requests.iter().try_for_each(|request| self.supply_one(request, sink))
     }
 
     fn receive(&mut self, transmission: Transmission) -> EndpointResult<()> {

@@ -85,6 +85,8 @@ pub struct CacheRecord {
 }
 
 impl CacheRecord {
+    // Field types of `Stat` differ across targets.
+    #[allow(clippy::unnecessary_cast)]
     fn new(stat: &Stat, digest: Digest) -> CacheRecord {
         CacheRecord {
             mode: stat.st_mode,
@@ -113,10 +115,7 @@ pub struct Cache {
 impl Cache {
     /// Returns a map from digest to one path holding that content.
     pub fn paths_by_digest(&self) -> HashMap<Digest, &str> {
-        self.records
-            .iter()
-            .map(|(path, record)| (record.digest, path.as_str()))
-            .collect()
+        self.records.iter().map(|(path, record)| (record.digest, path.as_str())).collect()
     }
 }
 
@@ -131,45 +130,26 @@ pub struct ScanOutput {
 
 /// Scans `root`, reusing digests from `previous` for unchanged files.
 pub fn scan(root: &Path, options: &ScanOptions, previous: &Cache) -> EndpointResult<ScanOutput> {
-    let fail = |reason: String| EndpointError::Scan {
-        root: root.display().to_string(),
-        reason,
-    };
+    let fail = |reason: String| EndpointError::Scan { root: root.display().to_string(), reason };
     let stat = match rustix::fs::lstat(root) {
         Ok(stat) => stat,
         Err(rustix::io::Errno::NOENT) => return Ok(ScanOutput::default()),
         Err(e) => return Err(fail(describe(&e.into()))),
     };
-    let scanner = Scanner {
-        options,
-        previous,
-        root_device: stat.st_dev,
-        records: Mutex::default(),
-    };
+    let scanner =
+        Scanner { options, previous, root_device: stat.st_dev, records: Mutex::default() };
     let content = match FileType::from_raw_mode(stat.st_mode) {
         FileType::Symlink => return Err(fail("root is a symbolic link".into())),
         FileType::RegularFile => scanner.file(CWD, root, "", &stat),
         FileType::Directory => {
             let dir = fsutil::open_directory(CWD, root).map_err(|e| fail(describe(&e)))?;
-            Entry::Directory(
-                scanner
-                    .directory(dir.as_fd(), "")
-                    .map_err(|e| fail(describe(&e)))?,
-            )
+            Entry::Directory(scanner.directory(dir.as_fd(), "").map_err(|e| fail(describe(&e)))?)
         }
         _ => Entry::Untracked,
     };
-    let records = scanner
-        .records
-        .into_inner()
-        .unwrap_or_else(|poison| poison.into_inner());
-    let cache = Cache {
-        records: records.into_iter().collect(),
-    };
-    Ok(ScanOutput {
-        snapshot: summarize(content, &cache),
-        cache,
-    })
+    let records = scanner.records.into_inner().unwrap_or_else(|poison| poison.into_inner());
+    let cache = Cache { records: records.into_iter().collect() };
+    Ok(ScanOutput { snapshot: summarize(content, &cache), cache })
 }
 
 /// Counts a scanned tree.
@@ -189,9 +169,7 @@ fn summarize(content: Entry, cache: &Cache) -> Snapshot {
 }
 
 fn problematic(problem: impl Into<String>) -> Entry {
-    Entry::Problematic {
-        problem: problem.into(),
-    }
+    Entry::Problematic { problem: problem.into() }
 }
 
 struct Scanner<'a> {
@@ -240,11 +218,7 @@ impl Scanner<'_> {
             }
         };
         let kind = FileType::from_raw_mode(stat.st_mode);
-        if self
-            .options
-            .ignorer
-            .is_ignored(&path, kind == FileType::Directory)
-        {
+        if self.options.ignorer.is_ignored(&path, kind == FileType::Directory) {
             return Some((name.to_owned(), Entry::Untracked));
         }
         let entry = match kind {
@@ -274,11 +248,7 @@ impl Scanner<'_> {
         stat: &Stat,
     ) -> Entry {
         let executable = stat.st_mode & 0o111 != 0;
-        let cached = self
-            .previous
-            .records
-            .get(path)
-            .filter(|record| record.matches(stat));
+        let cached = self.previous.records.get(path).filter(|record| record.matches(stat));
         let digest = match cached {
             Some(record) => record.digest,
             None => match fsutil::open_file(dir, name).and_then(fsutil::hash_reader) {
@@ -288,10 +258,7 @@ impl Scanner<'_> {
             },
         };
         let record = CacheRecord::new(stat, digest);
-        self.records
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((path.to_owned(), record));
+        self.records.lock().unwrap_or_else(|p| p.into_inner()).push((path.to_owned(), record));
         Entry::File { digest, executable }
     }
 
@@ -374,11 +341,7 @@ mod tests {
             ("link", "", false),
         ];
         for (path, target, ok) in table {
-            assert_eq!(
-                check_portable_target(path, target).is_ok(),
-                ok,
-                "{path} -> {target}"
-            );
+            assert_eq!(check_portable_target(path, target).is_ok(), ok, "{path} -> {target}");
         }
         assert!(check_portable_target("l", &"a/".repeat(200)).is_err());
     }
@@ -386,11 +349,6 @@ mod tests {
     #[test]
     fn symlink_modes_parse() {
         assert_eq!("posix-raw".parse(), Ok(SymlinkMode::PosixRaw));
-        assert!(
-            "raw"
-                .parse::<SymlinkMode>()
-                .unwrap_err()
-                .contains("\"raw\"")
-        );
+        assert!("raw".parse::<SymlinkMode>().expect_err("unknown mode").contains("\"raw\""));
     }
 }

@@ -40,12 +40,7 @@ struct Receiving {
 impl Staging {
     /// Returns a store at `directory`; nothing is created yet.
     pub fn new(directory: PathBuf) -> Staging {
-        Staging {
-            directory,
-            uses: HashMap::new(),
-            receiving: None,
-            next_temporary: 0,
-        }
+        Staging { directory, uses: HashMap::new(), receiving: None, next_temporary: 0 }
     }
 
     /// Returns the store's directory.
@@ -54,10 +49,7 @@ impl Staging {
     }
 
     fn error(&self, source: io::Error) -> EndpointError {
-        EndpointError::Staging {
-            path: self.directory.display().to_string(),
-            source,
-        }
+        EndpointError::Staging { path: self.directory.display().to_string(), source }
     }
 
     /// Returns where content with `digest` is kept.
@@ -78,16 +70,10 @@ impl Staging {
             .create(&self.directory)
             .map_err(|e| self.error(e))?;
         self.next_temporary += 1;
-        let path = self.directory.join(format!(
-            "incoming-{}-{}",
-            std::process::id(),
-            self.next_temporary
-        ));
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| self.error(e))?;
+        let path =
+            self.directory.join(format!("incoming-{}-{}", std::process::id(), self.next_temporary));
+        let file =
+            File::options().write(true).create_new(true).open(&path).map_err(|e| self.error(e))?;
         Ok((path, file))
     }
 
@@ -143,12 +129,8 @@ impl Staging {
                     ));
                 }
                 let (temporary, file) = self.temporary()?;
-                self.receiving = Some(Receiving {
-                    request,
-                    temporary,
-                    file,
-                    hasher: blake3::Hasher::new(),
-                });
+                self.receiving =
+                    Some(Receiving { request, temporary, file, hasher: blake3::Hasher::new() });
                 Ok(0)
             }
             Transmission::Data(data) => {
@@ -228,15 +210,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut staging = Staging::new(dir.path().join("store"));
         let good = digest_of(b"hello");
-        let request = StageRequest {
-            path: "a".into(),
-            digest: good,
-        };
+        let request = StageRequest { path: "a".into(), digest: good };
         for t in [
-            Transmission::Begin {
-                request: request.clone(),
-                size: 5,
-            },
+            Transmission::Begin { request, size: 5 },
             Transmission::Data(b"hel".to_vec()),
             Transmission::Data(b"lo".to_vec()),
             Transmission::End,
@@ -244,24 +220,15 @@ mod tests {
             staging.receive(t).expect("receive");
         }
         assert!(staging.contains(&good));
-        let bad = StageRequest {
-            path: "b".into(),
-            digest: digest_of(b"other"),
-        };
+        let bad = StageRequest { path: "b".into(), digest: digest_of(b"other") };
         for t in [
-            Transmission::Begin {
-                request: bad.clone(),
-                size: 5,
-            },
+            Transmission::Begin { request: bad.clone(), size: 5 },
             Transmission::Data(b"hello".to_vec()),
             Transmission::End,
         ] {
             staging.receive(t).expect("receive");
         }
-        assert!(
-            !staging.contains(&bad.digest),
-            "content changed in flight must not be staged"
-        );
+        assert!(!staging.contains(&bad.digest), "content changed in flight must not be staged");
         assert!(staging.receive(Transmission::End).is_err());
     }
 
@@ -271,11 +238,7 @@ mod tests {
         let mut staging = Staging::new(dir.path().join("store"));
         let digest = digest_of(b"same");
         assert!(staging.stage_from(&b"same"[..], digest).expect("stage"));
-        assert!(
-            !staging
-                .stage_from(&b"different"[..], digest)
-                .expect("stage")
-        );
+        assert!(!staging.stage_from(&b"different"[..], digest).expect("stage"));
         staging.reserve(HashMap::from([(digest, 2)]));
         let first = staging.take(&digest).expect("first use");
         assert_ne!(first, staging.path_of(&digest));

@@ -172,11 +172,7 @@ impl CycleReport {
     /// Returns every scan and transition problem with the side it happened on.
     pub fn problems(&self) -> impl Iterator<Item = (Side, &Problem)> {
         fn of(side: Side, report: &SideReport) -> impl Iterator<Item = (Side, &Problem)> {
-            report
-                .scan_problems
-                .iter()
-                .chain(&report.transition_problems)
-                .map(move |p| (side, p))
+            report.scan_problems.iter().chain(&report.transition_problems).map(move |p| (side, p))
         }
         of(Side::Alpha, &self.alpha).chain(of(Side::Beta, &self.beta))
     }
@@ -193,20 +189,12 @@ pub struct Synchronizer {
 impl Synchronizer {
     /// Returns a synchronizer with an empty ancestor (a new session).
     pub fn new(mode: Mode) -> Synchronizer {
-        Synchronizer {
-            mode,
-            ancestor: None,
-            halted: None,
-        }
+        Synchronizer { mode, ancestor: None, halted: None }
     }
 
     /// Returns a synchronizer that continues from a saved ancestor.
     pub fn with_ancestor(mode: Mode, ancestor: Option<Entry>) -> Synchronizer {
-        Synchronizer {
-            mode,
-            ancestor,
-            halted: None,
-        }
+        Synchronizer { mode, ancestor, halted: None }
     }
 
     /// Returns the mode.
@@ -246,11 +234,7 @@ impl Synchronizer {
         }
         let (alpha_snapshot, beta_snapshot, mut report) = scan_both(alpha, beta)?;
         let (alpha_content, beta_content) = (alpha_snapshot.content, beta_snapshot.content);
-        if root_emptied(
-            self.ancestor.as_ref(),
-            alpha_content.as_ref(),
-            beta_content.as_ref(),
-        ) {
+        if root_emptied(self.ancestor.as_ref(), alpha_content.as_ref(), beta_content.as_ref()) {
             return Ok(self.halt(report, HaltReason::RootEmptied));
         }
         let reconciliation = reconcile(
@@ -260,21 +244,14 @@ impl Synchronizer {
             self.mode,
         );
         report.conflicts = reconciliation.conflicts;
-        let transitions = reconciliation
-            .alpha_transitions
-            .iter()
-            .chain(&reconciliation.beta_transitions);
-        if let Some(reason) = transitions
-            .filter(|c| c.path.is_empty())
-            .find_map(root_halt)
-        {
+        let transitions =
+            reconciliation.alpha_transitions.iter().chain(&reconciliation.beta_transitions);
+        if let Some(reason) = transitions.filter(|c| c.path.is_empty()).find_map(root_halt) {
             return Ok(self.halt(report, reason));
         }
 
-        let (alpha_changes, beta_changes) = (
-            reconciliation.alpha_transitions,
-            reconciliation.beta_transitions,
-        );
+        let (alpha_changes, beta_changes) =
+            (reconciliation.alpha_transitions, reconciliation.beta_transitions);
         stage(Side::Alpha, alpha, beta, &alpha_changes, &mut report.alpha)?;
         stage(Side::Beta, beta, alpha, &beta_changes, &mut report.beta)?;
         let (alpha_result, beta_result) =
@@ -350,13 +327,7 @@ fn scan_both(
         (alpha_scan.join(), beta_scan)
     });
     let alpha_scan = alpha_scan.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-    let scan_error = |side| {
-        move |source| CycleError::Endpoint {
-            side,
-            operation: "scan",
-            source,
-        }
-    };
+    let scan_error = |side| move |source| CycleError::Endpoint { side, operation: "scan", source };
     let (alpha_snapshot, alpha_duration) = alpha_scan.map_err(scan_error(Side::Alpha))?;
     let (beta_snapshot, beta_duration) = beta_scan.map_err(scan_error(Side::Beta))?;
     let report = CycleReport {
@@ -373,10 +344,7 @@ fn transition_both(
     beta: &mut dyn Endpoint,
     alpha_changes: &[Change],
     beta_changes: &[Change],
-) -> (
-    Result<TransitionResult, EndpointError>,
-    Result<TransitionResult, EndpointError>,
-) {
+) -> (Result<TransitionResult, EndpointError>, Result<TransitionResult, EndpointError>) {
     let run = |endpoint: &mut dyn Endpoint, changes: &[Change]| {
         if changes.is_empty() {
             return Ok(TransitionResult::default());
@@ -386,12 +354,7 @@ fn transition_both(
     std::thread::scope(|scope| {
         let alpha_result = scope.spawn(|| run(alpha, alpha_changes));
         let beta_result = run(beta, beta_changes);
-        (
-            alpha_result
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            beta_result,
-        )
+        (alpha_result.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), beta_result)
     })
 }
 
@@ -422,13 +385,10 @@ fn needed_files(changes: &[Change]) -> Vec<StageRequest> {
     for change in changes.iter().filter(|c| !is_mode_only(c)) {
         if let Some(new) = &change.new {
             new.walk(&change.path, &mut |path, entry| {
-                if let Entry::File { digest, .. } = entry {
-                    if seen.insert(*digest) {
-                        requests.push(StageRequest {
-                            path: path.to_owned(),
-                            digest: *digest,
-                        });
-                    }
+                if let Entry::File { digest, .. } = entry
+                    && seen.insert(*digest)
+                {
+                    requests.push(StageRequest { path: path.to_owned(), digest: *digest });
                 }
             });
         }
@@ -448,13 +408,11 @@ fn stage(
     if requests.is_empty() {
         return Ok(());
     }
-    let needed = receiver
-        .stage(requests)
-        .map_err(|source| CycleError::Endpoint {
-            side,
-            operation: "stage",
-            source,
-        })?;
+    let needed = receiver.stage(requests).map_err(|source| CycleError::Endpoint {
+        side,
+        operation: "stage",
+        source,
+    })?;
     if needed.is_empty() {
         return Ok(());
     }
@@ -470,23 +428,13 @@ fn stage(
             Transmission::End => files += 1,
             _ => {}
         }
-        receiver
-            .receive(transmission)
-            .inspect_err(|_| receive_error = Some(side))
+        receiver.receive(transmission).inspect_err(|_| receive_error = Some(side))
     });
     report.staged_files = files;
     report.staged_bytes = bytes;
     supplied.map_err(|source| match receive_error {
-        Some(side) => CycleError::Endpoint {
-            side,
-            operation: "stage",
-            source,
-        },
-        None => CycleError::Endpoint {
-            side: other,
-            operation: "supply",
-            source,
-        },
+        Some(side) => CycleError::Endpoint { side, operation: "stage", source },
+        None => CycleError::Endpoint { side: other, operation: "supply", source },
     })
 }
 
@@ -495,14 +443,11 @@ fn results_as_changes<'a>(
     changes: &'a [Change],
     result: &'a TransitionResult,
 ) -> impl Iterator<Item = Change> + 'a {
-    changes
-        .iter()
-        .zip(&result.results)
-        .map(|(change, now)| Change {
-            path: change.path.clone(),
-            old: None,
-            new: now.clone(),
-        })
+    changes.iter().zip(&result.results).map(|(change, now)| Change {
+        path: change.path.clone(),
+        old: None,
+        new: now.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -511,16 +456,8 @@ mod tests {
     use mutagen_reconcile::Digest;
 
     fn dir(names: &[&str]) -> Option<Entry> {
-        let file = Entry::File {
-            digest: Digest([1; 32]),
-            executable: false,
-        };
-        Some(Entry::Directory(
-            names
-                .iter()
-                .map(|n| ((*n).to_owned(), file.clone()))
-                .collect(),
-        ))
+        let file = Entry::File { digest: Digest([1; 32]), executable: false };
+        Some(Entry::Directory(names.iter().map(|n| ((*n).to_owned(), file.clone())).collect()))
     }
 
     #[test]
@@ -529,20 +466,13 @@ mod tests {
         assert!(root_emptied(full.as_ref(), empty.as_ref(), full.as_ref()));
         assert!(root_emptied(full.as_ref(), full.as_ref(), empty.as_ref()));
         assert!(!root_emptied(full.as_ref(), empty.as_ref(), empty.as_ref()));
-        assert!(!root_emptied(
-            dir(&["a"]).as_ref(),
-            empty.as_ref(),
-            full.as_ref()
-        ));
+        assert!(!root_emptied(dir(&["a"]).as_ref(), empty.as_ref(), full.as_ref()));
         assert!(!root_emptied(None, empty.as_ref(), full.as_ref()));
     }
 
     #[test]
     fn root_halts() {
-        let file = Entry::File {
-            digest: Digest([1; 32]),
-            executable: false,
-        };
+        let file = Entry::File { digest: Digest([1; 32]), executable: false };
         let deletion = Change::new("", dir(&["a"]), None);
         let type_change = Change::new("", dir(&["a"]), Some(file.clone()));
         let creation = Change::new("", None, Some(file));
@@ -553,23 +483,12 @@ mod tests {
 
     #[test]
     fn needed_files_skip_mode_only_changes_and_duplicates() {
-        let file = |exec| {
-            Some(Entry::File {
-                digest: Digest([1; 32]),
-                executable: exec,
-            })
-        };
+        let file = |exec| Some(Entry::File { digest: Digest([1; 32]), executable: exec });
         let changes = vec![
             Change::new("x", file(false), file(true)),
             Change::new("d", None, dir(&["a", "b"])),
         ];
         let needed = needed_files(&changes);
-        assert_eq!(
-            needed,
-            vec![StageRequest {
-                path: "d/a".into(),
-                digest: Digest([1; 32])
-            }]
-        );
+        assert_eq!(needed, vec![StageRequest { path: "d/a".into(), digest: Digest([1; 32]) }]);
     }
 }

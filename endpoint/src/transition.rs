@@ -56,10 +56,7 @@ pub struct Modes {
 
 impl Default for Modes {
     fn default() -> Modes {
-        Modes {
-            file: DEFAULT_FILE_MODE,
-            directory: DEFAULT_DIRECTORY_MODE,
-        }
+        Modes { file: DEFAULT_FILE_MODE, directory: DEFAULT_DIRECTORY_MODE }
     }
 }
 
@@ -73,18 +70,9 @@ pub fn transition(
     changes: Vec<Change>,
 ) -> TransitionResult {
     staging.reserve(count_uses(&changes));
-    let mut transitioner = Transitioner {
-        root,
-        cache,
-        staging,
-        modes,
-        problems: Vec::new(),
-        missing_files: false,
-    };
-    let results = changes
-        .into_iter()
-        .map(|change| transitioner.apply(change))
-        .collect();
+    let mut transitioner =
+        Transitioner { root, cache, staging, modes, problems: Vec::new(), missing_files: false };
+    let results = changes.into_iter().map(|change| transitioner.apply(change)).collect();
     TransitionResult {
         results,
         problems: transitioner.problems,
@@ -148,24 +136,18 @@ impl Transitioner<'_> {
         let path = change.path.as_str();
         if let (
             Some(Entry::File { digest: old, .. }),
-            Some(Entry::File {
-                digest: new,
-                executable,
-            }),
+            Some(Entry::File { digest: new, executable }),
         ) = (&change.old, &change.new)
         {
             return self.replace_file(dir, &name, path, old, new, *executable, &change.old);
         }
-        if let Some(old) = &change.old {
-            if let Some(remaining) = self.remove(dir, &name, path, old) {
-                // Removal was incomplete: leave creation for a later cycle.
-                return Some(remaining);
-            }
+        if let Some(old) = &change.old
+            && let Some(remaining) = self.remove(dir, &name, path, old)
+        {
+            // Removal was incomplete: leave creation for a later cycle.
+            return Some(remaining);
         }
-        change
-            .new
-            .as_ref()
-            .and_then(|new| self.create(dir, &name, path, new))
+        change.new.as_ref().and_then(|new| self.create(dir, &name, path, new))
     }
 
     /// Checks that the file at `name` is the one the scan recorded at `path` with `digest`.
@@ -203,10 +185,7 @@ impl Transitioner<'_> {
             }
         };
         let mode = with_executability(stat.st_mode, executable);
-        let result = Some(Entry::File {
-            digest: *new,
-            executable,
-        });
+        let result = Some(Entry::File { digest: *new, executable });
         if old == new {
             return match rustix::fs::chmodat(dir, name, Mode::from_raw_mode(mode), AtFlags::empty())
             {
@@ -239,10 +218,7 @@ impl Transitioner<'_> {
     ) -> Result<(), ()> {
         let Some(staged) = self.staging.take(digest) else {
             self.missing_files = true;
-            self.problem(
-                path,
-                "unable to locate staged file (it will be transferred again)",
-            );
+            self.problem(path, "unable to locate staged file (it will be transferred again)");
             return Err(());
         };
         let outcome = rustix::fs::chmod(&staged, Mode::from_raw_mode(mode))
@@ -272,10 +248,7 @@ impl Transitioner<'_> {
         mode: u32,
         replace: bool,
     ) -> io::Result<()> {
-        let temporary = format!(
-            "{TEMPORARY_PREFIX}cross-device-{}-{name}",
-            std::process::id()
-        );
+        let temporary = format!("{TEMPORARY_PREFIX}cross-device-{}-{name}", std::process::id());
         let temporary = truncate_name(temporary);
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(dir, temporary.as_str(), flags, Mode::from_raw_mode(mode))?;
@@ -310,13 +283,11 @@ impl Transitioner<'_> {
                 Ok(current) if current.as_bytes() == target.as_bytes() => {
                     unlink(dir, name, AtFlags::empty())
                 }
-                Ok(_) => Err(
-                    "modification detected: the symbolic link changed after it was scanned".into(),
-                ),
-                Err(e) => Err(format!(
-                    "unable to read symbolic link: {}",
-                    describe(&e.into())
-                )),
+                Ok(_) => {
+                    Err("modification detected: the symbolic link changed after it was scanned"
+                        .into())
+                }
+                Err(e) => Err(format!("unable to read symbolic link: {}", describe(&e.into()))),
             },
             Entry::Directory(contents) => return self.remove_directory(dir, name, path, contents),
             // Never produced by reconcile; refuse rather than guess.
@@ -355,9 +326,9 @@ impl Transitioner<'_> {
             }
         }
         let unknown = match fsutil::read_names(handle.as_fd()) {
-            Ok(names) => names
-                .iter()
-                .any(|n| n.to_str().map_or(true, |n| !remaining.contains_key(n))),
+            Ok(names) => {
+                names.iter().any(|n| n.to_str().map_or(true, |n| !remaining.contains_key(n)))
+            }
             Err(e) => {
                 self.problem(path, format!("unable to read directory: {}", describe(&e)));
                 return Some(Entry::Directory(remaining));
@@ -390,8 +361,7 @@ impl Transitioner<'_> {
         match new {
             Entry::File { digest, executable } => {
                 let mode = with_executability(self.modes.file, *executable);
-                self.place_staged(dir, name, path, digest, mode, false)
-                    .ok()?;
+                self.place_staged(dir, name, path, digest, mode, false).ok()?;
                 Some(new.clone())
             }
             Entry::SymbolicLink { target } => {
@@ -430,10 +400,7 @@ impl Transitioner<'_> {
         let handle = match created {
             Ok(handle) => handle,
             Err(e) => {
-                self.problem(
-                    path,
-                    format!("unable to create directory: {}", describe(&e)),
-                );
+                self.problem(path, format!("unable to create directory: {}", describe(&e)));
                 // If mkdir succeeded but opening failed, an empty directory may exist; the next
                 // scan will see it either way.
                 return None;
@@ -498,9 +465,7 @@ mod tests {
     use crate::scan::{self, ScanOptions};
 
     fn file_type(dir: &Path, name: &str) -> Option<FileType> {
-        fsutil::stat_at(CWD, &dir.join(name))
-            .ok()
-            .map(|s| FileType::from_raw_mode(s.st_mode))
+        fsutil::stat_at(CWD, dir.join(name)).ok().map(|s| FileType::from_raw_mode(s.st_mode))
     }
 
     struct Fixture {
@@ -514,11 +479,7 @@ mod tests {
         let root = dir.path().join("root");
         fs::create_dir(&root).expect("root");
         let staging = Staging::new(dir.path().join("staging"));
-        Fixture {
-            _dir: dir,
-            root,
-            staging,
-        }
+        Fixture { _dir: dir, root, staging }
     }
 
     fn digest(data: &[u8]) -> Digest {
@@ -526,10 +487,7 @@ mod tests {
     }
 
     fn file(data: &[u8]) -> Option<Entry> {
-        Some(Entry::File {
-            digest: digest(data),
-            executable: false,
-        })
+        Some(Entry::File { digest: digest(data), executable: false })
     }
 
     impl Fixture {
@@ -540,13 +498,7 @@ mod tests {
             assert!(self.staging.stage_from(data, digest(data)).expect("stage"));
         }
         fn run(&mut self, cache: &Cache, changes: Vec<Change>) -> TransitionResult {
-            transition(
-                &self.root,
-                cache,
-                &mut self.staging,
-                Modes::default(),
-                changes,
-            )
+            transition(&self.root, cache, &mut self.staging, Modes::default(), changes)
         }
     }
 
@@ -557,17 +509,11 @@ mod tests {
         fs::set_permissions(fx.root.join("a"), fs::Permissions::from_mode(0o640)).expect("chmod");
         let scanned = fx.scan();
         fx.stage(b"new");
-        let out = fx.run(
-            &scanned.cache,
-            vec![Change::new("a", file(b"old"), file(b"new"))],
-        );
+        let out = fx.run(&scanned.cache, vec![Change::new("a", file(b"old"), file(b"new"))]);
         assert_eq!(out.problems, vec![]);
         assert_eq!(out.results, vec![file(b"new")]);
         assert_eq!(fs::read(fx.root.join("a")).expect("read"), b"new");
-        let mode = fs::metadata(fx.root.join("a"))
-            .expect("stat")
-            .permissions()
-            .mode();
+        let mode = fs::metadata(fx.root.join("a")).expect("stat").permissions().mode();
         assert_eq!(mode & 0o777, 0o640, "a replaced file keeps its permissions");
     }
 
@@ -589,17 +535,10 @@ mod tests {
             ],
         );
         assert_eq!(fs::read(fx.root.join("a")).expect("read"), b"user edit");
-        assert_eq!(
-            fs::read(fx.root.join("gone")).expect("read"),
-            b"also edited"
-        );
+        assert_eq!(fs::read(fx.root.join("gone")).expect("read"), b"also edited");
         assert_eq!(out.results, vec![file(b"old"), file(b"bye")]);
         assert_eq!(out.problems.len(), 2);
-        assert!(
-            out.problems
-                .iter()
-                .all(|p| p.error.starts_with("modification detected"))
-        );
+        assert!(out.problems.iter().all(|p| p.error.starts_with("modification detected")));
     }
 
     #[test]
@@ -609,21 +548,10 @@ mod tests {
         fs::write(fx.root.join("d/known"), b"k").expect("write");
         let scanned = fx.scan();
         fs::write(fx.root.join("d/new-after-scan"), b"precious").expect("write");
-        let old = scanned
-            .snapshot
-            .content
-            .as_ref()
-            .and_then(|c| c.get("d"))
-            .cloned();
+        let old = scanned.snapshot.content.as_ref().and_then(|c| c.get("d")).cloned();
         let out = fx.run(&scanned.cache, vec![Change::new("d", old, None)]);
-        assert_eq!(
-            fs::read(fx.root.join("d/new-after-scan")).expect("kept"),
-            b"precious"
-        );
-        assert!(
-            !fx.root.join("d/known").exists(),
-            "known content is removed"
-        );
+        assert_eq!(fs::read(fx.root.join("d/new-after-scan")).expect("kept"), b"precious");
+        assert!(!fx.root.join("d/known").exists(), "known content is removed");
         assert_eq!(out.results, vec![Some(Entry::empty_directory())]);
         assert!(out.problems[0].error.contains("unknown content"));
     }
@@ -660,19 +588,11 @@ mod tests {
         fs::remove_dir(fx.root.join("d")).expect("rmdir");
         std::os::unix::fs::symlink(outside.path(), fx.root.join("d")).expect("symlink");
         fx.stage(b"payload");
-        let out = fx.run(
-            &scanned.cache,
-            vec![Change::new("d/f", None, file(b"payload"))],
-        );
-        assert!(
-            !outside.path().join("f").exists(),
-            "wrote through a symbolic link"
-        );
+        let out = fx.run(&scanned.cache, vec![Change::new("d/f", None, file(b"payload"))]);
+        assert!(!outside.path().join("f").exists(), "wrote through a symbolic link");
         assert_eq!(out.results, vec![None]);
         assert!(
-            out.problems[0]
-                .error
-                .contains("parent path is not a directory"),
+            out.problems[0].error.contains("parent path is not a directory"),
             "{:?}",
             out.problems
         );
@@ -684,55 +604,23 @@ mod tests {
         let scanned = fx.scan();
         fx.stage(b"x");
         let tree = Entry::Directory(BTreeMap::from([
-            (
-                "run".to_owned(),
-                Entry::File {
-                    digest: digest(b"x"),
-                    executable: true,
-                },
-            ),
-            (
-                "same".to_owned(),
-                Entry::File {
-                    digest: digest(b"x"),
-                    executable: false,
-                },
-            ),
+            ("run".to_owned(), Entry::File { digest: digest(b"x"), executable: true }),
+            ("same".to_owned(), Entry::File { digest: digest(b"x"), executable: false }),
             (
                 "missing".to_owned(),
-                Entry::File {
-                    digest: digest(b"not staged"),
-                    executable: false,
-                },
+                Entry::File { digest: digest(b"not staged"), executable: false },
             ),
-            (
-                "link".to_owned(),
-                Entry::SymbolicLink {
-                    target: "run".into(),
-                },
-            ),
+            ("link".to_owned(), Entry::SymbolicLink { target: "run".into() }),
         ]));
         let out = fx.run(&scanned.cache, vec![Change::new("t", None, Some(tree))]);
         assert!(out.missing_files);
-        let Some(Some(Entry::Directory(created))) = out.results.first() else {
-            panic!("{out:?}")
-        };
+        let Some(Some(Entry::Directory(created))) = out.results.first() else { panic!("{out:?}") };
         assert_eq!(created.keys().collect::<Vec<_>>(), ["link", "run", "same"]);
         let mode = |p: &str| {
-            fs::symlink_metadata(fx.root.join(p))
-                .expect("stat")
-                .permissions()
-                .mode()
-                & 0o777
+            fs::symlink_metadata(fx.root.join(p)).expect("stat").permissions().mode() & 0o777
         };
-        assert_eq!(
-            (mode("t"), mode("t/run"), mode("t/same")),
-            (0o755, 0o755, 0o644)
-        );
-        assert!(
-            !fx.staging.path_of(&digest(b"x")).exists(),
-            "last use moved the staged file"
-        );
+        assert_eq!((mode("t"), mode("t/run"), mode("t/same")), (0o755, 0o755, 0o644));
+        assert!(!fx.staging.path_of(&digest(b"x")).exists(), "last use moved the staged file");
     }
 
     #[test]
@@ -740,19 +628,10 @@ mod tests {
         let mut fx = fixture();
         fs::write(fx.root.join("s"), b"#!/bin/sh").expect("write");
         let scanned = fx.scan();
-        let new = Some(Entry::File {
-            digest: digest(b"#!/bin/sh"),
-            executable: true,
-        });
-        let out = fx.run(
-            &scanned.cache,
-            vec![Change::new("s", file(b"#!/bin/sh"), new.clone())],
-        );
+        let new = Some(Entry::File { digest: digest(b"#!/bin/sh"), executable: true });
+        let out = fx.run(&scanned.cache, vec![Change::new("s", file(b"#!/bin/sh"), new.clone())]);
         assert_eq!((out.results, out.problems), (vec![new], vec![]));
-        let mode = fs::metadata(fx.root.join("s"))
-            .expect("stat")
-            .permissions()
-            .mode();
+        let mode = fs::metadata(fx.root.join("s")).expect("stat").permissions().mode();
         assert_eq!(mode & 0o111, 0o111 & with_executability(mode, true));
     }
 }

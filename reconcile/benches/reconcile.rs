@@ -7,61 +7,23 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use mutagen_reconcile::{Digest, Entry, Mode, reconcile};
 
-/// 100 top-level directories × 25 subdirectories × 39 files ≈ 100,000 entries.
+/// 100 top-level directories × 25 subdirectories × 39 files ≈ 100,000 entries; every
+/// `100_000 / edits`-th file gets a digest derived from `seed`.
 fn tree(seed: u8, edits: usize) -> Entry {
+    let mut n = 0u32;
+    let mut file = |i: usize| {
+        n += 1;
+        let edited = edits > 0 && (n as usize).is_multiple_of(100_000 / edits);
+        let mut digest = [0u8; 32];
+        digest[..4].copy_from_slice(&n.to_le_bytes());
+        digest[4] = if edited { seed } else { 0 };
+        (format!("file{i:03}.rs"), Entry::File { digest: Digest(digest), executable: false })
+    };
     let mut root = BTreeMap::new();
-    let mut n = 0usize;
     for top in 0..100 {
         let mut top_dir = BTreeMap::new();
         for sub in 0..25 {
-            let files = (0..39)
-                .map(|i| {
-                    n += 1;
-                    let edited = edits > 0 && n % (100_000 / edits) == 0;
-                    let byte = if edited { seed } else { 0 };
-                    let digest = Digest([
-                        byte,
-                        (n % 251) as u8,
-                        (n / 251 % 251) as u8,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                        0,
-                    ]);
-                    (
-                        format!("file{i:03}.rs"),
-                        Entry::File {
-                            digest,
-                            executable: false,
-                        },
-                    )
-                })
-                .collect();
+            let files = (0..39).map(&mut file).collect();
             top_dir.insert(format!("sub{sub:02}"), Entry::Directory(files));
         }
         root.insert(format!("top{top:03}"), Entry::Directory(top_dir));
@@ -78,23 +40,18 @@ fn bench(c: &mut Criterion) {
     group.sample_size(20);
     group.bench_function("no_changes", |b| {
         b.iter(|| {
-            reconcile(
+            black_box(reconcile(
                 Some(&ancestor),
                 Some(&ancestor),
                 Some(&ancestor),
                 Mode::TwoWaySafe,
-            )
-        })
+            ));
+        });
     });
     group.bench_function("1000_edits_each_side", |b| {
         b.iter(|| {
-            reconcile(
-                black_box(Some(&ancestor)),
-                Some(&alpha),
-                Some(&beta),
-                Mode::TwoWaySafe,
-            )
-        })
+            black_box(reconcile(Some(&ancestor), Some(&alpha), Some(&beta), Mode::TwoWaySafe));
+        });
     });
     group.finish();
 }

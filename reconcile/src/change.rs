@@ -43,21 +43,14 @@ pub struct Problem {
 impl Problem {
     /// Returns a new problem.
     pub fn new(path: impl Into<String>, error: impl Into<String>) -> Problem {
-        Problem {
-            path: path.into(),
-            error: error.into(),
-        }
+        Problem { path: path.into(), error: error.into() }
     }
 }
 
 impl Change {
     /// Returns a new change.
     pub fn new(path: impl Into<String>, old: Option<Entry>, new: Option<Entry>) -> Change {
-        Change {
-            path: path.into(),
-            old,
-            new,
-        }
+        Change { path: path.into(), old, new }
     }
 
     /// Returns whether this change removes content without putting anything in its place.
@@ -102,10 +95,7 @@ fn diff_into(path: &str, base: Option<&Entry>, target: Option<&Entry>, out: &mut
 pub(crate) fn union_names<'a>(
     maps: &[Option<&'a std::collections::BTreeMap<String, Entry>>],
 ) -> BTreeSet<&'a str> {
-    maps.iter()
-        .flatten()
-        .flat_map(|map| map.keys().map(String::as_str))
-        .collect()
+    maps.iter().flatten().flat_map(|map| map.keys().map(String::as_str)).collect()
 }
 
 /// A change that cannot be applied to a tree.
@@ -139,9 +129,7 @@ pub fn apply_change(
         *tree = new;
         return Ok(());
     }
-    let missing = || ApplyError::MissingParent {
-        path: path.to_owned(),
-    };
+    let missing = || ApplyError::MissingParent { path: path.to_owned() };
     let (parent_path, name) = path.rsplit_once('/').unwrap_or(("", path));
     let mut parent = tree.as_mut().ok_or_else(missing)?;
     if !parent_path.is_empty() {
@@ -168,42 +156,21 @@ mod tests {
     use crate::Digest;
 
     fn file(d: u8) -> Entry {
-        Entry::File {
-            digest: Digest([d; 32]),
-            executable: false,
-        }
+        Entry::File { digest: Digest([d; 32]), executable: false }
     }
 
     fn dir<const N: usize>(children: [(&str, Entry); N]) -> Entry {
-        Entry::Directory(
-            children
-                .into_iter()
-                .map(|(n, e)| (n.to_owned(), e))
-                .collect(),
-        )
+        Entry::Directory(children.into_iter().map(|(n, e)| (n.to_owned(), e)).collect())
     }
 
     #[test]
     fn diff_replaces_at_the_first_difference() {
-        let base = dir([
-            ("a", file(1)),
-            ("d", dir([("x", file(2))])),
-            ("gone", file(3)),
-        ]);
+        let base = dir([("a", file(1)), ("d", dir([("x", file(2))])), ("gone", file(3))]);
         let target = dir([("a", file(9)), ("d", dir([("x", file(2)), ("y", file(4))]))]);
         let changes = diff(Some(&base), Some(&target));
-        let summary: Vec<_> = changes
-            .iter()
-            .map(|c| (c.path.as_str(), c.old.is_some(), c.new.is_some()))
-            .collect();
-        assert_eq!(
-            summary,
-            vec![
-                ("a", true, true),
-                ("d/y", false, true),
-                ("gone", true, false)
-            ]
-        );
+        let summary: Vec<_> =
+            changes.iter().map(|c| (c.path.as_str(), c.old.is_some(), c.new.is_some())).collect();
+        assert_eq!(summary, vec![("a", true, true), ("d/y", false, true), ("gone", true, false)]);
         assert_eq!(apply(Some(base), &changes), Ok(Some(target)));
     }
 
@@ -215,10 +182,7 @@ mod tests {
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].old, Some(dir([("x", file(2))])));
         assert!(diff(Some(&target), Some(&target)).is_empty());
-        assert_eq!(
-            diff(None, Some(&target)),
-            vec![Change::new("", None, Some(target))]
-        );
+        assert_eq!(diff(None, Some(&target)), vec![Change::new("", None, Some(target))]);
     }
 
     #[test]
@@ -229,9 +193,6 @@ mod tests {
         assert!(err.is_err());
         let err = apply(Some(file(1)), &[Change::new("a", None, Some(file(1)))]);
         assert!(err.is_err());
-        assert_eq!(
-            apply(Some(file(1)), &[Change::new("", None, None)]),
-            Ok(None)
-        );
+        assert_eq!(apply(Some(file(1)), &[Change::new("", None, None)]), Ok(None));
     }
 }

@@ -327,19 +327,11 @@ mod tests {
     use super::*;
 
     fn file(d: u8) -> Entry {
-        Entry::File {
-            digest: Digest([d; 32]),
-            executable: false,
-        }
+        Entry::File { digest: Digest([d; 32]), executable: false }
     }
 
     fn dir<const N: usize>(children: [(&str, Entry); N]) -> Entry {
-        Entry::Directory(
-            children
-                .into_iter()
-                .map(|(n, e)| (n.to_owned(), e))
-                .collect(),
-        )
+        Entry::Directory(children.into_iter().map(|(n, e)| (n.to_owned(), e)).collect())
     }
 
     #[test]
@@ -351,10 +343,7 @@ mod tests {
             assert!(validate_name(good), "{good:?} should be valid");
         }
         let tree = dir([("..", file(1))]);
-        assert!(matches!(
-            tree.validate(false),
-            Err(EntryError::InvalidName { .. })
-        ));
+        assert!(matches!(tree.validate(false), Err(EntryError::InvalidName { .. })));
     }
 
     #[test]
@@ -367,24 +356,12 @@ mod tests {
 
     #[test]
     fn synchronizable_prunes_only_unsynchronizable_subtrees() {
-        let problem = Entry::Problematic {
-            problem: "unreadable".into(),
-        };
-        let tree = dir([
-            ("a", file(1)),
-            ("u", Entry::Untracked),
-            ("d", dir([("p", problem)])),
-        ]);
-        assert_eq!(
-            tree.synchronizable(),
-            Some(dir([("a", file(1)), ("d", dir([]))]))
-        );
+        let problem = Entry::Problematic { problem: "unreadable".into() };
+        let tree = dir([("a", file(1)), ("u", Entry::Untracked), ("d", dir([("p", problem)]))]);
+        assert_eq!(tree.synchronizable(), Some(dir([("a", file(1)), ("d", dir([]))])));
         assert!(!tree.is_fully_synchronizable());
         assert_eq!(tree.count(), 3);
-        assert_eq!(
-            tree.problems(""),
-            vec![crate::Problem::new("d/p", "unreadable")]
-        );
+        assert_eq!(tree.problems(""), vec![crate::Problem::new("d/p", "unreadable")]);
         assert_eq!(Entry::Untracked.synchronizable(), None);
         assert!(tree.validate(true).is_err());
         assert!(tree.validate(false).is_ok());

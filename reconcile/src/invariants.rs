@@ -33,10 +33,7 @@ pub fn check(
     check_transitions("alpha", alpha, &result.alpha_transitions)?;
     check_transitions("beta", beta, &result.beta_transitions)?;
     if !mode.is_bidirectional() && !result.alpha_transitions.is_empty() {
-        return Err(format!(
-            "{mode} produced alpha transitions: {:?}",
-            result.alpha_transitions
-        ));
+        return Err(format!("{mode} produced alpha transitions: {:?}", result.alpha_transitions));
     }
     check_problematic_paths(alpha, beta, &result)?;
     check_convergence(ancestor, alpha, beta, mode, &result)?;
@@ -53,10 +50,7 @@ fn get<'a>(tree: Option<&'a Entry>, path: &str) -> Option<&'a Entry> {
 fn check_transitions(side: &str, tree: Option<&Entry>, changes: &[Change]) -> Result<(), String> {
     for change in changes {
         if get(tree, &change.path) != change.old.as_ref() {
-            return Err(format!(
-                "{side} transition at {:?} has a stale old",
-                change.path
-            ));
+            return Err(format!("{side} transition at {:?} has a stale old", change.path));
         }
         let unsync =
             |entry: &Option<Entry>| entry.as_ref().is_some_and(|e| !e.is_fully_synchronizable());
@@ -82,9 +76,7 @@ fn check_problematic_paths(
     result: &Reconciliation,
 ) -> Result<(), String> {
     let problematic = |path: &str| {
-        [alpha, beta]
-            .iter()
-            .any(|tree| matches!(get(*tree, path), Some(Entry::Problematic { .. })))
+        [alpha, beta].iter().any(|tree| matches!(get(*tree, path), Some(Entry::Problematic { .. })))
     };
     let touched = result
         .ancestor_changes
@@ -92,12 +84,7 @@ fn check_problematic_paths(
         .chain(&result.alpha_transitions)
         .chain(&result.beta_transitions)
         .map(|change| change.path.as_str())
-        .chain(
-            result
-                .conflicts
-                .iter()
-                .map(|conflict| conflict.root.as_str()),
-        );
+        .chain(result.conflicts.iter().map(|conflict| conflict.root.as_str()));
     match touched.into_iter().find(|path| problematic(path)) {
         Some(path) => Err(format!("output at problematic path {path:?}")),
         None => Ok(()),
@@ -118,39 +105,20 @@ fn check_convergence(
     let new_alpha = apply_transitions(alpha, &result.alpha_transitions)?;
     let new_beta = apply_transitions(beta, &result.beta_transitions)?;
     let mut new_ancestor = apply_transitions(ancestor, &result.ancestor_changes)?;
-    for change in result
-        .alpha_transitions
-        .iter()
-        .chain(&result.beta_transitions)
-    {
+    for change in result.alpha_transitions.iter().chain(&result.beta_transitions) {
         apply_change(&mut new_ancestor, &change.path, change.new.clone())
             .map_err(|e| format!("ancestor update: {e}"))?;
     }
     if let Some(tree) = &new_ancestor {
-        tree.validate(true)
-            .map_err(|e| format!("new ancestor: {e}"))?;
+        tree.validate(true).map_err(|e| format!("new ancestor: {e}"))?;
     }
-    let again = reconcile(
-        new_ancestor.as_ref(),
-        new_alpha.as_ref(),
-        new_beta.as_ref(),
-        mode,
-    );
+    let again = reconcile(new_ancestor.as_ref(), new_alpha.as_ref(), new_beta.as_ref(), mode);
     if !again.is_settled() {
         return Err(format!("second reconciliation is not settled: {again:?}"));
     }
-    let roots = |r: &Reconciliation| {
-        r.conflicts
-            .iter()
-            .map(|c| c.root.clone())
-            .collect::<Vec<_>>()
-    };
+    let roots = |r: &Reconciliation| r.conflicts.iter().map(|c| c.root.clone()).collect::<Vec<_>>();
     if roots(&again) != roots(result) {
-        return Err(format!(
-            "conflicts changed: {:?} -> {:?}",
-            roots(result),
-            roots(&again)
-        ));
+        return Err(format!("conflicts changed: {:?} -> {:?}", roots(result), roots(&again)));
     }
     Ok(())
 }
@@ -177,9 +145,7 @@ fn check_symmetry(
             .collect(),
     };
     if &mirrored != result {
-        return Err(format!(
-            "swapping alpha and beta is not symmetric:\n{result:?}\n{mirrored:?}"
-        ));
+        return Err(format!("swapping alpha and beta is not symmetric:\n{result:?}\n{mirrored:?}"));
     }
     Ok(())
 }
@@ -234,17 +200,10 @@ impl Bytes<'_> {
                 }
                 Entry::Directory(contents)
             }
-            1..=4 => Entry::File {
-                digest: Digest([byte / 8 % 4; 32]),
-                executable: byte >= 128,
-            },
-            5 => Entry::SymbolicLink {
-                target: format!("t{}", byte / 8 % 3),
-            },
+            1..=4 => Entry::File { digest: Digest([byte / 8 % 4; 32]), executable: byte >= 128 },
+            5 => Entry::SymbolicLink { target: format!("t{}", byte / 8 % 3) },
             6 => Entry::Untracked,
-            _ => Entry::Problematic {
-                problem: format!("p{}", byte / 8 % 2),
-            },
+            _ => Entry::Problematic { problem: format!("p{}", byte / 8 % 2) },
         })
     }
 
@@ -263,7 +222,7 @@ impl Bytes<'_> {
                             mutated.insert(name.clone(), child);
                         }
                     }
-                    if self.next() % 4 == 0 && depth < MAX_DEPTH {
+                    if self.next().is_multiple_of(4) && depth < MAX_DEPTH {
                         let name = NAMES[usize::from(self.next() % 4)].to_owned();
                         if let Some(child) = self.tree(depth + 1) {
                             mutated.insert(name, child);

@@ -21,12 +21,8 @@ pub enum Mode {
 
 impl Mode {
     /// Every mode, in declaration order.
-    pub const ALL: [Mode; 4] = [
-        Mode::TwoWaySafe,
-        Mode::TwoWayResolved,
-        Mode::OneWaySafe,
-        Mode::OneWayReplica,
-    ];
+    pub const ALL: [Mode; 4] =
+        [Mode::TwoWaySafe, Mode::TwoWayResolved, Mode::OneWaySafe, Mode::OneWayReplica];
 
     /// Returns whether changes flow in both directions.
     pub fn is_bidirectional(self) -> bool {

@@ -52,10 +52,7 @@ pub fn reconcile(
     beta: Option<&Entry>,
     mode: Mode,
 ) -> Reconciliation {
-    let mut reconciler = Reconciler {
-        mode,
-        out: Reconciliation::default(),
-    };
+    let mut reconciler = Reconciler { mode, out: Reconciliation::default() };
     reconciler.reconcile("", ancestor, alpha, beta);
     reconciler.out
 }
@@ -73,10 +70,7 @@ fn has_unsynchronizable(entry: Option<&Entry>) -> bool {
 }
 
 fn non_deletions(changes: Vec<Change>) -> Vec<Change> {
-    changes
-        .into_iter()
-        .filter(|change| change.new.is_some())
-        .collect()
+    changes.into_iter().filter(|change| change.new.is_some()).collect()
 }
 
 /// The walk's accumulator.
@@ -281,9 +275,7 @@ impl Reconciler {
 
     fn ancestor_change(&mut self, path: &str, old: Option<&Entry>, new: Option<Entry>) {
         // Only the new value matters when applying; a slim old keeps the record small.
-        self.out
-            .ancestor_changes
-            .push(Change::new(path, old.map(Entry::slim), new));
+        self.out.ancestor_changes.push(Change::new(path, old.map(Entry::slim), new));
     }
 
     fn alpha_transition(&mut self, path: &str, old: Option<Entry>, new: Option<Entry>) {
@@ -295,10 +287,6 @@ impl Reconciler {
     }
 
     fn conflict(&mut self, path: &str, alpha_changes: Vec<Change>, beta_changes: Vec<Change>) {
-        self.out.conflicts.push(Conflict {
-            root: path.to_owned(),
-            alpha_changes,
-            beta_changes,
-        });
+        self.out.conflicts.push(Conflict { root: path.to_owned(), alpha_changes, beta_changes });
     }
 }

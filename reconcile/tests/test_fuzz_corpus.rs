@@ -8,10 +8,7 @@ use mutagen_reconcile::invariants;
 fn fuzz_corpus_replays_cleanly() {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let mut replayed = 0;
-    for folder in [
-        "corpus/reconcile_invariants",
-        "artifacts/reconcile_invariants",
-    ] {
+    for folder in ["corpus/reconcile_invariants", "artifacts/reconcile_invariants"] {
         let Ok(entries) = std::fs::read_dir(fuzz.join(folder)) else {
             continue;
         };
@@ -24,8 +21,5 @@ fn fuzz_corpus_replays_cleanly() {
             replayed += 1;
         }
     }
-    assert!(
-        replayed > 0,
-        "the committed seed corpus under fuzz/corpus is missing"
-    );
+    assert!(replayed > 0, "the committed seed corpus under fuzz/corpus is missing");
 }

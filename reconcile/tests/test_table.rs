@@ -18,21 +18,13 @@ const OWS: &[Mode] = &[Mode::OneWaySafe];
 const OWR: &[Mode] = &[Mode::OneWayReplica];
 
 fn f(n: u8) -> Option<Entry> {
-    Some(Entry::File {
-        digest: Digest([n; 32]),
-        executable: false,
-    })
+    Some(Entry::File { digest: Digest([n; 32]), executable: false })
 }
 fn x(n: u8) -> Option<Entry> {
-    Some(Entry::File {
-        digest: Digest([n; 32]),
-        executable: true,
-    })
+    Some(Entry::File { digest: Digest([n; 32]), executable: true })
 }
 fn s(n: u8) -> Option<Entry> {
-    Some(Entry::SymbolicLink {
-        target: format!("target{n}"),
-    })
+    Some(Entry::SymbolicLink { target: format!("target{n}") })
 }
 #[allow(non_snake_case)]
 fn U() -> Option<Entry> {
@@ -40,16 +32,11 @@ fn U() -> Option<Entry> {
 }
 #[allow(non_snake_case)]
 fn P() -> Option<Entry> {
-    Some(Entry::Problematic {
-        problem: "permission denied".into(),
-    })
+    Some(Entry::Problematic { problem: "permission denied".into() })
 }
 fn d<const N: usize>(children: [(&str, Option<Entry>); N]) -> Option<Entry> {
     Some(Entry::Directory(
-        children
-            .into_iter()
-            .filter_map(|(n, e)| Some((n.to_owned(), e?)))
-            .collect(),
+        children.into_iter().filter_map(|(n, e)| Some((n.to_owned(), e?))).collect(),
     ))
 }
 /// Puts `entry` at path `x` inside a root directory.
@@ -70,15 +57,7 @@ struct Case {
 }
 
 fn case(name: &'static str, modes: &'static [Mode], trees: [Option<Entry>; 3]) -> Case {
-    Case {
-        name,
-        modes,
-        trees,
-        ancestor: vec![],
-        alpha: vec![],
-        beta: vec![],
-        conflicts: vec![],
-    }
+    Case { name, modes, trees, ancestor: vec![], alpha: vec![], beta: vec![], conflicts: vec![] }
 }
 
 impl Case {
@@ -109,21 +88,13 @@ fn cases() -> Vec<Case> {
     vec![
         // Nothing to do.
         case("unchanged file", ALL, node(f(1), f(1), f(1))),
-        case(
-            "unchanged tree",
-            ALL,
-            node(d([("y", f(1))]), d([("y", f(1))]), d([("y", f(1))])),
-        ),
+        case("unchanged tree", ALL, node(d([("y", f(1))]), d([("y", f(1))]), d([("y", f(1))]))),
         case("all absent", ALL, [None, None, None]),
         // One side created.
         case("alpha created file", ALL, node(None, f(1), None)).beta("x", f(1)),
         case("alpha created symlink", ALL, node(None, s(1), None)).beta("x", s(1)),
-        case(
-            "alpha created directory",
-            ALL,
-            node(None, d([("y", f(1))]), None),
-        )
-        .beta("x", d([("y", f(1))])),
+        case("alpha created directory", ALL, node(None, d([("y", f(1))]), None))
+            .beta("x", d([("y", f(1))])),
         case("beta created file", BIDIR, node(None, None, f(1))).alpha("x", f(1)),
         case("beta created file is kept", OWS, node(None, None, f(1))),
         case("beta created file is removed", OWR, node(None, None, f(1))).beta("x", None),
@@ -138,56 +109,31 @@ fn cases() -> Vec<Case> {
         case("beta deleted", BIDIR, node(f(1), f(1), None)).alpha("x", None),
         case("beta deleted is restored", ONE_WAY, node(f(1), f(1), None)).beta("x", f(1)),
         // Type changes.
-        case(
-            "alpha file became directory",
-            ALL,
-            node(f(1), d([("y", f(2))]), f(1)),
-        )
-        .beta("x", d([("y", f(2))])),
+        case("alpha file became directory", ALL, node(f(1), d([("y", f(2))]), f(1)))
+            .beta("x", d([("y", f(2))])),
         case(
             "beta directory became symlink",
             BIDIR,
             node(d([("y", f(1))]), d([("y", f(1))]), s(1)),
         )
         .alpha("x", s(1)),
-        case(
-            "beta directory became symlink",
-            OWS,
-            node(d([("y", f(1))]), d([("y", f(1))]), s(1)),
-        )
-        .conflict("x"),
-        case(
-            "beta directory became symlink",
-            OWR,
-            node(d([("y", f(1))]), d([("y", f(1))]), s(1)),
-        )
-        .beta("x", d([("y", f(1))])),
+        case("beta directory became symlink", OWS, node(d([("y", f(1))]), d([("y", f(1))]), s(1)))
+            .conflict("x"),
+        case("beta directory became symlink", OWR, node(d([("y", f(1))]), d([("y", f(1))]), s(1)))
+            .beta("x", d([("y", f(1))])),
         // Both sides agree.
         case("both modified the same", ALL, node(f(1), f(2), f(2))).ancestor("x", f(2)),
         case("both created the same", ALL, node(None, f(2), f(2))).ancestor("x", f(2)),
         case("both deleted", ALL, node(f(1), None, None)).ancestor("x", None),
         case("both made untracked", ALL, node(f(1), U(), U())).ancestor("x", None),
-        case(
-            "both created same directory",
-            ALL,
-            node(None, d([("y", f(1))]), d([("y", f(1))])),
-        )
-        .ancestor("x", d([]))
-        .ancestor("x/y", f(1)),
-        case(
-            "both turned directory into same file",
-            ALL,
-            node(d([("y", f(1))]), f(3), f(3)),
-        )
-        .ancestor("x", f(3)),
+        case("both created same directory", ALL, node(None, d([("y", f(1))]), d([("y", f(1))])))
+            .ancestor("x", d([]))
+            .ancestor("x/y", f(1)),
+        case("both turned directory into same file", ALL, node(d([("y", f(1))]), f(3), f(3)))
+            .ancestor("x", f(3)),
         // Both sides changed differently.
         case("both modified", SAFE, node(f(1), f(2), f(3))).conflict("x"),
-        case(
-            "both modified, alpha wins",
-            RESOLVED,
-            node(f(1), f(2), f(3)),
-        )
-        .beta("x", f(2)),
+        case("both modified, alpha wins", RESOLVED, node(f(1), f(2), f(3))).beta("x", f(2)),
         case("both modified", OWS, node(f(1), f(2), f(3))).conflict("x"),
         case("both modified, alpha wins", OWR, node(f(1), f(2), f(3))).beta("x", f(2)),
         case("both created", SAFE, node(None, f(2), f(3))).conflict("x"),
@@ -195,32 +141,14 @@ fn cases() -> Vec<Case> {
         case("both created", OWS, node(None, f(2), f(3))).conflict("x"),
         case("both created, alpha wins", OWR, node(None, f(2), f(3))).beta("x", f(2)),
         case("file vs symlink", SAFE, node(f(1), s(1), f(2))).conflict("x"),
-        case(
-            "directory vs file",
-            SAFE,
-            node(None, d([("y", f(1))]), f(1)),
-        )
-        .conflict("x"),
+        case("directory vs file", SAFE, node(None, d([("y", f(1))]), f(1))).conflict("x"),
         // Modification beats deletion.
         case("alpha modified, beta deleted", ALL, node(f(1), f(2), None)).beta("x", f(2)),
-        case(
-            "alpha deleted, beta modified",
-            BIDIR,
-            node(f(1), None, f(2)),
-        )
-        .alpha("x", f(2)),
-        case(
-            "alpha deleted, beta modified is kept",
-            OWS,
-            node(f(1), None, f(2)),
-        )
-        .ancestor("x", None),
-        case(
-            "alpha deleted, beta modified is removed",
-            OWR,
-            node(f(1), None, f(2)),
-        )
-        .beta("x", None),
+        case("alpha deleted, beta modified", BIDIR, node(f(1), None, f(2))).alpha("x", f(2)),
+        case("alpha deleted, beta modified is kept", OWS, node(f(1), None, f(2)))
+            .ancestor("x", None),
+        case("alpha deleted, beta modified is removed", OWR, node(f(1), None, f(2)))
+            .beta("x", None),
         case(
             "alpha deleted directory, beta added inside",
             BIDIR,
@@ -298,29 +226,12 @@ fn cases() -> Vec<Case> {
             node(d([("y", f(1))]), None, d([("y", f(1)), ("u", U())])),
         )
         .conflict("x"),
-        case(
-            "beta's untracked blocks alpha's creation",
-            ALL,
-            node(None, f(1), U()),
-        )
-        .conflict("x"),
-        case(
-            "alpha's untracked blocks beta's creation",
-            BIDIR,
-            node(None, U(), f(1)),
-        )
-        .conflict("x"),
-        case(
-            "alpha's untracked, beta's creation kept",
-            OWS,
-            node(None, U(), f(1)),
-        ),
-        case(
-            "alpha's untracked, beta's creation removed",
-            OWR,
-            node(None, U(), f(1)),
-        )
-        .beta("x", None),
+        case("beta's untracked blocks alpha's creation", ALL, node(None, f(1), U())).conflict("x"),
+        case("alpha's untracked blocks beta's creation", BIDIR, node(None, U(), f(1)))
+            .conflict("x"),
+        case("alpha's untracked, beta's creation kept", OWS, node(None, U(), f(1))),
+        case("alpha's untracked, beta's creation removed", OWR, node(None, U(), f(1)))
+            .beta("x", None),
         case(
             "alpha's untracked content blocks beta's deletion",
             BIDIR,
@@ -336,11 +247,7 @@ fn cases() -> Vec<Case> {
         case(
             "both changed, beta has untracked content",
             RESOLVED,
-            node(
-                d([("y", f(1))]),
-                f(2),
-                d([("y", f(1)), ("z", f(3)), ("u", U())]),
-            ),
+            node(d([("y", f(1))]), f(2), d([("y", f(1)), ("z", f(3)), ("u", U())])),
         )
         .conflict("x"),
         case("alpha's file became untracked", ALL, node(f(1), U(), f(1))).beta("x", None),
@@ -355,16 +262,8 @@ fn cases() -> Vec<Case> {
             ),
         )
         .beta("x/q", f(2)),
-        case(
-            "problematic beta, alpha deleted",
-            ALL,
-            node(f(1), None, P()),
-        ),
-        case(
-            "problematic alpha, beta modified",
-            ALL,
-            node(f(1), P(), f(2)),
-        ),
+        case("problematic beta, alpha deleted", ALL, node(f(1), None, P())),
+        case("problematic alpha, beta modified", ALL, node(f(1), P(), f(2))),
         case("problematic both", ALL, node(f(1), P(), P())),
         case(
             "problematic child inside a directory alpha deleted",
@@ -379,41 +278,23 @@ fn cases() -> Vec<Case> {
         )
         .beta("x", d([("ok", f(1))])),
         // Root cases.
-        case(
-            "root created on alpha only",
-            ALL,
-            [None, d([("a", f(1))]), None],
-        )
-        .beta("", d([("a", f(1))])),
-        case(
-            "root created on beta only",
-            BIDIR,
-            [None, None, d([("a", f(1))])],
-        )
-        .alpha("", d([("a", f(1))])),
+        case("root created on alpha only", ALL, [None, d([("a", f(1))]), None])
+            .beta("", d([("a", f(1))])),
+        case("root created on beta only", BIDIR, [None, None, d([("a", f(1))])])
+            .alpha("", d([("a", f(1))])),
         case("root file created on alpha", ALL, [None, f(1), None]).beta("", f(1)),
-        case(
-            "root deleted on alpha",
-            ALL,
-            [d([("a", f(1))]), None, d([("a", f(1))])],
-        )
-        .beta("", None),
+        case("root deleted on alpha", ALL, [d([("a", f(1))]), None, d([("a", f(1))])])
+            .beta("", None),
         case("both roots created equal", ALL, [None, d([]), d([])]).ancestor("", d([])),
     ]
 }
 
 fn summarize(changes: &[mutagen_reconcile::Change]) -> BTreeMap<String, Option<Entry>> {
-    changes
-        .iter()
-        .map(|c| (c.path.clone(), c.new.clone()))
-        .collect()
+    changes.iter().map(|c| (c.path.clone(), c.new.clone())).collect()
 }
 
 fn expected(changes: &Changes) -> BTreeMap<String, Option<Entry>> {
-    changes
-        .iter()
-        .map(|(p, e)| ((*p).to_owned(), e.clone()))
-        .collect()
+    changes.iter().map(|(p, e)| ((*p).to_owned(), e.clone())).collect()
 }
 
 #[test]
@@ -427,22 +308,10 @@ fn reconcile_table() {
             let out = reconcile(ancestor.as_ref(), alpha.as_ref(), beta.as_ref(), mode);
             let conflicts: BTreeSet<&str> = out.conflicts.iter().map(|c| c.root.as_str()).collect();
             let checks = [
-                (
-                    "ancestor changes",
-                    summarize(&out.ancestor_changes) == expected(&case.ancestor),
-                ),
-                (
-                    "alpha transitions",
-                    summarize(&out.alpha_transitions) == expected(&case.alpha),
-                ),
-                (
-                    "beta transitions",
-                    summarize(&out.beta_transitions) == expected(&case.beta),
-                ),
-                (
-                    "conflicts",
-                    conflicts == case.conflicts.iter().copied().collect(),
-                ),
+                ("ancestor changes", summarize(&out.ancestor_changes) == expected(&case.ancestor)),
+                ("alpha transitions", summarize(&out.alpha_transitions) == expected(&case.alpha)),
+                ("beta transitions", summarize(&out.beta_transitions) == expected(&case.beta)),
+                ("conflicts", conflicts == case.conflicts.iter().copied().collect()),
             ];
             for (what, ok) in checks {
                 if !ok {
@@ -456,28 +325,14 @@ fn reconcile_table() {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    assert!(
-        covered.len() > 150,
-        "table shrank to {} case/mode pairs",
-        covered.len()
-    );
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(covered.len() > 150, "table shrank to {} case/mode pairs", covered.len());
 }
 
 #[test]
 fn conflict_reports_both_sides_changes() {
     let [ancestor, alpha, beta] = node(f(1), f(2), f(3));
-    let out = reconcile(
-        ancestor.as_ref(),
-        alpha.as_ref(),
-        beta.as_ref(),
-        Mode::TwoWaySafe,
-    );
+    let out = reconcile(ancestor.as_ref(), alpha.as_ref(), beta.as_ref(), Mode::TwoWaySafe);
     let conflict = &out.conflicts[0];
     assert_eq!(conflict.alpha_changes[0].old, f(1));
     assert_eq!(conflict.alpha_changes[0].new, f(2));
@@ -487,12 +342,7 @@ fn conflict_reports_both_sides_changes() {
 #[test]
 fn blocking_unsynchronizable_content_is_reported() {
     let [ancestor, alpha, beta] = node(d([("y", f(1))]), None, d([("y", f(1)), ("u", U())]));
-    let out = reconcile(
-        ancestor.as_ref(),
-        alpha.as_ref(),
-        beta.as_ref(),
-        Mode::TwoWaySafe,
-    );
+    let out = reconcile(ancestor.as_ref(), alpha.as_ref(), beta.as_ref(), Mode::TwoWaySafe);
     let conflict = &out.conflicts[0];
     assert_eq!(conflict.beta_changes.len(), 1);
     assert_eq!(conflict.beta_changes[0].path, "x/u");

@@ -57,11 +57,7 @@ pub fn cmd_once(args: OnceArgs) -> anyhow::Result<Outcome> {
     let alpha = local_root(&args.alpha, &cwd)?;
     let beta = local_root(&args.beta, &cwd)?;
     if alpha.starts_with(&beta) || beta.starts_with(&alpha) {
-        bail!(
-            "roots {} and {} overlap: one contains the other",
-            alpha.display(),
-            beta.display()
-        );
+        bail!("roots {} and {} overlap: one contains the other", alpha.display(), beta.display());
     }
     let data = data_directory()?;
     for root in [&alpha, &beta] {
@@ -77,18 +73,11 @@ pub fn cmd_once(args: OnceArgs) -> anyhow::Result<Outcome> {
     let key = session_key(&alpha, &beta);
     let state_path = data.join("once").join(format!("{key}.state"));
     let mut saved = match args.reset {
-        true => state::OnceState {
-            alpha: alpha.clone(),
-            beta: beta.clone(),
-            ancestor: None,
-        },
+        true => state::OnceState { alpha: alpha.clone(), beta: beta.clone(), ancestor: None },
         false => state::load(&state_path, &alpha, &beta)?,
     };
 
-    let scan = ScanOptions {
-        symlink_mode: args.symlink_mode,
-        ignorer: Arc::new(ignorer),
-    };
+    let scan = ScanOptions { symlink_mode: args.symlink_mode, ignorer: Arc::new(ignorer) };
     let endpoint = |root: &Path, side: &str, read_only: bool| {
         let mut options = LocalOptions::new(data.join("staging").join(format!("{key}-{side}")));
         options.scan = scan.clone();
@@ -100,27 +89,16 @@ pub fn cmd_once(args: OnceArgs) -> anyhow::Result<Outcome> {
     let mut synchronizer = Synchronizer::with_ancestor(args.mode, saved.ancestor.take());
 
     let start = Instant::now();
-    let result = run_cycles(
-        &mut synchronizer,
-        &mut alpha_endpoint,
-        &mut beta_endpoint,
-        |s| {
-            saved.ancestor = s.ancestor().cloned();
-            state::save(&state_path, &saved)
-        },
-    );
+    let result = run_cycles(&mut synchronizer, &mut alpha_endpoint, &mut beta_endpoint, |s| {
+        saved.ancestor = s.ancestor().cloned();
+        state::save(&state_path, &saved)
+    });
     let shutdown = [alpha_endpoint.shutdown(), beta_endpoint.shutdown()];
     let summary = result?;
     for outcome in shutdown {
         outcome.context("unable to clean up staging")?;
     }
-    report(
-        &alpha,
-        &beta,
-        args.mode,
-        &summary,
-        start.elapsed().as_secs_f64(),
-    )
+    report(&alpha, &beta, args.mode, &summary, start.elapsed().as_secs_f64())
 }
 
 /// What the cycles of one run did.
@@ -236,11 +214,7 @@ fn report(
     if !problems.is_empty() {
         println!("Problems: {}", problems.len());
         for (side, problem) in &problems {
-            let side = if *side == Side::Alpha {
-                "alpha"
-            } else {
-                "beta"
-            };
+            let side = if *side == Side::Alpha { "alpha" } else { "beta" };
             println!("    ({side}) {}: {}", problem.path, problem.error);
         }
     }
@@ -248,11 +222,7 @@ fn report(
         println!("Not converged after {MAX_CYCLES} cycles: files are still changing");
     }
     let clean = conflicts.is_empty() && problems.is_empty() && summary.converged;
-    Ok(if clean {
-        Outcome::Success
-    } else {
-        Outcome::Incomplete
-    })
+    Ok(if clean { Outcome::Success } else { Outcome::Incomplete })
 }
 
 /// Parses a local root: rejects remote URLs, expands `~`, makes it absolute and normal.
@@ -263,10 +233,11 @@ fn local_root(text: &str, cwd: &Path) -> anyhow::Result<PathBuf> {
     if text.to_ascii_lowercase().starts_with("docker://") {
         bail!("docker endpoint {text:?} is not supported by sync once: use a local path");
     }
-    if let Some(colon) = text.find(':') {
-        if !text[..colon].contains('/') {
-            bail!("ssh endpoint {text:?} is not supported by sync once: use a local path");
-        }
+    // Upstream's rule: a `:` before any `/` makes an scp-style SSH URL.
+    if let Some(colon) = text.find(':')
+        && !text[..colon].contains('/')
+    {
+        bail!("ssh endpoint {text:?} is not supported by sync once: use a local path");
     }
     let expanded = match text.strip_prefix('~') {
         Some(rest) if rest.is_empty() || rest.starts_with('/') => {
@@ -309,10 +280,7 @@ fn data_directory() -> anyhow::Result<PathBuf> {
         Some(dir) => {
             let dir = PathBuf::from(dir);
             if !dir.is_absolute() {
-                bail!(
-                    "MUTAGEN_DATA_DIRECTORY {} is not an absolute path",
-                    dir.display()
-                );
+                bail!("MUTAGEN_DATA_DIRECTORY {} is not an absolute path", dir.display());
             }
             Ok(dir)
         }
@@ -336,15 +304,9 @@ mod tests {
     #[test]
     fn local_roots() {
         let cwd = Path::new("/work");
-        assert_eq!(
-            local_root("a/../b/./c", cwd).expect("relative"),
-            Path::new("/work/b/c")
-        );
+        assert_eq!(local_root("a/../b/./c", cwd).expect("relative"), Path::new("/work/b/c"));
         assert_eq!(local_root("/x@y", cwd).expect("at sign"), Path::new("/x@y"));
-        assert_eq!(
-            local_root("./a:b", cwd).expect("colon after slash"),
-            Path::new("/work/a:b")
-        );
+        assert_eq!(local_root("./a:b", cwd).expect("colon after slash"), Path::new("/work/a:b"));
         for (bad, message) in [
             ("", "empty endpoint url"),
             ("host:/path", "ssh endpoint \"host:/path\""),

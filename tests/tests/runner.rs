@@ -1,0 +1,4 @@
+//! End-to-end engine tests on real directories, in one binary.
+
+mod test_local_sync;
+mod test_safety;

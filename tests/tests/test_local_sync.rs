@@ -1,0 +1,156 @@
+//! A realistic tree synchronized in every mode: initial sync, then edits, deletions, a rename,
+//! an executable-bit change and conflicting edits on both sides.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use mutagen_reconcile::Mode;
+use mutagen_tests::{Node, Pair, Tree, file_node, read_tree, write};
+
+const BIG: usize = 20 << 20;
+
+/// A few hundred files in nested directories, executables, symbolic links, Unicode names, an
+/// empty directory and a 20 MiB file.
+fn populate(root: &Path) {
+    for i in 0..300 {
+        write(
+            root,
+            &format!("src/mod{}/sub{}/file{i}.txt", i % 10, i % 3),
+            format!("file {i}\n").repeat(i % 50 + 1),
+        );
+    }
+    for k in 0..3 {
+        let path = format!("bin/tool{k}.sh");
+        write(root, &path, format!("#!/bin/sh\necho {k}\n"));
+        fs::set_permissions(root.join(path), fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    fs::create_dir_all(root.join("links")).expect("links");
+    std::os::unix::fs::symlink("../src/mod0/sub0/file0.txt", root.join("links/to-file"))
+        .expect("link");
+    std::os::unix::fs::symlink("../src/mod1", root.join("links/to-dir")).expect("link");
+    write(root, "ünïcødé/日本語.txt", "konnichiwa\n");
+    write(root, "café/naïve résumé.txt", "accents\n");
+    write(root, "emoji-😀.md", "smile\n");
+    fs::create_dir_all(root.join("empty")).expect("empty");
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let blob: Vec<u8> = (0..BIG)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    write(root, "big/blob.bin", blob);
+}
+
+const A: &str = "src/mod0/sub0/file0.txt"; // alpha edits
+const B: &str = "src/mod1/sub1/file1.txt"; // alpha deletes
+const C: &str = "src/mod2/sub2/file2.txt"; // alpha renames to C2
+const C2: &str = "src/mod2/sub2/renamed.txt";
+const X: &str = "src/mod3/sub0/file3.txt"; // alpha makes executable
+const D: &str = "src/mod4/sub1/file4.txt"; // beta edits
+const E: &str = "beta-only/new.txt"; // beta creates
+const F: &str = "src/mod5/sub2/file5.txt"; // both edit differently
+
+fn edit_both_sides(pair: &Pair) {
+    write(&pair.alpha, A, "alpha edit");
+    fs::remove_file(pair.alpha.join(B)).expect("delete");
+    fs::rename(pair.alpha.join(C), pair.alpha.join(C2)).expect("rename");
+    fs::set_permissions(pair.alpha.join(X), fs::Permissions::from_mode(0o755)).expect("chmod");
+    write(&pair.beta, D, "beta edit");
+    write(&pair.beta, E, "made on beta");
+    write(&pair.alpha, F, "alpha version");
+    write(&pair.beta, F, "beta version!");
+}
+
+/// The trees each side should hold afterwards, from the tree both held before.
+fn expected(mode: Mode, before: &Tree) -> (Tree, Tree, Vec<&'static str>) {
+    let mut alpha_changes = before.clone();
+    alpha_changes.insert(A.into(), file_node(b"alpha edit", false));
+    alpha_changes.remove(B);
+    let moved = alpha_changes.remove(C).expect("C existed");
+    alpha_changes.insert(C2.into(), moved);
+    let Some(Node::File(hash, _)) = alpha_changes.get(X).cloned() else { panic!("X is a file") };
+    alpha_changes.insert(X.into(), Node::File(hash, true));
+    alpha_changes.insert(F.into(), file_node(b"alpha version", false));
+
+    let mut with_beta = alpha_changes.clone();
+    with_beta.insert(D.into(), file_node(b"beta edit", false));
+    with_beta.insert("beta-only".into(), Node::Directory);
+    with_beta.insert(E.into(), file_node(b"made on beta", false));
+    let mut beta_f = with_beta.clone();
+    beta_f.insert(F.into(), file_node(b"beta version!", false));
+    match mode {
+        Mode::TwoWaySafe => (with_beta, beta_f, vec![F]),
+        Mode::TwoWayResolved => (with_beta.clone(), with_beta, vec![]),
+        Mode::OneWaySafe => (alpha_changes, beta_f, vec![D, F]),
+        Mode::OneWayReplica => (alpha_changes.clone(), alpha_changes, vec![]),
+    }
+}
+
+fn run_mode(mode: Mode) {
+    let mut pair = Pair::new(mode);
+    populate(&pair.alpha);
+    let reports = pair.converge();
+    let initial = read_tree(&pair.alpha);
+    assert!(initial.len() > 300, "{mode}: tree too small");
+    assert_eq!(read_tree(&pair.beta), initial, "{mode}: initial sync");
+    let staged: u64 = reports.iter().map(|r| r.beta.staged_bytes).sum();
+    assert!(staged >= BIG as u64, "{mode}: only {staged} bytes staged");
+    assert!(reports.iter().all(|r| r.conflicts.is_empty() && r.problems().next().is_none()));
+
+    edit_both_sides(&pair);
+    let reports = pair.converge();
+    let (alpha, beta, conflicts) = expected(mode, &initial);
+    assert_eq!(read_tree(&pair.alpha), alpha, "{mode}: alpha after edits");
+    assert_eq!(read_tree(&pair.beta), beta, "{mode}: beta after edits");
+    let last = reports.last().expect("a cycle ran");
+    let mut roots: Vec<&str> = last.conflicts.iter().map(|c| c.root.as_str()).collect();
+    roots.sort_unstable();
+    assert_eq!(roots, conflicts, "{mode}: conflicts");
+    assert_eq!(
+        last.problems().count(),
+        0,
+        "{mode}: problems {:?}",
+        last.problems().collect::<Vec<_>>()
+    );
+
+    // The rename cost no transfer: beta found the content in its own root. Only new content
+    // crossed over: A's edit; F's where alpha wins; D's original content where the replica
+    // reverts beta's edit.
+    let transferred: u64 = reports.iter().map(|r| r.beta.staged_bytes).sum();
+    let alpha_wins = matches!(mode, Mode::TwoWayResolved | Mode::OneWayReplica);
+    let reverted = if mode == Mode::OneWayReplica { "file 4\n".repeat(5).len() } else { 0 };
+    let expected_bytes =
+        "alpha edit".len() + if alpha_wins { "alpha version".len() } else { 0 } + reverted;
+    assert_eq!(transferred, expected_bytes as u64, "{mode}: bytes sent to beta");
+
+    // Steady state: a further cycle changes nothing.
+    let report = pair.cycle();
+    assert!(
+        !report.needs_another_cycle() && report.ancestor_changes.is_empty(),
+        "{mode}: not settled"
+    );
+}
+
+#[test]
+fn two_way_safe() {
+    run_mode(Mode::TwoWaySafe);
+}
+
+#[test]
+fn two_way_resolved() {
+    run_mode(Mode::TwoWayResolved);
+}
+
+#[test]
+fn one_way_safe() {
+    run_mode(Mode::OneWaySafe);
+}
+
+#[test]
+fn one_way_replica() {
+    run_mode(Mode::OneWayReplica);
+}

@@ -1,0 +1,134 @@
+//! The user's files come first: changes made while a cycle runs, safety halts, untracked and
+//! ignored content, single-file roots.
+
+use std::fs;
+use std::sync::Arc;
+
+use mutagen_endpoint::{CycleError, HaltReason, Ignorer, ScanOptions};
+use mutagen_reconcile::Mode;
+use mutagen_tests::{Pair, read_tree, write};
+
+fn read(path: &std::path::Path) -> String {
+    fs::read_to_string(path).expect("readable")
+}
+
+#[test]
+fn a_file_changed_between_scan_and_transition_survives_and_is_reported() {
+    let mut pair = Pair::new(Mode::TwoWaySafe);
+    write(&pair.alpha, "edited.txt", "v1");
+    write(&pair.alpha, "deleted.txt", "v1");
+    pair.converge();
+
+    write(&pair.alpha, "edited.txt", "v2 from alpha");
+    fs::remove_file(pair.alpha.join("deleted.txt")).expect("delete");
+    // The user edits both files on beta after beta's scan, before its transition.
+    let report = pair.cycle_with_beta_hook(|beta| {
+        write(beta, "edited.txt", "user's precious edit");
+        write(beta, "deleted.txt", "user's other edit");
+    });
+    assert_eq!(read(&pair.beta.join("edited.txt")), "user's precious edit");
+    assert_eq!(read(&pair.beta.join("deleted.txt")), "user's other edit");
+    let problems = &report.beta.transition_problems;
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems.iter().all(|p| p.error.starts_with("modification detected")), "{problems:?}");
+
+    // Next cycle sees both edits: a real conflict for one, modification beats deletion for the
+    // other.
+    let reports = pair.converge();
+    let last = reports.last().expect("cycle");
+    assert_eq!(last.conflicts.len(), 1);
+    assert_eq!(last.conflicts[0].root, "edited.txt");
+    assert_eq!(read(&pair.alpha.join("deleted.txt")), "user's other edit");
+    assert_eq!(read(&pair.alpha.join("edited.txt")), "v2 from alpha");
+    assert_eq!(read(&pair.beta.join("edited.txt")), "user's precious edit");
+}
+
+#[test]
+fn emptying_one_root_halts_until_reset() {
+    let mut pair = Pair::new(Mode::TwoWaySafe);
+    write(&pair.alpha, "a", "a");
+    write(&pair.alpha, "d/b", "b");
+    pair.converge();
+    fs::remove_file(pair.alpha.join("a")).expect("rm");
+    fs::remove_dir_all(pair.alpha.join("d")).expect("rm");
+
+    let report = pair.cycle();
+    assert_eq!(report.halted, Some(HaltReason::RootEmptied));
+    assert!(report.beta.transitions.is_empty());
+    assert!(matches!(pair.try_cycle(), Err(CycleError::Halted(HaltReason::RootEmptied))));
+    // Resuming re-checks: still emptied, so it halts again.
+    pair.synchronizer.resume();
+    assert_eq!(pair.cycle().halted, Some(HaltReason::RootEmptied));
+    assert_eq!(read(&pair.beta.join("d/b")), "b", "beta must be untouched");
+
+    // Reset forgets the ancestor: beta's content counts as new and flows back.
+    pair.synchronizer.reset();
+    pair.converge();
+    assert_eq!(read(&pair.alpha.join("d/b")), "b");
+}
+
+#[test]
+fn deleting_or_retyping_a_root_halts() {
+    let mut pair = Pair::new(Mode::OneWayReplica);
+    write(&pair.alpha, "only", "x");
+    pair.converge();
+    fs::remove_dir_all(&pair.alpha).expect("rm alpha");
+    assert_eq!(pair.cycle().halted, Some(HaltReason::RootDeletion));
+    assert_eq!(read(&pair.beta.join("only")), "x");
+
+    let mut pair = Pair::new(Mode::TwoWaySafe);
+    write(&pair.alpha, "only", "x");
+    pair.converge();
+    fs::remove_dir_all(&pair.alpha).expect("rm alpha");
+    fs::write(&pair.alpha, "now a file").expect("file root");
+    assert_eq!(pair.cycle().halted, Some(HaltReason::RootTypeChange));
+    assert_eq!(read(&pair.beta.join("only")), "x");
+}
+
+#[test]
+fn untracked_content_blocks_a_deletion_instead_of_being_lost() {
+    let mut pair = Pair::new(Mode::OneWayReplica);
+    write(&pair.alpha, "d/tracked", "t");
+    pair.converge();
+    let socket = pair.beta.join("d/service.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("socket");
+    fs::remove_dir_all(pair.alpha.join("d")).expect("rm");
+    let reports = pair.converge();
+    assert_eq!(reports.last().expect("cycle").conflicts[0].root, "d");
+    assert!(socket.exists(), "untracked content was removed");
+    assert_eq!(read(&pair.beta.join("d/tracked")), "t");
+}
+
+#[test]
+fn ignored_paths_are_neither_synchronized_nor_deleted() {
+    let ignorer =
+        Ignorer::new(&["build/".to_owned(), "*.log".to_owned(), "!keep.log".to_owned()], true)
+            .expect("patterns");
+    let scan = ScanOptions { ignorer: Arc::new(ignorer), ..ScanOptions::default() };
+    let mut pair = Pair::with_scan(Mode::TwoWaySafe, scan);
+    write(&pair.alpha, "src/main.rs", "fn main() {}");
+    write(&pair.alpha, "build/out.o", "binary");
+    write(&pair.alpha, "debug.log", "noise");
+    write(&pair.alpha, "keep.log", "kept");
+    write(&pair.alpha, ".git/HEAD", "ref");
+    pair.converge();
+    let beta = read_tree(&pair.beta);
+    let names: Vec<&str> = beta.keys().map(String::as_str).collect();
+    assert_eq!(names, ["keep.log", "src", "src/main.rs"]);
+    write(&pair.beta, "build/beta.o", "beta's own");
+    pair.converge();
+    assert!(!pair.alpha.join("build/beta.o").exists());
+    assert_eq!(read(&pair.alpha.join("build/out.o")), "binary");
+}
+
+#[test]
+fn a_single_file_root_is_synchronized() {
+    let mut pair = Pair::new(Mode::TwoWaySafe);
+    fs::remove_dir(&pair.alpha).expect("rm");
+    fs::write(&pair.alpha, "single file root").expect("write");
+    pair.converge();
+    assert_eq!(read(&pair.beta), "single file root");
+    fs::write(&pair.beta, "edited on beta, longer").expect("write");
+    pair.converge();
+    assert_eq!(read(&pair.alpha), "edited on beta, longer");
+}
