@@ -11,7 +11,7 @@
 //!   directories and links are created with calls that fail if the name exists.
 //! - Replacement of a file is one atomic rename of the staged copy over it.
 //! - Every path below the root is reached through handles opened without following symbolic
-//!   links (see [`crate::fsutil::locate`]).
+//!   links, one `openat(O_NOFOLLOW)` per component.
 //! - Each change reports what is on disk now, so the ancestor records reality and a failed
 //!   operation is retried next cycle.
 //!
