@@ -8,8 +8,14 @@
 //! 2. neither side holds synchronizable content: the ancestor forgets the path;
 //! 3. both sides agree (shallow-equal): the ancestor takes that value and the walk continues into
 //!    the children;
-//! 4. otherwise the mode decides (see [`Reconciler::bidirectional`],
-//!    [`Reconciler::one_way_safe`], [`Reconciler::one_way_replica`]).
+//! 4. otherwise the mode decides:
+//!    - two-way modes: a side that did not change takes the other side's content; where both
+//!      changed, a side that only deleted takes the other's content (modification beats
+//!      deletion), two pure deletions complete each other, and anything else is a conflict
+//!      (two-way-safe) or alpha's content wins (two-way-resolved);
+//!    - one-way-safe: beta takes alpha's content if beta only deleted things; beta's own
+//!      creations where alpha has nothing are left alone and forgotten; otherwise a conflict;
+//!    - one-way-replica: beta takes alpha's content.
 //!
 //! Every transition produced carries as `old` exactly the side's scanned content at that path,
 //! which is always fully synchronizable: where a side holds untracked or problematic content
@@ -87,6 +93,12 @@ impl Reconciler {
         alpha: Option<&Entry>,
         beta: Option<&Entry>,
     ) {
+        // All three agree on the whole subtree: nothing can change below. (The ancestor holds
+        // only synchronizable content, so neither side has anything unsynchronizable here.)
+        // Comparing allocates nothing, unlike the walk it saves.
+        if ancestor == alpha && alpha == beta {
+            return;
+        }
         // Problematic content blocks only its own path: the scan problem reports it, and
         // neither the ancestor nor the other side is touched until it is readable again.
         if is_problematic(alpha) || is_problematic(beta) {
