@@ -96,6 +96,16 @@ pub enum CycleError {
     /// the ancestor keeps its previous value).
     #[error("unable to update the ancestor")]
     Ancestor(#[source] ApplyError),
+    /// An endpoint returned a snapshot that breaks the entry invariants (a name such as `..` or
+    /// `a/b`, an empty link target): a remote endpoint is untrusted input, so nothing is done.
+    #[error("{side} returned an invalid snapshot")]
+    InvalidSnapshot {
+        /// The endpoint.
+        side: Side,
+        /// What is wrong.
+        #[source]
+        source: EntryError,
+    },
     /// The updated ancestor would hold invalid or unsynchronizable content (only an endpoint
     /// that reports impossible transition results can cause this); it was not saved.
     #[error("refusing an invalid ancestor")]
@@ -265,6 +275,14 @@ impl Synchronizer {
             (Side::Alpha, alpha_changes, alpha_result, &mut report.alpha),
             (Side::Beta, beta_changes, beta_result, &mut report.beta),
         ] {
+            let result = result.and_then(|result| {
+                if result.results.len() == changes.len() {
+                    return Ok(result);
+                }
+                let message =
+                    format!("{} results for {} changes", result.results.len(), changes.len());
+                Err(EndpointError::Protocol(message))
+            });
             match result {
                 Ok(result) => {
                     ancestor_delta.extend(results_as_changes(&changes, &result));
@@ -330,6 +348,13 @@ fn scan_both(
     let scan_error = |side| move |source| CycleError::Endpoint { side, operation: "scan", source };
     let (alpha_snapshot, alpha_duration) = alpha_scan.map_err(scan_error(Side::Alpha))?;
     let (beta_snapshot, beta_duration) = beta_scan.map_err(scan_error(Side::Beta))?;
+    for (side, snapshot) in [(Side::Alpha, &alpha_snapshot), (Side::Beta, &beta_snapshot)] {
+        if let Some(content) = &snapshot.content {
+            content
+                .validate(false)
+                .map_err(|source| CycleError::InvalidSnapshot { side, source })?;
+        }
+    }
     let report = CycleReport {
         alpha: SideReport::from_scan(&alpha_snapshot, alpha_duration),
         beta: SideReport::from_scan(&beta_snapshot, beta_duration),

@@ -132,3 +132,64 @@ fn a_single_file_root_is_synchronized() {
     pair.converge();
     assert_eq!(read(&pair.alpha), "edited on beta, longer");
 }
+
+/// An endpoint that claims its root holds `../escape`: what a malicious agent could send.
+struct Malicious;
+
+impl mutagen_endpoint::Endpoint for Malicious {
+    fn poll(&mut self, _: std::time::Duration) -> mutagen_endpoint::EndpointResult<bool> {
+        Ok(false)
+    }
+    fn scan(&mut self) -> mutagen_endpoint::EndpointResult<mutagen_endpoint::Snapshot> {
+        let file = mutagen_reconcile::Entry::File {
+            digest: mutagen_reconcile::Digest([7; 32]),
+            executable: false,
+        };
+        let content = mutagen_reconcile::Entry::Directory([("../escape".to_owned(), file)].into());
+        Ok(mutagen_endpoint::Snapshot { content: Some(content), ..Default::default() })
+    }
+    fn stage(
+        &mut self,
+        _: Vec<mutagen_endpoint::StageRequest>,
+    ) -> mutagen_endpoint::EndpointResult<Vec<mutagen_endpoint::StageRequest>> {
+        panic!("must not be reached")
+    }
+    fn supply(
+        &mut self,
+        _: &[mutagen_endpoint::StageRequest],
+        _: &mut dyn FnMut(mutagen_endpoint::Transmission) -> mutagen_endpoint::EndpointResult<()>,
+    ) -> mutagen_endpoint::EndpointResult<()> {
+        panic!("must not be reached")
+    }
+    fn receive(
+        &mut self,
+        _: mutagen_endpoint::Transmission,
+    ) -> mutagen_endpoint::EndpointResult<()> {
+        panic!("must not be reached")
+    }
+    fn transition(
+        &mut self,
+        _: Vec<mutagen_reconcile::Change>,
+    ) -> mutagen_endpoint::EndpointResult<mutagen_endpoint::TransitionResult> {
+        panic!("must not be reached")
+    }
+    fn shutdown(&mut self) -> mutagen_endpoint::EndpointResult<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_snapshot_with_escaping_names_is_refused_before_anything_happens() {
+    let mut pair = Pair::new(Mode::TwoWaySafe);
+    write(&pair.alpha, "a", "a");
+    let error = pair
+        .synchronizer
+        .cycle(&mut pair.alpha_endpoint, &mut Malicious)
+        .expect_err("invalid snapshot must be refused");
+    assert!(matches!(error, CycleError::InvalidSnapshot { .. }), "{error}");
+    let message = format!("{error}: {}", std::error::Error::source(&error).expect("source"));
+    assert!(message.contains("beta returned an invalid snapshot"), "{message}");
+    assert!(message.contains("../escape"), "{message}");
+    assert!(!pair.dir.path().join("escape").exists());
+    assert_eq!(pair.synchronizer.ancestor(), None);
+}
