@@ -79,6 +79,12 @@ fn non_deletions(changes: Vec<Change>) -> Vec<Change> {
     changes.into_iter().filter(|change| change.new.is_some()).collect()
 }
 
+#[derive(Clone, Copy)]
+enum Side {
+    Alpha,
+    Beta,
+}
+
 /// The walk's accumulator.
 struct Reconciler {
     mode: Mode,
@@ -164,28 +170,15 @@ impl Reconciler {
         let beta_sync = beta.and_then(Entry::synchronizable);
         let alpha_delta = diff_at(path, ancestor, alpha_sync.as_ref());
         let beta_delta = diff_at(path, ancestor, beta_sync.as_ref());
-        let alpha_unsync = has_unsynchronizable(alpha);
-        let beta_unsync = has_unsynchronizable(beta);
 
-        // Only alpha changed: beta still equals the ancestor and takes alpha's content, unless
-        // beta holds content we would have to remove without having seen it synchronized.
+        // Only alpha changed: beta still equals the ancestor and takes alpha's content.
         if beta_delta.is_empty() {
-            if beta_unsync {
-                let blocking = diff_at(path, beta_sync.as_ref(), beta);
-                self.conflict(path, alpha_delta, blocking);
-            } else {
-                self.beta_transition(path, ancestor.cloned(), alpha_sync);
-            }
+            self.overwrite(Side::Beta, path, beta, beta_sync, alpha_delta, alpha_sync);
             return;
         }
         // Only beta changed: the mirror image.
         if alpha_delta.is_empty() {
-            if alpha_unsync {
-                let blocking = diff_at(path, alpha_sync.as_ref(), alpha);
-                self.conflict(path, blocking, beta_delta);
-            } else {
-                self.alpha_transition(path, ancestor.cloned(), beta_sync);
-            }
+            self.overwrite(Side::Alpha, path, alpha, alpha_sync, beta_delta, beta_sync);
             return;
         }
 
@@ -197,38 +190,17 @@ impl Reconciler {
             // Both only deleted, so one side is absent here and the other holds what is left
             // of the ancestor: complete the deletion on the partial side.
             if alpha_sync.is_none() {
-                if beta_unsync {
-                    let blocking = diff_at(path, beta_sync.as_ref(), beta);
-                    self.conflict(path, alpha_delta, blocking);
-                } else {
-                    self.beta_transition(path, beta_sync, None);
-                }
-            } else if alpha_unsync {
-                let blocking = diff_at(path, alpha_sync.as_ref(), alpha);
-                self.conflict(path, blocking, beta_delta);
+                self.overwrite(Side::Beta, path, beta, beta_sync, alpha_delta, None);
             } else {
-                self.alpha_transition(path, alpha_sync, None);
+                self.overwrite(Side::Alpha, path, alpha, alpha_sync, beta_delta, None);
             }
         } else if beta_creations.is_empty() {
-            if beta_unsync {
-                let blocking = diff_at(path, beta_sync.as_ref(), beta);
-                self.conflict(path, alpha_creations, blocking);
-            } else {
-                self.beta_transition(path, beta_sync, alpha_sync);
-            }
+            self.overwrite(Side::Beta, path, beta, beta_sync, alpha_creations, alpha_sync);
         } else if alpha_creations.is_empty() {
-            if alpha_unsync {
-                let blocking = diff_at(path, alpha_sync.as_ref(), alpha);
-                self.conflict(path, blocking, beta_creations);
-            } else {
-                self.alpha_transition(path, alpha_sync, beta_sync);
-            }
-        } else if self.mode == Mode::TwoWayResolved && !beta_unsync {
-            // Both created or modified content: alpha wins in two-way-resolved.
-            self.beta_transition(path, beta_sync, alpha_sync);
+            self.overwrite(Side::Alpha, path, alpha, alpha_sync, beta_creations, beta_sync);
         } else if self.mode == Mode::TwoWayResolved {
-            let blocking = diff_at(path, beta_sync.as_ref(), beta);
-            self.conflict(path, alpha_creations, blocking);
+            // Both created or modified content: alpha wins in two-way-resolved.
+            self.overwrite(Side::Beta, path, beta, beta_sync, alpha_creations, alpha_sync);
         } else {
             self.conflict(path, alpha_creations, beta_creations);
         }
@@ -247,12 +219,8 @@ impl Reconciler {
         let alpha_change = || vec![Change::new(path, ancestor.cloned(), alpha.cloned())];
         if beta_creations.is_empty() {
             // Beta only deleted things (or nothing): restore it from alpha.
-            if has_unsynchronizable(beta) {
-                let blocking = diff_at(path, beta_sync.as_ref(), beta);
-                self.conflict(path, alpha_change(), blocking);
-            } else {
-                self.beta_transition(path, beta_sync, alpha.and_then(Entry::synchronizable));
-            }
+            let new = alpha.and_then(Entry::synchronizable);
+            self.overwrite(Side::Beta, path, beta, beta_sync, alpha_change(), new);
         } else if is_nil_or_untracked(alpha)
             && !(ancestor.is_some_and(Entry::is_directory) && beta.is_some_and(Entry::is_directory))
         {
@@ -266,8 +234,7 @@ impl Reconciler {
         }
     }
 
-    /// One-way-replica: beta becomes alpha's synchronizable content, unless beta holds content
-    /// that cannot be removed safely.
+    /// One-way-replica: beta becomes alpha's synchronizable content.
     fn one_way_replica(
         &mut self,
         path: &str,
@@ -276,26 +243,45 @@ impl Reconciler {
         beta: Option<&Entry>,
     ) {
         let beta_sync = beta.and_then(Entry::synchronizable);
-        if has_unsynchronizable(beta) {
-            let blocking = diff_at(path, beta_sync.as_ref(), beta);
-            let alpha_change = vec![Change::new(path, ancestor.cloned(), alpha.cloned())];
-            self.conflict(path, alpha_change, blocking);
-        } else {
-            self.beta_transition(path, beta_sync, alpha.and_then(Entry::synchronizable));
+        let alpha_change = vec![Change::new(path, ancestor.cloned(), alpha.cloned())];
+        let new = alpha.and_then(Entry::synchronizable);
+        self.overwrite(Side::Beta, path, beta, beta_sync, alpha_change, new);
+    }
+
+    /// Makes `side` hold `new` at `path`, replacing `content` (whose synchronizable part is
+    /// `content_sync`), unless `content` holds untracked or problematic content: that would be
+    /// removed without ever having been synchronized, so the result is a conflict between
+    /// `other_changes` (the other side's) and that blocking content.
+    ///
+    /// When there is no such content, `content_sync` equals `content`, so the transition's `old`
+    /// is exactly what the side holds.
+    fn overwrite(
+        &mut self,
+        side: Side,
+        path: &str,
+        content: Option<&Entry>,
+        content_sync: Option<Entry>,
+        other_changes: Vec<Change>,
+        new: Option<Entry>,
+    ) {
+        if has_unsynchronizable(content) {
+            let blocking = diff_at(path, content_sync.as_ref(), content);
+            match side {
+                Side::Alpha => self.conflict(path, blocking, other_changes),
+                Side::Beta => self.conflict(path, other_changes, blocking),
+            }
+            return;
+        }
+        let transition = Change::new(path, content_sync, new);
+        match side {
+            Side::Alpha => self.out.alpha_transitions.push(transition),
+            Side::Beta => self.out.beta_transitions.push(transition),
         }
     }
 
     fn ancestor_change(&mut self, path: &str, old: Option<&Entry>, new: Option<Entry>) {
         // Only the new value matters when applying; a slim old keeps the record small.
         self.out.ancestor_changes.push(Change::new(path, old.map(Entry::slim), new));
-    }
-
-    fn alpha_transition(&mut self, path: &str, old: Option<Entry>, new: Option<Entry>) {
-        self.out.alpha_transitions.push(Change::new(path, old, new));
-    }
-
-    fn beta_transition(&mut self, path: &str, old: Option<Entry>, new: Option<Entry>) {
-        self.out.beta_transitions.push(Change::new(path, old, new));
     }
 
     fn conflict(&mut self, path: &str, alpha_changes: Vec<Change>, beta_changes: Vec<Change>) {
