@@ -192,13 +192,15 @@ impl Endpoint for LocalEndpoint {
     fn transition(&mut self, changes: Vec<Change>) -> EndpointResult<TransitionResult> {
         self.require_scan("transition")?;
         self.scanned = false;
-        let result = transition::transition(
+        let (result, placed) = transition::transition(
             &self.root,
             &self.cache,
             &mut self.staging,
             self.options.modes,
             changes,
         );
+        // Files placed from verified staged content need no hashing by the next scan.
+        self.cache.records.extend(placed);
         self.staging.clear()?;
         Ok(result)
     }

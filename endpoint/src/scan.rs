@@ -87,7 +87,7 @@ pub struct CacheRecord {
 impl CacheRecord {
     // Field types of `Stat` differ across targets.
     #[allow(clippy::unnecessary_cast)]
-    fn new(stat: &Stat, digest: Digest) -> CacheRecord {
+    pub(crate) fn new(stat: &Stat, digest: Digest) -> CacheRecord {
         CacheRecord {
             mode: stat.st_mode,
             mtime_sec: stat.st_mtime,

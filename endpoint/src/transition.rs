@@ -37,7 +37,7 @@ use rustix::io::Errno;
 
 use crate::endpoint::TransitionResult;
 use crate::fsutil::{self, Location, describe, with_executability};
-use crate::scan::{Cache, TEMPORARY_PREFIX};
+use crate::scan::{Cache, CacheRecord, TEMPORARY_PREFIX};
 use crate::staging::Staging;
 
 /// Default permission bits for new files (before execute bits are added).
@@ -61,23 +61,32 @@ impl Default for Modes {
 }
 
 /// Applies `changes` under `root`, checking against `cache` (the scan this cycle used) and
-/// taking new files from `staging`.
+/// taking new files from `staging`. Also returns cache records for the files it placed, which
+/// spare the next scan from hashing them.
 pub fn transition(
     root: &Path,
     cache: &Cache,
     staging: &mut Staging,
     modes: Modes,
     changes: Vec<Change>,
-) -> TransitionResult {
+) -> (TransitionResult, Vec<(String, CacheRecord)>) {
     staging.reserve(count_uses(&changes));
-    let mut transitioner =
-        Transitioner { root, cache, staging, modes, problems: Vec::new(), missing_files: false };
+    let mut transitioner = Transitioner {
+        root,
+        cache,
+        staging,
+        modes,
+        problems: Vec::new(),
+        missing_files: false,
+        placed: Vec::new(),
+    };
     let results = changes.into_iter().map(|change| transitioner.apply(change)).collect();
-    TransitionResult {
+    let result = TransitionResult {
         results,
         problems: transitioner.problems,
         missing_files: transitioner.missing_files,
-    }
+    };
+    (result, transitioner.placed)
 }
 
 /// Returns whether `change` only changes a file's executability (no content to stage).
@@ -110,6 +119,8 @@ struct Transitioner<'a> {
     modes: Modes,
     problems: Vec<Problem>,
     missing_files: bool,
+    /// Cache records of the files placed from staging.
+    placed: Vec<(String, CacheRecord)>,
 }
 
 impl Transitioner<'_> {
@@ -221,13 +232,17 @@ impl Transitioner<'_> {
             self.problem(path, "unable to locate staged file (it will be transferred again)");
             return Err(());
         };
+        // The staged file is private, verified content; a rename keeps its inode and mtime, so
+        // its metadata taken before the rename is a true cache record for the placed file. Any
+        // later change alters the metadata and forces a rehash.
         let outcome = rustix::fs::chmod(&staged, Mode::from_raw_mode(mode))
-            .and_then(|()| rename_into(CWD, &staged, dir, name, replace));
+            .and_then(|()| rustix::fs::stat(&staged))
+            .and_then(|stat| rename_into(CWD, &staged, dir, name, replace).map(|()| stat));
         let outcome = match outcome {
             Err(Errno::XDEV) => self.place_across_devices(&staged, dir, name, mode, replace),
             other => other.map_err(io::Error::from),
         };
-        outcome.map_err(|e| {
+        let stat = outcome.map_err(|e| {
             let _ = std::fs::remove_file(&staged);
             let reason = if e.kind() == io::ErrorKind::AlreadyExists {
                 "unable to create file: something appeared at this path after it was scanned"
@@ -236,7 +251,9 @@ impl Transitioner<'_> {
                 format!("unable to place file: {}", describe(&e))
             };
             self.problem(path, reason);
-        })
+        })?;
+        self.placed.push((path.to_owned(), CacheRecord::new(&stat, *digest)));
+        Ok(())
     }
 
     /// Copies a staged file next to its destination, then renames it into place.
@@ -247,16 +264,18 @@ impl Transitioner<'_> {
         name: &str,
         mode: u32,
         replace: bool,
-    ) -> io::Result<()> {
+    ) -> io::Result<rustix::fs::Stat> {
         let temporary = format!("{TEMPORARY_PREFIX}cross-device-{}-{name}", std::process::id());
         let temporary = truncate_name(temporary);
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(dir, temporary.as_str(), flags, Mode::from_raw_mode(mode))?;
-        let copied = (|| -> io::Result<()> {
+        let copied = (|| -> io::Result<rustix::fs::Stat> {
             let mut target = File::from(fd);
             io::copy(&mut File::open(staged)?, &mut target)?;
             rustix::fs::fchmod(&target, Mode::from_raw_mode(mode))?;
-            Ok(rename_into(dir, temporary.as_str(), dir, name, replace)?)
+            let stat = rustix::fs::fstat(&target)?;
+            rename_into(dir, temporary.as_str(), dir, name, replace)?;
+            Ok(stat)
         })();
         if copied.is_err() {
             let _ = rustix::fs::unlinkat(dir, temporary.as_str(), AtFlags::empty());
@@ -498,7 +517,7 @@ mod tests {
             assert!(self.staging.stage_from(data, digest(data)).expect("stage"));
         }
         fn run(&mut self, cache: &Cache, changes: Vec<Change>) -> TransitionResult {
-            transition(&self.root, cache, &mut self.staging, Modes::default(), changes)
+            transition(&self.root, cache, &mut self.staging, Modes::default(), changes).0
         }
     }
 
@@ -515,6 +534,32 @@ mod tests {
         assert_eq!(fs::read(fx.root.join("a")).expect("read"), b"new");
         let mode = fs::metadata(fx.root.join("a")).expect("stat").permissions().mode();
         assert_eq!(mode & 0o777, 0o640, "a replaced file keeps its permissions");
+    }
+
+    #[test]
+    fn placed_files_come_with_true_cache_records() {
+        let mut fx = fixture();
+        fs::write(fx.root.join("a"), b"old").expect("write");
+        let scanned = fx.scan();
+        fx.stage(b"new");
+        fx.stage(b"created");
+        let changes = vec![
+            Change::new("a", file(b"old"), file(b"new")),
+            Change::new("b", None, file(b"created")),
+        ];
+        let (_, placed) =
+            transition(&fx.root, &scanned.cache, &mut fx.staging, Modes::default(), changes);
+        assert_eq!(placed.len(), 2);
+        for (path, record) in placed {
+            let stat = fsutil::stat_at(CWD, fx.root.join(&path)).expect("stat");
+            assert!(record.matches(&stat), "{path}: record does not describe the placed file");
+            let content = fs::read(fx.root.join(&path)).expect("read");
+            assert_eq!(record.digest, digest(&content), "{path}");
+        }
+        // So the next scan reuses them rather than hashing.
+        let rescanned =
+            scan::scan(&fx.root, &ScanOptions::default(), &scanned.cache).expect("scan");
+        assert_eq!(rescanned.snapshot.content.and_then(|c| c.get("b").cloned()), file(b"created"));
     }
 
     #[test]
