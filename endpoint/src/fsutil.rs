@@ -43,13 +43,22 @@ pub(crate) fn read_names(dir: impl AsFd) -> io::Result<Vec<CString>> {
     Ok(names)
 }
 
+thread_local! {
+    /// One read buffer per thread: allocating (and zeroing) one per file dominated scans of
+    /// many small files.
+    static HASH_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
+}
+
 /// Hashes everything readable from `reader`; returns the digest and the number of bytes read.
-pub(crate) fn hash_reader(mut reader: impl Read) -> io::Result<(Digest, u64)> {
+pub(crate) fn hash_reader(reader: impl Read) -> io::Result<(Digest, u64)> {
+    HASH_BUFFER.with(|buffer| hash_with(reader, &mut buffer.borrow_mut()))
+}
+
+fn hash_with(mut reader: impl Read, buffer: &mut [u8]) -> io::Result<(Digest, u64)> {
     let mut hasher = blake3::Hasher::new();
-    let mut buffer = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     loop {
-        match reader.read(&mut buffer) {
+        match reader.read(buffer) {
             Ok(0) => break,
             Ok(n) => {
                 hasher.update(&buffer[..n]);

@@ -96,6 +96,7 @@ impl LocalEndpoint {
     fn supply_one(
         &self,
         request: &StageRequest,
+        buffer: &mut [u8],
         sink: &mut dyn FnMut(Transmission) -> EndpointResult<()>,
     ) -> EndpointResult<()> {
         let opened = fsutil::locate(&self.root, &request.path)
@@ -109,9 +110,8 @@ impl LocalEndpoint {
         };
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         sink(Transmission::Begin { request: request.clone(), size })?;
-        let mut buffer = vec![0u8; CHUNK];
         loop {
-            match file.read(&mut buffer) {
+            match file.read(buffer) {
                 Ok(0) => return sink(Transmission::End),
                 Ok(n) => sink(Transmission::Data(buffer[..n].to_vec()))?,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -182,7 +182,8 @@ impl Endpoint for LocalEndpoint {
         requests: &[StageRequest],
         sink: &mut dyn FnMut(Transmission) -> EndpointResult<()>,
     ) -> EndpointResult<()> {
-        requests.iter().try_for_each(|request| self.supply_one(request, sink))
+        let mut buffer = vec![0u8; CHUNK];
+        requests.iter().try_for_each(|request| self.supply_one(request, &mut buffer, sink))
     }
 
     fn receive(&mut self, transmission: Transmission) -> EndpointResult<()> {

@@ -27,6 +27,8 @@ pub struct Staging {
     receiving: Option<Receiving>,
     /// Counter for temporary names.
     next_temporary: u64,
+    /// Reused by `stage_from` (allocated on first use).
+    buffer: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -40,7 +42,13 @@ struct Receiving {
 impl Staging {
     /// Returns a store at `directory`; nothing is created yet.
     pub fn new(directory: PathBuf) -> Staging {
-        Staging { directory, uses: HashMap::new(), receiving: None, next_temporary: 0 }
+        Staging {
+            directory,
+            uses: HashMap::new(),
+            receiving: None,
+            next_temporary: 0,
+            buffer: Vec::new(),
+        }
     }
 
     /// Returns the store's directory.
@@ -99,24 +107,32 @@ impl Staging {
     /// Copies `source` into the store if its content has `digest`; returns whether it did.
     pub fn stage_from(&mut self, mut source: impl Read, digest: Digest) -> EndpointResult<bool> {
         let (temporary, mut file) = self.temporary()?;
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.resize(256 * 1024, 0);
         let mut hasher = blake3::Hasher::new();
-        let mut buffer = vec![0u8; 256 * 1024];
-        loop {
-            let n = match source.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    // The source changed or vanished: it is simply not staged from here.
-                    let _ = fs::remove_file(&temporary);
-                    return Ok(false);
+        let copied = loop {
+            match source.read(&mut buffer) {
+                Ok(0) => break Ok(true),
+                Ok(n) => {
+                    hasher.update(&buffer[..n]);
+                    if let Err(e) = file.write_all(&buffer[..n]) {
+                        break Err(e);
+                    }
                 }
-            };
-            hasher.update(&buffer[..n]);
-            file.write_all(&buffer[..n]).map_err(|e| self.error(e))?;
-        }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The source changed or vanished: it is simply not staged from here.
+                Err(_) => break Ok(false),
+            }
+        };
+        self.buffer = buffer;
         drop(file);
-        self.commit(&temporary, Digest(*hasher.finalize().as_bytes()), digest)
+        match copied {
+            Ok(true) => self.commit(&temporary, Digest(*hasher.finalize().as_bytes()), digest),
+            other => {
+                let _ = fs::remove_file(&temporary);
+                other.map_err(|e| self.error(e))
+            }
+        }
     }
 
     /// Accepts one transmission; returns the number of content bytes it carried.
