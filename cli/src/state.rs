@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use mutagen_endpoint::scan::Cache;
 use mutagen_reconcile::Entry;
 use serde::{Deserialize, Serialize};
 
@@ -25,11 +26,28 @@ pub struct OnceState {
     pub beta: PathBuf,
     /// The ancestor (`None` = nothing synchronized yet).
     pub ancestor: Option<Entry>,
+    /// Alpha's digest cache, so unchanged files are not hashed again.
+    pub alpha_cache: Cache,
+    /// Beta's digest cache.
+    pub beta_cache: Cache,
+}
+
+impl OnceState {
+    /// Returns the state of roots never synchronized.
+    pub fn fresh(alpha: &Path, beta: &Path) -> OnceState {
+        OnceState {
+            alpha: alpha.into(),
+            beta: beta.into(),
+            ancestor: None,
+            alpha_cache: Cache::default(),
+            beta_cache: Cache::default(),
+        }
+    }
 }
 
 /// Loads the state at `path`; a missing file is a fresh state.
 pub fn load(path: &Path, alpha: &Path, beta: &Path) -> anyhow::Result<OnceState> {
-    let fresh = OnceState { alpha: alpha.into(), beta: beta.into(), ancestor: None };
+    let fresh = OnceState::fresh(alpha, beta);
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(fresh),
@@ -86,16 +104,27 @@ mod tests {
         let path = dir.path().join("s/state");
         let (a, b) = (Path::new("/a"), Path::new("/b"));
         assert_eq!(load(&path, a, b).expect("fresh").ancestor, None);
-        let state =
-            OnceState { alpha: a.into(), beta: b.into(), ancestor: Some(Entry::empty_directory()) };
+        let record = mutagen_endpoint::scan::CacheRecord {
+            mode: 0o100644,
+            mtime_sec: 1,
+            mtime_nsec: 2,
+            size: 3,
+            inode: 4,
+            digest: mutagen_reconcile::Digest([5; 32]),
+        };
+        let mut state =
+            OnceState { ancestor: Some(Entry::empty_directory()), ..OnceState::fresh(a, b) };
+        state.beta_cache.records.insert("f".into(), record);
         save(&path, &state).expect("save");
         assert_eq!(load(&path, a, b).expect("load"), state);
         assert!(load(&path, b, a).is_err(), "state of other roots is refused");
-        let mut bytes = fs::read(&path).expect("read");
-        bytes.truncate(bytes.len() - 1);
-        bytes.push(0xff);
-        fs::write(&path, &bytes).expect("write");
-        let err = load(&path, a, b).expect_err("corrupt");
-        assert!(format!("{err:#}").contains("is corrupt"), "{err:#}");
+        let bytes = fs::read(&path).expect("read");
+        for corrupt in
+            [&bytes[..bytes.len() / 2], b"NOT-MUTAGEN".as_slice(), &bytes[..MAGIC.len() + 2]]
+        {
+            fs::write(&path, corrupt).expect("write");
+            let err = load(&path, a, b).expect_err("corrupt");
+            assert!(format!("{err:#}").contains("is corrupt"), "{err:#}");
+        }
     }
 }

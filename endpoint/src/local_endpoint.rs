@@ -82,6 +82,17 @@ impl LocalEndpoint {
         &self.root
     }
 
+    /// Returns the digest cache of the latest scan, for callers that keep it across runs.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// Seeds the digest cache (saved by an earlier run): files whose metadata still match
+    /// their records are not hashed again. Stage and transition still require a fresh scan.
+    pub fn set_cache(&mut self, cache: Cache) {
+        self.cache = cache;
+    }
+
     fn require_scan(&self, operation: &'static str) -> EndpointResult<()> {
         if self.options.read_only {
             return Err(EndpointError::ReadOnly { operation });

@@ -73,7 +73,7 @@ pub fn cmd_once(args: OnceArgs) -> anyhow::Result<Outcome> {
     let key = session_key(&alpha, &beta);
     let state_path = data.join("once").join(format!("{key}.state"));
     let mut saved = match args.reset {
-        true => state::OnceState { alpha: alpha.clone(), beta: beta.clone(), ancestor: None },
+        true => state::OnceState::fresh(&alpha, &beta),
         false => state::load(&state_path, &alpha, &beta)?,
     };
 
@@ -86,6 +86,8 @@ pub fn cmd_once(args: OnceArgs) -> anyhow::Result<Outcome> {
     };
     let mut alpha_endpoint = endpoint(&alpha, "alpha", !args.mode.is_bidirectional());
     let mut beta_endpoint = endpoint(&beta, "beta", false);
+    alpha_endpoint.set_cache(std::mem::take(&mut saved.alpha_cache));
+    beta_endpoint.set_cache(std::mem::take(&mut saved.beta_cache));
     let mut synchronizer = Synchronizer::with_ancestor(args.mode, saved.ancestor.take());
 
     let start = Instant::now();
@@ -95,6 +97,11 @@ pub fn cmd_once(args: OnceArgs) -> anyhow::Result<Outcome> {
     });
     let shutdown = [alpha_endpoint.shutdown(), beta_endpoint.shutdown()];
     let summary = result?;
+    // The ancestor is saved after every cycle; the digest caches only spare the next run
+    // from hashing, so once at the end is enough.
+    saved.alpha_cache = alpha_endpoint.cache().clone();
+    saved.beta_cache = beta_endpoint.cache().clone();
+    state::save(&state_path, &saved)?;
     for outcome in shutdown {
         outcome.context("unable to clean up staging")?;
     }
