@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Initial sync and no-change re-run of a deterministic tree, local to local:
+# `mutagen sync once` vs `rsync -a` vs `unison -batch`, measured in the same run.
+#
+#   bench/sync-once-vs-peers.sh            # 10,000 files in ~2,000 dirs + three 50 MB files
+#   NFILES=100000 NBIG=0 bench/sync-once-vs-peers.sh
+#
+# env: BENCH_DIR (default /dev/shm/mutagen-bench, wiped), NFILES=10000, NBIG=3, BIGMB=50, REPS=3
+# Installs rsync and unison from Debian if missing; builds mutagen in release mode.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+B="${BENCH_DIR:-/dev/shm/mutagen-bench}"
+NFILES="${NFILES:-10000}"; NBIG="${NBIG:-3}"; BIGMB="${BIGMB:-50}"; REPS="${REPS:-3}"
+export LC_ALL=C
+
+need=()
+command -v rsync >/dev/null || need+=(rsync)
+command -v unison >/dev/null || need+=(unison)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+(cd "$ROOT" && cargo build --release --locked -q --bin mutagen)
+MUTAGEN="$ROOT/target/release/mutagen"
+
+rm -rf "$B"; mkdir -p "$B"
+python3 - "$B/src" "$NFILES" "$NBIG" "$BIGMB" <<'PY'
+import os, random, sys
+root, n, nbig, bigmb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rng = random.Random(12345)
+for i in range(n):
+    d = os.path.join(root, f"d{i % 20:02d}", f"e{(i // 20) % 25:02d}", f"g{(i // 500) % 4}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i:05d}.txt"), "wb") as f:
+        f.write(rng.randbytes(rng.randint(64, 4096)))
+os.makedirs(os.path.join(root, "big"), exist_ok=True)
+for k in range(nbig):
+    r = random.Random(1000 + k)
+    with open(os.path.join(root, "big", f"big{k}.bin"), "wb") as f:
+        for _ in range(bigmb):
+            f.write(r.randbytes(1 << 20))
+PY
+echo "tree: $(find "$B/src" -type f | wc -l) files, $(find "$B/src" -type d | wc -l) directories, $(du -sm "$B/src" | cut -f1) MB, on $(df --output=fstype "$B" | tail -1)"
+
+export MUTAGEN_DATA_DIRECTORY="$B/mutagen-data"
+export UNISON="$B/unison-home"
+
+now() { date +%s.%N; }
+# measure LABEL SETUP CMD: SETUP untimed, CMD timed, REPS times; prints the median.
+measure() {
+  local label="$1" setup="$2" cmd="$3" times=() t0 t1
+  for _ in $(seq 1 "$REPS"); do
+    eval "$setup"
+    t0=$(now); eval "$cmd" > "$B/last.out" 2>&1 || { echo "FAILED: $label"; cat "$B/last.out"; exit 1; }; t1=$(now)
+    times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')")
+  done
+  printf '%s\n' "${times[@]}" | sort -n | awk -v l="$label" '{a[NR]=$1} END {
+    m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2
+    printf "| %-38s | %8.3f | %8.3f | %8.3f |\n", l, m, a[1], a[NR] }'
+}
+fresh() { rm -rf "$B/dst" "$MUTAGEN_DATA_DIRECTORY" "$UNISON"; mkdir -p "$UNISON"; sync; }
+
+echo
+echo "| case (seconds, REPS=$REPS)                 |   median |      min |      max |"
+echo "|----------------------------------------|----------|----------|----------|"
+measure "initial sync: mutagen sync once"  fresh "'$MUTAGEN' sync once '$B/src' '$B/dst'"
+measure "initial sync: rsync -a"           fresh "rsync -a '$B/src/' '$B/dst/'"
+measure "initial sync: unison -batch"      "fresh; mkdir -p '$B/dst'" "unison -batch -times -perms 0 '$B/src' '$B/dst'"
+fresh; "$MUTAGEN" sync once "$B/src" "$B/dst" >/dev/null
+measure "no-change re-run: mutagen sync once" : "'$MUTAGEN' sync once '$B/src' '$B/dst'"
+measure "no-change re-run: rsync -a"        : "rsync -a '$B/src/' '$B/dst/'"
+fresh; mkdir -p "$B/dst"; unison -batch -times -perms 0 "$B/src" "$B/dst" >/dev/null 2>&1
+measure "no-change re-run: unison -batch"   : "unison -batch -times -perms 0 '$B/src' '$B/dst'"
+rm -rf "$B"
