@@ -19,7 +19,8 @@ pub fn entry(entry: Option<&Entry>) -> String {
     }
 }
 
-fn path(path: &str) -> &str {
+/// Renders a root-relative path, `<root>` for the root itself.
+pub fn path(path: &str) -> &str {
     if path.is_empty() { "<root>" } else { path }
 }
 

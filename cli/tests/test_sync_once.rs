@@ -145,3 +145,17 @@ fn problems_are_reported_per_path_and_other_files_still_sync() {
     assert_eq!(fs::read_to_string(env.path("beta/good.txt")).expect("synced"), "good\n");
     assert!(!env.path("beta/escape").exists());
 }
+
+#[test]
+fn a_beta_whose_parent_is_missing_is_a_problem_at_the_root() {
+    let env = Env::new();
+    write(&env.path("alpha/f"), "f");
+    let output = env.mutagen(&["sync", "once", "alpha", "missing/parent/beta"]);
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("(beta) <root>: unable to locate parent: no such file or directory"),
+        "{out}"
+    );
+    assert!(!env.path("missing").exists());
+}

@@ -222,7 +222,7 @@ fn report(
         println!("Problems: {}", problems.len());
         for (side, problem) in &problems {
             let side = if *side == Side::Alpha { "alpha" } else { "beta" };
-            println!("    ({side}) {}: {}", problem.path, problem.error);
+            println!("    ({side}) {}: {}", render::path(&problem.path), problem.error);
         }
     }
     if !summary.converged {
