@@ -40,6 +40,12 @@ pub fn conflict(conflict: &Conflict) -> Vec<String> {
     alpha.chain(beta).collect()
 }
 
+/// Renders `count` with the noun in singular or plural (`1 file`, `2 files`).
+pub fn count(count: impl Into<u64>, singular: &str, plural: &str) -> String {
+    let count = count.into();
+    format!("{count} {}", if count == 1 { singular } else { plural })
+}
+
 /// Renders a byte count with a binary unit (`1.5 MiB`).
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -68,6 +74,8 @@ mod tests {
             beta_changes: vec![Change::new("a", None, Some(Entry::Untracked))],
         };
         assert_eq!(conflict(&c)[1], "(beta)  a (<non-existent> -> Untracked content)");
+        assert_eq!(count(1u64, "file", "files"), "1 file");
+        assert_eq!(count(0u64, "file", "files"), "0 files");
         assert_eq!(
             (size(10), size(1536), size(20 << 20)),
             ("10 B".into(), "1.5 KiB".into(), "20.0 MiB".into())

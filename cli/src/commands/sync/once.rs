@@ -198,13 +198,13 @@ fn report(
         ("Beta", &summary.beta, &summary.last.beta),
     ] {
         println!(
-            "{name}: {} directories, {} files ({}), {} symbolic links; {} changes applied, {} files transferred ({})",
-            side.directories,
-            side.files,
+            "{name}: {}, {} ({}), {}; {} applied, {} transferred ({})",
+            render::count(side.directories, "directory", "directories"),
+            render::count(side.files, "file", "files"),
             render::size(side.total_file_size),
-            side.symbolic_links,
-            totals.changes,
-            totals.staged_files,
+            render::count(side.symbolic_links, "symbolic link", "symbolic links"),
+            render::count(totals.changes as u64, "change", "changes"),
+            render::count(totals.staged_files, "file", "files"),
             render::size(totals.staged_bytes),
         );
     }
