@@ -163,6 +163,8 @@ impl Endpoint for LocalEndpoint {
 
     fn stage(&mut self, requests: Vec<StageRequest>) -> EndpointResult<Vec<StageRequest>> {
         self.require_scan("stage")?;
+        // A previous round may have been cut off mid-file.
+        self.staging.abort_receive();
         let local_copies = self.cache.paths_by_digest();
         let mut seen = HashSet::new();
         let mut needed = Vec::new();

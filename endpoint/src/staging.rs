@@ -173,6 +173,14 @@ impl Staging {
         }
     }
 
+    /// Discards a file left half-received by an interrupted supply, so a new round can start.
+    pub fn abort_receive(&mut self) {
+        if let Some(receiving) = self.receiving.take() {
+            drop(receiving.file);
+            let _ = fs::remove_file(&receiving.temporary);
+        }
+    }
+
     /// Declares how many times each digest will be taken by the coming transition.
     pub fn reserve(&mut self, uses: HashMap<Digest, usize>) {
         self.uses = uses;
@@ -263,5 +271,26 @@ mod tests {
         assert_eq!(fs::read(first).expect("copy"), b"same");
         staging.clear().expect("clear");
         assert!(staging.take(&digest).is_none());
+    }
+
+    #[test]
+    fn an_interrupted_receive_does_not_block_the_next_round() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut staging = Staging::new(dir.path().join("store"));
+        let request = |data: &[u8]| StageRequest { path: "f".into(), digest: digest_of(data) };
+        staging.receive(Transmission::Begin { request: request(b"lost"), size: 4 }).expect("begin");
+        staging.receive(Transmission::Data(b"lo".to_vec())).expect("data");
+        // The supply failed here; a new staging round starts.
+        staging.abort_receive();
+        for t in [
+            Transmission::Begin { request: request(b"next"), size: 4 },
+            Transmission::Data(b"next".to_vec()),
+            Transmission::End,
+        ] {
+            staging.receive(t).expect("the next round works");
+        }
+        assert!(staging.contains(&digest_of(b"next")));
+        let leftovers = fs::read_dir(staging.directory()).expect("store").count();
+        assert_eq!(leftovers, 1, "only the committed file's prefix directory remains");
     }
 }
