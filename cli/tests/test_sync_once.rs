@@ -105,10 +105,12 @@ fn halts_instead_of_propagating_a_root_deletion() {
 fn bad_input_gets_clear_errors_and_touches_nothing() {
     let env = Env::new();
     write(&env.path("alpha/keep"), "keep\n");
+    std::os::unix::fs::symlink(env.path("alpha"), env.path("link-to-alpha")).expect("symlink");
     let cases: &[(&[&str], &str)] = &[
         (&["sync", "once", "alpha", "host:/srv"], "ssh endpoint \"host:/srv\" is not supported"),
         (&["sync", "once", "docker://box/app", "beta"], "docker endpoint"),
         (&["sync", "once", "alpha", "alpha/inner"], "overlap"),
+        (&["sync", "once", "alpha", "link-to-alpha/inner"], "overlap"),
         (&["sync", "once", "alpha", "beta", "--ignore", "!"], "invalid ignore pattern \"!\""),
         (
             &["sync", "once", "alpha", "beta", "--mode", "sideways"],

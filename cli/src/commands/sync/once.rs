@@ -56,12 +56,15 @@ pub fn cmd_once(args: OnceArgs) -> anyhow::Result<Outcome> {
     let cwd = std::env::current_dir().context("unable to determine the working directory")?;
     let alpha = local_root(&args.alpha, &cwd)?;
     let beta = local_root(&args.beta, &cwd)?;
-    if alpha.starts_with(&beta) || beta.starts_with(&alpha) {
+    // Compare where the paths really lead: a symbolic link could otherwise hide that one root
+    // is inside the other (each cycle would nest the tree one level deeper).
+    let (real_alpha, real_beta) = (resolved(&alpha), resolved(&beta));
+    if real_alpha.starts_with(&real_beta) || real_beta.starts_with(&real_alpha) {
         bail!("roots {} and {} overlap: one contains the other", alpha.display(), beta.display());
     }
     let data = data_directory()?;
-    for root in [&alpha, &beta] {
-        if data.starts_with(root) {
+    for (root, real) in [(&alpha, &real_alpha), (&beta, &real_beta)] {
+        if resolved(&data).starts_with(real) {
             bail!(
                 "data directory {} is inside root {}: set MUTAGEN_DATA_DIRECTORY elsewhere",
                 data.display(),
@@ -257,6 +260,24 @@ fn local_root(text: &str, cwd: &Path) -> anyhow::Result<PathBuf> {
         bail!("root {text:?} cannot be the file-system root");
     }
     Ok(absolute)
+}
+
+/// Returns `path` with its deepest existing ancestor resolved through symbolic links.
+fn resolved(path: &Path) -> PathBuf {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.iter().rev().fold(real, |acc, name| acc.join(name));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
 }
 
 /// Removes `.` and resolves `..` lexically.
