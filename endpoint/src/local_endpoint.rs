@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mutagen_reconcile::{Change, Entry};
+use mutagen_reconcile::{Change, Digest, Entry};
 
 use crate::endpoint::{
     Endpoint, EndpointError, EndpointResult, Snapshot, StageRequest, TransitionResult, Transmission,
@@ -56,8 +56,9 @@ pub struct LocalEndpoint {
     options: LocalOptions,
     /// Records of the most recent scan, used to skip hashing unchanged files.
     cache: Cache,
-    /// The content of the most recent `scan`, for `poll` to compare with.
-    last_content: Option<Option<Entry>>,
+    /// A fingerprint of the most recent `scan`'s content, for `poll` to compare with (a copy
+    /// of the tree would double the memory held per endpoint).
+    last_fingerprint: Option<Digest>,
     /// Whether a scan happened since the last transition (so `cache` describes this cycle).
     scanned: bool,
     staging: Staging,
@@ -71,7 +72,7 @@ impl LocalEndpoint {
             root,
             options,
             cache: Cache::default(),
-            last_content: None,
+            last_fingerprint: None,
             scanned: false,
             staging,
         }
@@ -147,7 +148,7 @@ impl Endpoint for LocalEndpoint {
             std::thread::sleep(self.options.poll_interval.min(deadline - now));
             let output = scan::scan(&self.root, &self.options.scan, &self.cache)?;
             self.cache = output.cache;
-            if self.last_content.as_ref() != Some(&output.snapshot.content) {
+            if self.last_fingerprint != Some(fingerprint(output.snapshot.content.as_ref())) {
                 return Ok(true);
             }
         }
@@ -156,7 +157,7 @@ impl Endpoint for LocalEndpoint {
     fn scan(&mut self) -> EndpointResult<Snapshot> {
         let output = scan::scan(&self.root, &self.options.scan, &self.cache)?;
         self.cache = output.cache;
-        self.last_content = Some(output.snapshot.content.clone());
+        self.last_fingerprint = Some(fingerprint(output.snapshot.content.as_ref()));
         self.scanned = true;
         Ok(output.snapshot)
     }
@@ -221,5 +222,100 @@ impl Endpoint for LocalEndpoint {
 
     fn shutdown(&mut self) -> EndpointResult<()> {
         self.staging.clear()
+    }
+}
+
+/// Returns a digest of a tree's structure and content: equal trees, equal fingerprints.
+fn fingerprint(content: Option<&Entry>) -> Digest {
+    fn feed_text(hasher: &mut blake3::Hasher, text: &str) {
+        hasher.update(&(text.len() as u64).to_le_bytes());
+        hasher.update(text.as_bytes());
+    }
+    fn feed(hasher: &mut blake3::Hasher, entry: &Entry) {
+        match entry {
+            Entry::Directory(children) => {
+                hasher.update(b"d");
+                hasher.update(&(children.len() as u64).to_le_bytes());
+                for (name, child) in children {
+                    feed_text(hasher, name);
+                    feed(hasher, child);
+                }
+            }
+            Entry::File { digest, executable } => {
+                hasher.update(b"f");
+                hasher.update(&digest.0);
+                hasher.update(&[u8::from(*executable)]);
+            }
+            Entry::SymbolicLink { target } => {
+                hasher.update(b"l");
+                feed_text(hasher, target);
+            }
+            Entry::Untracked => {
+                hasher.update(b"u");
+            }
+            Entry::Problematic { problem } => {
+                hasher.update(b"p");
+                feed_text(hasher, problem);
+            }
+        }
+    }
+    let mut hasher = blake3::Hasher::new();
+    match content {
+        None => {
+            hasher.update(b"-");
+        }
+        Some(entry) => feed(&mut hasher, entry),
+    }
+    Digest(*hasher.finalize().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn fingerprints_tell_trees_apart() {
+        let file = |d: u8, x: bool| Entry::File { digest: Digest([d; 32]), executable: x };
+        let dir = |pairs: &[(&str, Entry)]| {
+            let children: BTreeMap<_, _> =
+                pairs.iter().map(|(n, e)| ((*n).to_owned(), e.clone())).collect();
+            Entry::Directory(children)
+        };
+        let trees = [
+            None,
+            Some(dir(&[])),
+            Some(dir(&[("a", file(1, false))])),
+            Some(dir(&[("a", file(1, true))])),
+            Some(dir(&[("b", file(1, false))])),
+            Some(dir(&[("a", dir(&[]))])),
+            Some(dir(&[("a", dir(&[])), ("b", dir(&[]))])),
+            Some(dir(&[("ab", dir(&[]))])),
+            Some(dir(&[("a", Entry::Untracked)])),
+            Some(dir(&[("a", Entry::SymbolicLink { target: "x".into() })])),
+            Some(dir(&[("a", Entry::Problematic { problem: "x".into() })])),
+        ];
+        let prints: Vec<Digest> = trees.iter().map(|t| fingerprint(t.as_ref())).collect();
+        for (i, a) in prints.iter().enumerate() {
+            for b in &prints[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(fingerprint(trees[3].as_ref()), fingerprint(trees[3].clone().as_ref()));
+    }
+
+    #[test]
+    fn poll_reports_a_change_and_times_out_without_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).expect("root");
+        let mut options = LocalOptions::new(dir.path().join("staging"));
+        options.poll_interval = Duration::from_millis(5);
+        let mut endpoint = LocalEndpoint::new(root.clone(), options);
+        endpoint.scan().expect("scan");
+        assert!(!endpoint.poll(Duration::from_millis(30)).expect("poll"), "nothing changed");
+        std::fs::write(root.join("new"), "x").expect("write");
+        assert!(endpoint.poll(Duration::from_secs(5)).expect("poll"), "change not seen");
     }
 }
