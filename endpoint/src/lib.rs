@@ -31,6 +31,7 @@
 pub mod endpoint;
 pub mod ignore;
 pub mod local_endpoint;
+pub mod rsync;
 pub mod scan;
 pub mod staging;
 pub mod synchronizer;
