@@ -7,6 +7,8 @@
 use std::time::Duration;
 
 use mutagen_reconcile::{Change, Digest, Entry, Problem};
+
+use crate::rsync::Signature;
 use serde::{Deserialize, Serialize};
 
 /// The result of scanning an endpoint's root.
@@ -39,6 +41,16 @@ pub struct StageRequest {
     pub path: String,
     /// The digest the content must have.
     pub digest: Digest,
+    /// Set by the staging endpoint when it holds a file at `path` worth diffing against: the
+    /// supplier then sends only what differs (see [`crate::rsync`]).
+    pub base: Option<Signature>,
+}
+
+impl StageRequest {
+    /// Returns a request without a base.
+    pub fn new(path: impl Into<String>, digest: Digest) -> StageRequest {
+        StageRequest { path: path.into(), digest, base: None }
+    }
 }
 
 /// A piece of a file's content flowing from the supplying endpoint to the staging one.
@@ -56,6 +68,13 @@ pub enum Transmission {
     },
     /// Literal content.
     Data(Vec<u8>),
+    /// Content copied from blocks of the receiver's base file (see [`StageRequest::base`]).
+    Blocks {
+        /// The first block.
+        start: u64,
+        /// How many blocks.
+        count: u64,
+    },
     /// The current file is complete.
     End,
     /// The supplier could not provide the file.

@@ -11,12 +11,17 @@ use crate::endpoint::{
     Endpoint, EndpointError, EndpointResult, Snapshot, StageRequest, TransitionResult, Transmission,
 };
 use crate::fsutil::{self, describe};
+use crate::rsync::{self, Signature};
 use crate::scan::{self, Cache, ScanOptions};
 use crate::staging::Staging;
 use crate::transition::{self, Modes};
 
 /// Size of the chunks a local endpoint supplies.
 const CHUNK: usize = 1 << 20;
+
+/// Default size from which files are received as deltas: below it, a signature costs about
+/// as much as the file.
+pub const DELTA_MINIMUM: u64 = 64 * 1024;
 
 /// How a local endpoint is set up.
 #[derive(Clone, Debug)]
@@ -31,6 +36,9 @@ pub struct LocalOptions {
     pub modes: Modes,
     /// How often `poll` rescans.
     pub poll_interval: Duration,
+    /// Files at least this large that already exist at a path are received as deltas against
+    /// the existing file (`None`: always whole files).
+    pub delta_minimum: Option<u64>,
 }
 
 impl LocalOptions {
@@ -42,6 +50,7 @@ impl LocalOptions {
             read_only: false,
             modes: Modes::default(),
             poll_interval: Duration::from_secs(10),
+            delta_minimum: Some(DELTA_MINIMUM),
         }
     }
 }
@@ -104,6 +113,25 @@ impl LocalEndpoint {
         Ok(())
     }
 
+    /// Opens the regular file at a root-relative path, without following links.
+    fn open(&self, path: &str) -> std::io::Result<std::fs::File> {
+        let location = fsutil::locate(&self.root, path)?;
+        fsutil::open_file(&location.parent, location.name.as_str())
+    }
+
+    /// Adds the signature of the file currently at the request's path, if it is worth a delta.
+    fn with_base(&self, mut request: StageRequest) -> StageRequest {
+        let Some(minimum) = self.options.delta_minimum else { return request };
+        let Ok(file) = self.open(&request.path) else { return request };
+        match file.metadata() {
+            Ok(metadata) if metadata.is_file() && metadata.len() >= minimum => {
+                request.base = rsync::signature(file, metadata.len()).ok();
+            }
+            _ => {}
+        }
+        request
+    }
+
     /// Supplies one file; `Unavailable` if it cannot be read.
     fn supply_one(
         &self,
@@ -122,6 +150,9 @@ impl LocalEndpoint {
         };
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         sink(Transmission::Begin { request: request.clone(), size })?;
+        if let Some(signature) = &request.base {
+            return supply_delta(signature, file, sink);
+        }
         loop {
             match file.read(buffer) {
                 Ok(0) => return sink(Transmission::End),
@@ -186,7 +217,7 @@ impl Endpoint for LocalEndpoint {
                     continue;
                 }
             }
-            needed.push(request);
+            needed.push(self.with_base(request));
         }
         Ok(needed)
     }
@@ -201,7 +232,13 @@ impl Endpoint for LocalEndpoint {
     }
 
     fn receive(&mut self, transmission: Transmission) -> EndpointResult<()> {
-        self.staging.receive(transmission).map(|_| ())
+        let base = match &transmission {
+            Transmission::Begin { request, .. } if request.base.is_some() => {
+                self.open(&request.path).ok()
+            }
+            _ => None,
+        };
+        self.staging.receive(transmission, base).map(|_| ())
     }
 
     fn transition(&mut self, changes: Vec<Change>) -> EndpointResult<TransitionResult> {
@@ -222,6 +259,30 @@ impl Endpoint for LocalEndpoint {
 
     fn shutdown(&mut self) -> EndpointResult<()> {
         self.staging.clear()
+    }
+}
+
+/// Sends `file` as operations against the receiver's base described by `signature`. A read
+/// error ends the file early; the receiver's digest check then discards it.
+fn supply_delta(
+    signature: &Signature,
+    file: std::fs::File,
+    sink: &mut dyn FnMut(Transmission) -> EndpointResult<()>,
+) -> EndpointResult<()> {
+    let mut sink_error = None;
+    let _ = rsync::deltify(signature, file, &mut |operation| {
+        let transmission = match operation {
+            rsync::Operation::Data(data) => Transmission::Data(data),
+            rsync::Operation::Blocks { start, count } => Transmission::Blocks { start, count },
+        };
+        sink(transmission).map_err(|e| {
+            sink_error = Some(e);
+            std::io::Error::other("receiver failed")
+        })
+    });
+    match sink_error {
+        Some(error) => Err(error),
+        None => sink(Transmission::End),
     }
 }
 

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use mutagen_reconcile::Digest;
 
 use crate::endpoint::{EndpointError, EndpointResult, StageRequest, Transmission};
+use crate::rsync;
 
 /// A staging store rooted at a directory (created on first use, mode 0700).
 #[derive(Debug)]
@@ -35,8 +36,29 @@ pub struct Staging {
 struct Receiving {
     request: StageRequest,
     temporary: PathBuf,
+    writer: HashingWriter,
+    /// The receiver's current file at the request's path, when the request carries its
+    /// signature and it could be opened; `Blocks` are copied from it.
+    base: Option<File>,
+}
+
+/// Writes to the temporary file and hashes what it writes.
+#[derive(Debug)]
+struct HashingWriter {
     file: File,
     hasher: blake3::Hasher,
+}
+
+impl Write for HashingWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(data)?;
+        self.hasher.update(&data[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 impl Staging {
@@ -135,8 +157,15 @@ impl Staging {
         }
     }
 
-    /// Accepts one transmission; returns the number of content bytes it carried.
-    pub fn receive(&mut self, transmission: Transmission) -> EndpointResult<u64> {
+    /// Accepts one transmission; returns the number of literal bytes it carried. `base` is the
+    /// receiver's current file at the path of a `Begin` whose request carries a signature (it
+    /// is ignored otherwise).
+    pub fn receive(
+        &mut self,
+        transmission: Transmission,
+        base: Option<File>,
+    ) -> EndpointResult<u64> {
+        let outside = |what: &str| EndpointError::Protocol(format!("{what} outside a file"));
         match transmission {
             Transmission::Begin { request, .. } => {
                 if self.receiving.is_some() {
@@ -145,27 +174,42 @@ impl Staging {
                     ));
                 }
                 let (temporary, file) = self.temporary()?;
-                self.receiving =
-                    Some(Receiving { request, temporary, file, hasher: blake3::Hasher::new() });
+                let writer = HashingWriter { file, hasher: blake3::Hasher::new() };
+                let base = base.filter(|_| request.base.is_some());
+                self.receiving = Some(Receiving { request, temporary, writer, base });
                 Ok(0)
             }
             Transmission::Data(data) => {
-                let Some(receiving) = self.receiving.as_mut() else {
-                    return Err(EndpointError::Protocol("data outside a file".into()));
-                };
-                receiving.hasher.update(&data);
-                if let Err(e) = receiving.file.write_all(&data) {
-                    return Err(self.error(e));
-                }
+                let receiving = self.receiving.as_mut().ok_or_else(|| outside("data"))?;
+                let written = receiving.writer.write_all(&data);
+                written.map_err(|e| self.error(e))?;
                 Ok(data.len() as u64)
             }
-            Transmission::End => {
-                let Some(receiving) = self.receiving.take() else {
-                    return Err(EndpointError::Protocol("end outside a file".into()));
+            Transmission::Blocks { start, count } => {
+                let receiving = self.receiving.as_mut().ok_or_else(|| outside("blocks"))?;
+                let Some(signature) = &receiving.request.base else {
+                    return Err(EndpointError::Protocol(
+                        "blocks for a request without a base".into(),
+                    ));
                 };
-                drop(receiving.file);
-                let actual = Digest(*receiving.hasher.finalize().as_bytes());
-                self.commit(&receiving.temporary, actual, receiving.request.digest)?;
+                // A base that could not be opened leaves the content short: the digest check
+                // at `End` discards it and the next cycle sends the file again.
+                if let Some(base) = receiving.base.as_mut() {
+                    let operation = rsync::Operation::Blocks { start, count };
+                    let copied =
+                        rsync::patch(base, signature.block_size, &operation, &mut receiving.writer);
+                    if copied.is_err() {
+                        receiving.base = None;
+                    }
+                }
+                Ok(0)
+            }
+            Transmission::End => {
+                let receiving = self.receiving.take().ok_or_else(|| outside("end"))?;
+                let Receiving { request, temporary, writer, .. } = receiving;
+                drop(writer.file);
+                let actual = Digest(*writer.hasher.finalize().as_bytes());
+                self.commit(&temporary, actual, request.digest)?;
                 Ok(0)
             }
             // The transition will report the missing file and the next cycle retries.
@@ -176,7 +220,7 @@ impl Staging {
     /// Discards a file left half-received by an interrupted supply, so a new round can start.
     pub fn abort_receive(&mut self) {
         if let Some(receiving) = self.receiving.take() {
-            drop(receiving.file);
+            drop(receiving.writer);
             let _ = fs::remove_file(&receiving.temporary);
         }
     }
@@ -234,26 +278,26 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut staging = Staging::new(dir.path().join("store"));
         let good = digest_of(b"hello");
-        let request = StageRequest { path: "a".into(), digest: good };
+        let request = StageRequest::new("a", good);
         for t in [
             Transmission::Begin { request, size: 5 },
             Transmission::Data(b"hel".to_vec()),
             Transmission::Data(b"lo".to_vec()),
             Transmission::End,
         ] {
-            staging.receive(t).expect("receive");
+            staging.receive(t, None).expect("receive");
         }
         assert!(staging.contains(&good));
-        let bad = StageRequest { path: "b".into(), digest: digest_of(b"other") };
+        let bad = StageRequest::new("b", digest_of(b"other"));
         for t in [
             Transmission::Begin { request: bad.clone(), size: 5 },
             Transmission::Data(b"hello".to_vec()),
             Transmission::End,
         ] {
-            staging.receive(t).expect("receive");
+            staging.receive(t, None).expect("receive");
         }
         assert!(!staging.contains(&bad.digest), "content changed in flight must not be staged");
-        assert!(staging.receive(Transmission::End).is_err());
+        assert!(staging.receive(Transmission::End, None).is_err());
     }
 
     #[test]
@@ -274,12 +318,37 @@ mod tests {
     }
 
     #[test]
+    fn blocks_from_a_changed_base_are_discarded_not_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut staging = Staging::new(dir.path().join("store"));
+        let old: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let signature = rsync::signature(&old[..], old.len() as u64).expect("signature");
+        let wanted = digest_of(&old);
+        let request = StageRequest { base: Some(signature), ..StageRequest::new("f", wanted) };
+        // The base changed on disk after its signature was taken.
+        let changed = dir.path().join("base");
+        fs::write(&changed, vec![7u8; 5000]).expect("write");
+        let base = File::open(&changed).expect("open");
+        staging.receive(Transmission::Begin { request, size: 5000 }, Some(base)).expect("begin");
+        staging.receive(Transmission::Blocks { start: 0, count: 5 }, None).expect("blocks");
+        staging.receive(Transmission::End, None).expect("end");
+        assert!(!staging.contains(&wanted), "content rebuilt from a changed base was kept");
+
+        // Blocks for a request that has no base are a protocol violation.
+        let plain = StageRequest::new("g", wanted);
+        staging.receive(Transmission::Begin { request: plain, size: 1 }, None).expect("begin");
+        assert!(staging.receive(Transmission::Blocks { start: 0, count: 1 }, None).is_err());
+    }
+
+    #[test]
     fn an_interrupted_receive_does_not_block_the_next_round() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut staging = Staging::new(dir.path().join("store"));
-        let request = |data: &[u8]| StageRequest { path: "f".into(), digest: digest_of(data) };
-        staging.receive(Transmission::Begin { request: request(b"lost"), size: 4 }).expect("begin");
-        staging.receive(Transmission::Data(b"lo".to_vec())).expect("data");
+        let request = |data: &[u8]| StageRequest::new("f", digest_of(data));
+        staging
+            .receive(Transmission::Begin { request: request(b"lost"), size: 4 }, None)
+            .expect("begin");
+        staging.receive(Transmission::Data(b"lo".to_vec()), None).expect("data");
         // The supply failed here; a new staging round starts.
         staging.abort_receive();
         for t in [
@@ -287,7 +356,7 @@ mod tests {
             Transmission::Data(b"next".to_vec()),
             Transmission::End,
         ] {
-            staging.receive(t).expect("the next round works");
+            staging.receive(t, None).expect("the next round works");
         }
         assert!(staging.contains(&digest_of(b"next")));
         let leftovers = fs::read_dir(staging.directory()).expect("store").count();

@@ -413,7 +413,7 @@ fn needed_files(changes: &[Change]) -> Vec<StageRequest> {
                 if let Entry::File { digest, .. } = entry
                     && seen.insert(*digest)
                 {
-                    requests.push(StageRequest { path: path.to_owned(), digest: *digest });
+                    requests.push(StageRequest::new(path, *digest));
                 }
             });
         }
@@ -514,6 +514,6 @@ mod tests {
             Change::new("d", None, dir(&["a", "b"])),
         ];
         let needed = needed_files(&changes);
-        assert_eq!(needed, vec![StageRequest { path: "d/a".into(), digest: Digest([1; 32]) }]);
+        assert_eq!(needed, vec![StageRequest::new("d/a", Digest([1; 32]))]);
     }
 }

@@ -29,10 +29,13 @@ fn messages_round_trip() {
         symbolic_links: 1,
         total_file_size: 9,
     });
-    let request = StageRequest { path: "d/f".into(), digest: Digest([9; 32]) };
+    let request = StageRequest::new("d/f", Digest([9; 32]));
+    let signature = mutagen_endpoint::rsync::signature(&[1u8; 3000][..], 3000).expect("signature");
+    round_trip(StageRequest { base: Some(signature), ..request.clone() });
     round_trip(vec![
         Transmission::Begin { request: request.clone(), size: 3 },
         Transmission::Data(vec![1, 2, 3]),
+        Transmission::Blocks { start: 4, count: 2 },
         Transmission::End,
         Transmission::Unavailable { request, error: "vanished".into() },
     ]);
