@@ -72,4 +72,31 @@ measure "no-change re-run: mutagen sync once" : "'$MUTAGEN' sync once '$B/src' '
 measure "no-change re-run: rsync -a"        : "rsync -a '$B/src/' '$B/dst/'"
 fresh; mkdir -p "$B/dst"; unison -batch -times -perms 0 "$B/src" "$B/dst" >/dev/null 2>&1
 measure "no-change re-run: unison -batch"   : "unison -batch -times -perms 0 '$B/src' '$B/dst'"
+
+if [ "$NBIG" -gt 0 ]; then
+  # One byte flipped in the middle of a 50 MB file, at a distinct offset and whole-second mtime
+  # each time (rsync's quick check misses same-second, same-size edits). rsync runs with
+  # --no-whole-file: for local copies it skips its delta algorithm by default.
+  FLIPS=0
+  flip() {
+    FLIPS=$((FLIPS + 1))
+    python3 - "$B/src/big/big0.bin" "$FLIPS" <<'PY'
+import os, sys, time
+path, k = sys.argv[1], int(sys.argv[2])
+with open(path, "r+b") as f:
+    f.seek(0, 2); offset = f.tell() // 2 + k * 4099
+    f.seek(offset); byte = f.read(1); f.seek(offset); f.write(bytes([byte[0] ^ 0xFF]))
+t = int(time.time()) + 10 + k
+os.utime(path, (t, t))
+PY
+  }
+  fresh; "$MUTAGEN" sync once "$B/src" "$B/dst" >/dev/null
+  measure "1-byte edit in 50 MB: mutagen sync once" flip "'$MUTAGEN' sync once '$B/src' '$B/dst'"
+  echo "  mutagen, last run: $(grep -o 'Beta:.*' "$B/last.out")"
+  fresh; rsync -a "$B/src/" "$B/dst/"
+  measure "1-byte edit in 50 MB: rsync --no-whole-file" flip "rsync -a --no-whole-file --stats '$B/src/' '$B/dst/'"
+  echo "  rsync, last run: $(grep -E 'Literal data' "$B/last.out")"
+  fresh; mkdir -p "$B/dst"; unison -batch -times -perms 0 "$B/src" "$B/dst" >/dev/null 2>&1
+  measure "1-byte edit in 50 MB: unison -batch" flip "unison -batch -times -perms 0 '$B/src' '$B/dst'"
+fi
 rm -rf "$B"
