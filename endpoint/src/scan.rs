@@ -152,18 +152,25 @@ pub fn scan(root: &Path, options: &ScanOptions, previous: &Cache) -> EndpointRes
     Ok(ScanOutput { snapshot: summarize(content, &cache), cache })
 }
 
-/// Counts a scanned tree.
+/// Counts a scanned tree. Every file entry has exactly one cache record, so the total size is
+/// the sum of the records' sizes and the walk needs no paths (it runs on every scan).
 fn summarize(content: Entry, cache: &Cache) -> Snapshot {
-    let mut snapshot = Snapshot::default();
-    content.walk("", &mut |path, entry| match entry {
-        Entry::Directory(_) => snapshot.directories += 1,
-        Entry::File { .. } => {
-            snapshot.files += 1;
-            snapshot.total_file_size += cache.records.get(path).map_or(0, |r| r.size);
+    fn count(entry: &Entry, snapshot: &mut Snapshot) {
+        match entry {
+            Entry::Directory(children) => {
+                snapshot.directories += 1;
+                for child in children.values() {
+                    count(child, snapshot);
+                }
+            }
+            Entry::File { .. } => snapshot.files += 1,
+            Entry::SymbolicLink { .. } => snapshot.symbolic_links += 1,
+            Entry::Untracked | Entry::Problematic { .. } => {}
         }
-        Entry::SymbolicLink { .. } => snapshot.symbolic_links += 1,
-        Entry::Untracked | Entry::Problematic { .. } => {}
-    });
+    }
+    let mut snapshot = Snapshot::default();
+    count(&content, &mut snapshot);
+    snapshot.total_file_size = cache.records.values().map(|record| record.size).sum();
     snapshot.content = Some(content);
     snapshot
 }
