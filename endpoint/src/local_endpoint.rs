@@ -139,9 +139,7 @@ impl LocalEndpoint {
         buffer: &mut [u8],
         sink: &mut dyn FnMut(Transmission) -> EndpointResult<()>,
     ) -> EndpointResult<()> {
-        let opened = fsutil::locate(&self.root, &request.path)
-            .and_then(|location| fsutil::open_file(&location.parent, location.name.as_str()));
-        let mut file = match opened {
+        let mut file = match self.open(&request.path) {
             Ok(file) => file,
             Err(e) => {
                 let error = format!("unable to open file: {}", describe(&e));
@@ -207,15 +205,11 @@ impl Endpoint for LocalEndpoint {
             // A file with this content already exists in the root (a rename or a copy): stage
             // it from here instead of transferring it. The copy is hashed, so a file that
             // changed since the scan is not used.
-            if let Some(path) = local_copies.get(&request.digest) {
-                let opened = fsutil::locate(&self.root, path).and_then(|location| {
-                    fsutil::open_file(&location.parent, location.name.as_str())
-                });
-                if let Ok(file) = opened
-                    && self.staging.stage_from(file, request.digest)?
-                {
-                    continue;
-                }
+            if let Some(path) = local_copies.get(&request.digest)
+                && let Ok(file) = self.open(path)
+                && self.staging.stage_from(file, request.digest)?
+            {
+                continue;
             }
             needed.push(self.with_base(request));
         }

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::endpoint::{
     Endpoint, EndpointError, Snapshot, StageRequest, TransitionResult, Transmission,
 };
-use crate::transition::is_mode_only;
+use crate::transition::staged_files;
 
 /// Why a session stopped changing anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -405,20 +405,12 @@ fn root_emptied(ancestor: Option<&Entry>, alpha: Option<&Entry>, beta: Option<&E
 
 /// Returns the files `receiver` needs for `changes`.
 fn needed_files(changes: &[Change]) -> Vec<StageRequest> {
-    let mut requests = Vec::new();
     let mut seen = BTreeSet::new();
-    for change in changes.iter().filter(|c| !is_mode_only(c)) {
-        if let Some(new) = &change.new {
-            new.walk(&change.path, &mut |path, entry| {
-                if let Entry::File { digest, .. } = entry
-                    && seen.insert(*digest)
-                {
-                    requests.push(StageRequest::new(path, *digest));
-                }
-            });
-        }
-    }
-    requests
+    staged_files(changes)
+        .into_iter()
+        .filter(|(_, digest)| seen.insert(*digest))
+        .map(|(path, digest)| StageRequest::new(path, digest))
+        .collect()
 }
 
 /// Stages on `receiver` what its `changes` need, supplied by `supplier`.

@@ -97,17 +97,27 @@ pub fn is_mode_only(change: &Change) -> bool {
     )
 }
 
-/// Returns how many times each digest will be taken from staging.
-fn count_uses(changes: &[Change]) -> HashMap<Digest, usize> {
-    let mut uses = HashMap::new();
+/// Returns every file `changes` will take from staging, as (path, digest), in order: the files
+/// inside each change's `new`, except for changes that only flip executability.
+pub fn staged_files(changes: &[Change]) -> Vec<(String, Digest)> {
+    let mut files = Vec::new();
     for change in changes.iter().filter(|c| !is_mode_only(c)) {
         if let Some(new) = &change.new {
-            new.walk("", &mut |_, entry| {
+            new.walk(&change.path, &mut |path, entry| {
                 if let Entry::File { digest, .. } = entry {
-                    *uses.entry(*digest).or_insert(0) += 1;
+                    files.push((path.to_owned(), *digest));
                 }
             });
         }
+    }
+    files
+}
+
+/// Returns how many times each digest will be taken from staging.
+fn count_uses(changes: &[Change]) -> HashMap<Digest, usize> {
+    let mut uses = HashMap::new();
+    for (_, digest) in staged_files(changes) {
+        *uses.entry(digest).or_insert(0) += 1;
     }
     uses
 }
