@@ -57,6 +57,20 @@ pub fn file_node(content: &[u8], executable: bool) -> Node {
     Node::File(blake3::hash(content).to_hex().to_string(), executable)
 }
 
+/// Returns `length` deterministic pseudo-random bytes (xorshift64), different for each seed:
+/// content that compresses badly and never matches by accident.
+pub fn pseudo_random(length: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..length)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
 /// Writes `content` at `relative` under `root`, creating parents.
 pub fn write(root: &Path, relative: &str, content: impl AsRef<[u8]>) {
     let path = root.join(relative);

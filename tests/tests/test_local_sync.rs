@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use mutagen_reconcile::Mode;
-use mutagen_tests::{Node, Pair, Tree, file_node, read_tree, write};
+use mutagen_tests::{Node, Pair, Tree, file_node, pseudo_random, read_tree, write};
 
 const BIG: usize = 20 << 20;
 
@@ -33,16 +33,7 @@ fn populate(root: &Path) {
     write(root, "café/naïve résumé.txt", "accents\n");
     write(root, "emoji-😀.md", "smile\n");
     fs::create_dir_all(root.join("empty")).expect("empty");
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let blob: Vec<u8> = (0..BIG)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    write(root, "big/blob.bin", blob);
+    write(root, "big/blob.bin", pseudo_random(BIG, 0x2545_f491_4f6c_dd1d));
 }
 
 const A: &str = "src/mod0/sub0/file0.txt"; // alpha edits
@@ -158,15 +149,7 @@ fn one_way_replica() {
 #[test]
 fn a_small_edit_in_a_large_file_transfers_only_the_difference() {
     let mut pair = Pair::new(Mode::TwoWaySafe);
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut content: Vec<u8> = (0..4 << 20)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let mut content = pseudo_random(4 << 20, 0x9e37_79b9_7f4a_7c15);
     write(&pair.alpha, "large.bin", &content);
     pair.converge();
 
