@@ -290,32 +290,40 @@ impl Entry {
     /// Checks the structural invariants: valid names, non-empty targets and messages, and, if
     /// `synchronizable_only`, no untracked or problematic content.
     pub fn validate(&self, synchronizable_only: bool) -> Result<(), EntryError> {
-        self.validate_at("", synchronizable_only)
+        self.validate_in(&mut Vec::new(), synchronizable_only)
     }
 
-    fn validate_at(&self, path: &str, synchronizable_only: bool) -> Result<(), EntryError> {
-        let path_owned = || path.to_owned();
+    /// Validates with `names` holding the path to this entry; the path is joined only for an
+    /// error (this runs on every snapshot and ancestor, so it allocates nothing otherwise).
+    fn validate_in<'a>(
+        &'a self,
+        names: &mut Vec<&'a str>,
+        synchronizable_only: bool,
+    ) -> Result<(), EntryError> {
+        let path = |names: &Vec<&str>| names.join("/");
         match self {
             Entry::Directory(contents) => {
                 for (name, child) in contents {
                     if !validate_name(name) {
                         return Err(EntryError::InvalidName {
-                            parent: path_owned(),
+                            parent: path(names),
                             name: name.clone(),
                         });
                     }
-                    child.validate_at(&join_path(path, name), synchronizable_only)?;
+                    names.push(name);
+                    child.validate_in(names, synchronizable_only)?;
+                    names.pop();
                 }
                 Ok(())
             }
             Entry::File { .. } => Ok(()),
             Entry::SymbolicLink { target } if target.is_empty() => {
-                Err(EntryError::EmptyTarget { path: path_owned() })
+                Err(EntryError::EmptyTarget { path: path(names) })
             }
             Entry::SymbolicLink { .. } => Ok(()),
-            _ if synchronizable_only => Err(EntryError::Unsynchronizable { path: path_owned() }),
+            _ if synchronizable_only => Err(EntryError::Unsynchronizable { path: path(names) }),
             Entry::Problematic { problem } if problem.is_empty() => {
-                Err(EntryError::EmptyProblem { path: path_owned() })
+                Err(EntryError::EmptyProblem { path: path(names) })
             }
             Entry::Untracked | Entry::Problematic { .. } => Ok(()),
         }
@@ -344,6 +352,16 @@ mod tests {
         }
         let tree = dir([("..", file(1))]);
         assert!(matches!(tree.validate(false), Err(EntryError::InvalidName { .. })));
+    }
+
+    #[test]
+    fn validation_errors_name_the_full_path() {
+        let problem = Entry::Problematic { problem: "x".into() };
+        let tree = dir([("a", dir([("b", dir([("p", problem)]))]))]);
+        assert_eq!(tree.validate(true), Err(EntryError::Unsynchronizable { path: "a/b/p".into() }));
+        let tree = dir([("a", dir([("b", dir([("..", file(1))]))]))]);
+        let expected = EntryError::InvalidName { parent: "a/b".into(), name: "..".into() };
+        assert_eq!(tree.validate(false), Err(expected));
     }
 
     #[test]
