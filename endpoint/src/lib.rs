@@ -45,4 +45,6 @@ pub use endpoint::{
 pub use ignore::{IgnoreError, Ignorer};
 pub use local_endpoint::{LocalEndpoint, LocalOptions};
 pub use scan::{ScanOptions, SymlinkMode};
-pub use synchronizer::{CycleError, CycleReport, HaltReason, Synchronizer};
+pub use synchronizer::{
+    CycleError, CycleReport, HaltReason, Phase, Progress, Side, StagingProgress, Synchronizer,
+};

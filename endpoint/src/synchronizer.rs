@@ -188,6 +188,54 @@ impl CycleReport {
     }
 }
 
+/// A stage of a cycle, as reported to an observer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Scanning both endpoints.
+    Scanning,
+    /// Comparing the scans with the ancestor.
+    Reconciling,
+    /// Transferring files to one side.
+    Staging(Side),
+    /// Applying changes to both sides.
+    Transitioning,
+}
+
+/// How far staging on one side has got.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagingProgress {
+    /// The file being received (root-relative).
+    pub path: String,
+    /// Files completely received so far.
+    pub received_files: u64,
+    /// Files to receive in all.
+    pub expected_files: u64,
+    /// Bytes received so far (all files).
+    pub received_bytes: u64,
+    /// Size of the file being received.
+    pub current_size: u64,
+}
+
+/// What a cycle reports while it runs (see [`Synchronizer::cycle_observed`]).
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// A new phase began.
+    Phase(Phase),
+    /// Both scans finished; the report holds their counts and problems.
+    Scanned(&'a CycleReport),
+    /// A file began or ended on the receiving side.
+    Staging(Side, &'a StagingProgress),
+    /// Staging on a side finished.
+    Staged {
+        /// The receiving side.
+        side: Side,
+        /// Files transferred.
+        files: u64,
+        /// Bytes transferred.
+        bytes: u64,
+    },
+}
+
 /// The session state a cycle needs: the mode, the ancestor and the halt flag.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Synchronizer {
@@ -239,14 +287,28 @@ impl Synchronizer {
         alpha: &mut dyn Endpoint,
         beta: &mut dyn Endpoint,
     ) -> Result<CycleReport, CycleError> {
+        self.cycle_observed(alpha, beta, &mut |_| {})
+    }
+
+    /// Runs one cycle, telling `observer` about each phase as it begins, the scans as they
+    /// finish and staging as it progresses (a daemon shows this and journals it).
+    pub fn cycle_observed(
+        &mut self,
+        alpha: &mut dyn Endpoint,
+        beta: &mut dyn Endpoint,
+        observer: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<CycleReport, CycleError> {
         if let Some(reason) = self.halted {
             return Err(CycleError::Halted(reason));
         }
+        observer(Progress::Phase(Phase::Scanning));
         let (alpha_snapshot, beta_snapshot, mut report) = scan_both(alpha, beta)?;
+        observer(Progress::Scanned(&report));
         let (alpha_content, beta_content) = (alpha_snapshot.content, beta_snapshot.content);
         if root_emptied(self.ancestor.as_ref(), alpha_content.as_ref(), beta_content.as_ref()) {
             return Ok(self.halt(report, HaltReason::RootEmptied));
         }
+        observer(Progress::Phase(Phase::Reconciling));
         let reconciliation = reconcile(
             self.ancestor.as_ref(),
             alpha_content.as_ref(),
@@ -262,8 +324,9 @@ impl Synchronizer {
 
         let (alpha_changes, beta_changes) =
             (reconciliation.alpha_transitions, reconciliation.beta_transitions);
-        stage(Side::Alpha, alpha, beta, &alpha_changes, &mut report.alpha)?;
-        stage(Side::Beta, beta, alpha, &beta_changes, &mut report.beta)?;
+        stage(Side::Alpha, alpha, beta, &alpha_changes, &mut report.alpha, observer)?;
+        stage(Side::Beta, beta, alpha, &beta_changes, &mut report.beta, observer)?;
+        observer(Progress::Phase(Phase::Transitioning));
         let (alpha_result, beta_result) =
             transition_both(alpha, beta, &alpha_changes, &beta_changes);
 
@@ -420,11 +483,13 @@ fn stage(
     supplier: &mut dyn Endpoint,
     changes: &[Change],
     report: &mut SideReport,
+    observer: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(), CycleError> {
     let requests = needed_files(changes);
     if requests.is_empty() {
         return Ok(());
     }
+    observer(Progress::Phase(Phase::Staging(side)));
     let needed = receiver.stage(requests).map_err(|source| CycleError::Endpoint {
         side,
         operation: "stage",
@@ -438,17 +503,29 @@ fn stage(
         Side::Beta => Side::Alpha,
     };
     let mut receive_error = None;
-    let (mut files, mut bytes) = (0, 0);
+    let mut unavailable = 0;
+    let mut progress =
+        StagingProgress { expected_files: needed.len() as u64, ..StagingProgress::default() };
     let supplied = supplier.supply(&needed, &mut |transmission| {
         match &transmission {
-            Transmission::Data(data) => bytes += data.len() as u64,
-            Transmission::End => files += 1,
-            _ => {}
+            Transmission::Begin { request, size } => {
+                progress.path.clone_from(&request.path);
+                progress.current_size = *size;
+                observer(Progress::Staging(side, &progress));
+            }
+            Transmission::Data(data) => progress.received_bytes += data.len() as u64,
+            Transmission::End | Transmission::Unavailable { .. } => {
+                unavailable += u64::from(matches!(transmission, Transmission::Unavailable { .. }));
+                progress.received_files += 1;
+                observer(Progress::Staging(side, &progress));
+            }
+            Transmission::Blocks { .. } => {}
         }
         receiver.receive(transmission).inspect_err(|_| receive_error = Some(side))
     });
-    report.staged_files = files;
-    report.staged_bytes = bytes;
+    report.staged_files = progress.received_files - unavailable;
+    report.staged_bytes = progress.received_bytes;
+    observer(Progress::Staged { side, files: report.staged_files, bytes: report.staged_bytes });
     supplied.map_err(|source| match receive_error {
         Some(side) => CycleError::Endpoint { side, operation: "stage", source },
         None => CycleError::Endpoint { side: other, operation: "supply", source },

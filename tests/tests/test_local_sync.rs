@@ -169,3 +169,35 @@ fn a_small_edit_in_a_large_file_transfers_only_the_difference() {
     let sent: u64 = reports.iter().map(|r| r.alpha.staged_bytes).sum();
     assert!(sent <= 64 * 1024, "{sent} bytes sent to alpha");
 }
+
+#[test]
+fn an_observer_sees_the_phases_in_order_and_every_staged_file() {
+    use mutagen_endpoint::{Phase, Progress, Side};
+    let mut pair = Pair::new(Mode::TwoWaySafe);
+    for i in 0..5 {
+        write(&pair.alpha, &format!("d/f{i}"), pseudo_random(1000 + i, i as u64));
+    }
+    let mut phases = Vec::new();
+    let mut staged_paths = Vec::new();
+    let mut totals = None;
+    let report = pair
+        .synchronizer
+        .cycle_observed(&mut pair.alpha_endpoint, &mut pair.beta_endpoint, &mut |progress| {
+            match progress {
+                Progress::Phase(phase) => phases.push(phase),
+                Progress::Scanned(report) => assert_eq!(report.alpha.files, 5),
+                Progress::Staging(side, progress) => {
+                    assert_eq!((side, progress.expected_files), (Side::Beta, 5));
+                    staged_paths.push(progress.path.clone());
+                }
+                Progress::Staged { side, files, bytes } => totals = Some((side, files, bytes)),
+            }
+        })
+        .expect("cycle");
+    let expected = [Phase::Scanning, Phase::Reconciling, Phase::Staging(Side::Beta)];
+    assert_eq!(phases, [&expected[..], &[Phase::Transitioning]].concat());
+    staged_paths.dedup();
+    assert_eq!(staged_paths.len(), 5);
+    assert_eq!(totals, Some((Side::Beta, 5, report.beta.staged_bytes)));
+    assert_eq!(report.beta.staged_bytes, (1000..1005).sum::<usize>() as u64);
+}
