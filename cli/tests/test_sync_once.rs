@@ -107,8 +107,11 @@ fn bad_input_gets_clear_errors_and_touches_nothing() {
     write(&env.path("alpha/keep"), "keep\n");
     std::os::unix::fs::symlink(env.path("alpha"), env.path("link-to-alpha")).expect("symlink");
     let cases: &[(&[&str], &str)] = &[
-        (&["sync", "once", "alpha", "host:/srv"], "ssh endpoint \"host:/srv\" is not supported"),
-        (&["sync", "once", "docker://box/app", "beta"], "docker endpoint"),
+        (
+            &["sync", "once", "alpha", "host:/srv"],
+            "invalid endpoint url \"host:/srv\": ssh endpoints are not supported",
+        ),
+        (&["sync", "once", "docker://box/app", "beta"], "docker endpoints"),
         (&["sync", "once", "alpha", "alpha/inner"], "overlap"),
         (&["sync", "once", "alpha", "link-to-alpha/inner"], "overlap"),
         (&["sync", "once", "alpha", "beta", "--ignore", "!"], "invalid ignore pattern \"!\""),

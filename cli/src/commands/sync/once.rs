@@ -5,7 +5,7 @@
 //! from creations exactly as a long-lived session would. Staging happens in
 //! `<data directory>/staging/<key>-alpha|beta`, outside both roots.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,6 +16,7 @@ use mutagen_endpoint::{
     Endpoint, Ignorer, LocalEndpoint, LocalOptions, ScanOptions, SymlinkMode, Synchronizer,
 };
 use mutagen_reconcile::Mode;
+use mutagen_session::url;
 
 use crate::{Outcome, render, state};
 
@@ -54,24 +55,10 @@ pub struct OnceArgs {
 /// Runs `sync once`.
 pub fn cmd_once(args: OnceArgs) -> anyhow::Result<Outcome> {
     let cwd = std::env::current_dir().context("unable to determine the working directory")?;
-    let alpha = local_root(&args.alpha, &cwd)?;
-    let beta = local_root(&args.beta, &cwd)?;
-    // Compare where the paths really lead: a symbolic link could otherwise hide that one root
-    // is inside the other (each cycle would nest the tree one level deeper).
-    let (real_alpha, real_beta) = (resolved(&alpha), resolved(&beta));
-    if real_alpha.starts_with(&real_beta) || real_beta.starts_with(&real_alpha) {
-        bail!("roots {} and {} overlap: one contains the other", alpha.display(), beta.display());
-    }
+    let alpha = url::local_root(&args.alpha, &cwd)?;
+    let beta = url::local_root(&args.beta, &cwd)?;
     let data = data_directory()?;
-    for (root, real) in [(&alpha, &real_alpha), (&beta, &real_beta)] {
-        if resolved(&data).starts_with(real) {
-            bail!(
-                "data directory {} is inside root {}: set MUTAGEN_DATA_DIRECTORY elsewhere",
-                data.display(),
-                root.display()
-            );
-        }
-    }
+    url::check_disjoint(&alpha, &beta, &data)?;
     let ignorer = Ignorer::new(&args.ignores, args.ignore_vcs)?;
     let key = session_key(&alpha, &beta);
     let state_path = data.join("once").join(format!("{key}.state"));
@@ -235,66 +222,6 @@ fn report(
     Ok(if clean { Outcome::Success } else { Outcome::Incomplete })
 }
 
-/// Parses a local root: rejects remote URLs, expands `~`, makes it absolute and normal.
-fn local_root(text: &str, cwd: &Path) -> anyhow::Result<PathBuf> {
-    if text.is_empty() {
-        bail!("empty endpoint url");
-    }
-    if text.to_ascii_lowercase().starts_with("docker://") {
-        bail!("docker endpoint {text:?} is not supported by sync once: use a local path");
-    }
-    // Upstream's rule: a `:` before any `/` makes an scp-style SSH URL.
-    if let Some(colon) = text.find(':')
-        && !text[..colon].contains('/')
-    {
-        bail!("ssh endpoint {text:?} is not supported by sync once: use a local path");
-    }
-    let expanded = match text.strip_prefix('~') {
-        Some(rest) if rest.is_empty() || rest.starts_with('/') => {
-            home()?.join(rest.trim_start_matches('/'))
-        }
-        _ => PathBuf::from(text),
-    };
-    let absolute = normalize(&cwd.join(expanded));
-    if absolute.file_name().is_none() {
-        bail!("root {text:?} cannot be the file-system root");
-    }
-    Ok(absolute)
-}
-
-/// Returns `path` with its deepest existing ancestor resolved through symbolic links.
-fn resolved(path: &Path) -> PathBuf {
-    let mut existing = path;
-    let mut rest = Vec::new();
-    loop {
-        if let Ok(real) = existing.canonicalize() {
-            return rest.iter().rev().fold(real, |acc, name| acc.join(name));
-        }
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_owned());
-                existing = parent;
-            }
-            _ => return path.to_path_buf(),
-        }
-    }
-}
-
-/// Removes `.` and resolves `..` lexically.
-fn normalize(path: &Path) -> PathBuf {
-    let mut normal = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                normal.pop();
-            }
-            other => normal.push(other),
-        }
-    }
-    normal
-}
-
 fn home() -> anyhow::Result<PathBuf> {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
@@ -328,25 +255,6 @@ fn session_key(alpha: &Path, beta: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn local_roots() {
-        let cwd = Path::new("/work");
-        assert_eq!(local_root("a/../b/./c", cwd).expect("relative"), Path::new("/work/b/c"));
-        assert_eq!(local_root("/x@y", cwd).expect("at sign"), Path::new("/x@y"));
-        assert_eq!(local_root("./a:b", cwd).expect("colon after slash"), Path::new("/work/a:b"));
-        for (bad, message) in [
-            ("", "empty endpoint url"),
-            ("host:/path", "ssh endpoint \"host:/path\""),
-            ("user@host:path", "ssh endpoint"),
-            ("docker://c/path", "docker endpoint"),
-            ("/", "cannot be the file-system root"),
-            ("..", "cannot be the file-system root"),
-        ] {
-            let err = local_root(bad, cwd).expect_err(bad).to_string();
-            assert!(err.contains(message), "{bad:?}: {err}");
-        }
-    }
 
     #[test]
     fn session_keys_depend_on_order() {

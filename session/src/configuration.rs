@@ -1,0 +1,131 @@
+//! The configuration frozen into a session when it is created.
+
+use std::fmt;
+use std::str::FromStr;
+
+use mutagen_endpoint::SymlinkMode;
+use mutagen_reconcile::Mode;
+use serde::{Deserialize, Serialize};
+
+use crate::labels::Labels;
+use crate::{SessionError, identifier};
+
+/// How an endpoint notices changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum WatchMode {
+    /// Native watching where available (until native watching lands: warm rescans every polling
+    /// interval).
+    #[default]
+    Portable,
+    /// Warm rescans every polling interval.
+    ForcePoll,
+    /// Only explicit flushes (and the other side's changes) start a cycle.
+    NoWatch,
+}
+
+impl WatchMode {
+    /// Returns the command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            WatchMode::Portable => "portable",
+            WatchMode::ForcePoll => "force-poll",
+            WatchMode::NoWatch => "no-watch",
+        }
+    }
+}
+
+impl fmt::Display for WatchMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for WatchMode {
+    type Err = SessionError;
+
+    fn from_str(text: &str) -> Result<WatchMode, SessionError> {
+        match text {
+            "portable" => Ok(WatchMode::Portable),
+            "force-poll" => Ok(WatchMode::ForcePoll),
+            "no-watch" => Ok(WatchMode::NoWatch),
+            _ => Err(SessionError::InvalidConfiguration(format!(
+                "unknown watch mode {text:?} (expected portable, force-poll or no-watch)"
+            ))),
+        }
+    }
+}
+
+/// Default seconds between warm rescans.
+pub const DEFAULT_POLLING_INTERVAL: u32 = 10;
+
+/// Synchronization settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Configuration {
+    /// The synchronization mode.
+    pub mode: Mode,
+    /// Ignore patterns (upstream syntax).
+    pub ignores: Vec<String>,
+    /// Whether version-control directories are ignored.
+    pub ignore_vcs: bool,
+    /// How symbolic links are handled.
+    pub symlink_mode: SymlinkMode,
+    /// How changes are noticed.
+    pub watch_mode: WatchMode,
+    /// Seconds between warm rescans (`portable` and `force-poll`).
+    pub watch_polling_interval: u32,
+}
+
+impl Default for Configuration {
+    fn default() -> Configuration {
+        Configuration {
+            mode: Mode::default(),
+            ignores: Vec::new(),
+            ignore_vcs: false,
+            symlink_mode: SymlinkMode::default(),
+            watch_mode: WatchMode::default(),
+            watch_polling_interval: DEFAULT_POLLING_INTERVAL,
+        }
+    }
+}
+
+/// What a session is created from, and what it keeps for life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSpec {
+    /// Alpha's URL (an absolute local path today).
+    pub alpha: String,
+    /// Beta's URL.
+    pub beta: String,
+    /// The name; empty for none.
+    pub name: String,
+    /// The labels.
+    pub labels: Labels,
+    /// Whether the session starts paused.
+    pub paused: bool,
+    /// The settings.
+    pub configuration: Configuration,
+}
+
+impl SessionSpec {
+    /// Checks everything that does not need the file system: name, labels, patterns, interval.
+    ///
+    /// # Errors
+    /// The first invalid field, by name.
+    pub fn validate(&self) -> Result<(), SessionError> {
+        identifier::validate_name(&self.name)?;
+        for (key, value) in &self.labels {
+            let label = if value.is_empty() { key.clone() } else { format!("{key}={value}") };
+            let (k, v) = crate::labels::parse_label(&label)?;
+            if (&k, &v) != (key, value) {
+                return Err(SessionError::InvalidLabel { label, reason: "malformed".into() });
+            }
+        }
+        mutagen_endpoint::Ignorer::new(&self.configuration.ignores, self.configuration.ignore_vcs)
+            .map_err(|e| SessionError::InvalidConfiguration(e.to_string()))?;
+        if self.configuration.watch_polling_interval == 0 {
+            return Err(SessionError::InvalidConfiguration(
+                "the watch polling interval must be at least 1 second".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
