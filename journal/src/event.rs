@@ -1,0 +1,218 @@
+//! Events and their on-disk encoding.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mutagen_endpoint::{HaltReason, Side};
+use mutagen_reconcile::{Change, Conflict, Problem};
+use mutagen_session::SessionSpec;
+use serde::{Deserialize, Serialize};
+
+use crate::state::SessionState;
+
+/// The encoding version written before every record. A reader refuses versions it does not
+/// know instead of guessing.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// One journal entry.
+///
+/// Field order matters: compaction decodes only the `(time, cycle)` prefix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// When it happened, in nanoseconds since the Unix epoch.
+    pub time: u64,
+    /// The cycle it belongs to (for lifecycle events: the latest cycle begun).
+    pub cycle: u64,
+    /// What happened.
+    pub event: Event,
+}
+
+impl Record {
+    /// Returns a record stamped with the current time.
+    pub fn now(cycle: u64, event: Event) -> Record {
+        let time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        Record { time, cycle, event }
+    }
+
+    /// Encodes the record for disk: the format version, then postcard.
+    ///
+    /// # Errors
+    /// Only if serialization itself fails (it does not for these types).
+    pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        let mut bytes = vec![FORMAT_VERSION];
+        bytes.extend(postcard::to_stdvec(self)?);
+        Ok(bytes)
+    }
+
+    /// Decodes a record; the error says what is wrong.
+    ///
+    /// # Errors
+    /// [`DecodeError`] for an empty value, an unknown version or undecodable content.
+    pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+        match bytes.split_first() {
+            None => Err(DecodeError::Empty),
+            Some((&FORMAT_VERSION, rest)) => {
+                postcard::from_bytes(rest).map_err(|e| DecodeError::Content(e.to_string()))
+            }
+            Some((&version, _)) => Err(DecodeError::Version(version)),
+        }
+    }
+
+    /// Decodes only the time and cycle.
+    ///
+    /// # Errors
+    /// As [`Record::decode`].
+    pub fn decode_stamp(bytes: &[u8]) -> Result<(u64, u64), DecodeError> {
+        match bytes.split_first() {
+            None => Err(DecodeError::Empty),
+            Some((&FORMAT_VERSION, rest)) => postcard::take_from_bytes::<(u64, u64)>(rest)
+                .map(|(stamp, _)| stamp)
+                .map_err(|e| DecodeError::Content(e.to_string())),
+            Some((&version, _)) => Err(DecodeError::Version(version)),
+        }
+    }
+}
+
+/// Why a stored record does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The value is empty.
+    #[error("empty record")]
+    Empty,
+    /// The format version is unknown.
+    #[error("unknown record format {0} (this version reads format {FORMAT_VERSION})")]
+    Version(u8),
+    /// The content does not decode.
+    #[error("undecodable record: {0}")]
+    Content(String),
+}
+
+/// Something that happened to a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// The session was created with this frozen configuration.
+    Created {
+        /// The session identifier.
+        identifier: String,
+        /// The version of the program that created it.
+        version: String,
+        /// URLs, name, labels and configuration.
+        spec: SessionSpec,
+    },
+    /// Synchronization was paused.
+    Paused,
+    /// Synchronization was resumed (this also clears a halt).
+    Resumed,
+    /// A flush was requested.
+    FlushRequested,
+    /// One side's scan finished.
+    ScanCompleted {
+        /// The side.
+        side: Side,
+        /// Directories found.
+        directories: u64,
+        /// Files found.
+        files: u64,
+        /// Symbolic links found.
+        symbolic_links: u64,
+        /// Bytes in files.
+        total_file_size: u64,
+        /// How long it took, in microseconds.
+        duration_us: u64,
+        /// Problematic entries.
+        problems: Vec<Problem>,
+    },
+    /// Files were transferred to one side.
+    Staged {
+        /// The receiving side.
+        side: Side,
+        /// Files transferred.
+        files: u64,
+        /// Bytes transferred.
+        bytes: u64,
+    },
+    /// Changes were applied to one side.
+    TransitionApplied {
+        /// The side.
+        side: Side,
+        /// The changes attempted.
+        changes: Vec<Change>,
+        /// Per-path trouble.
+        problems: Vec<Problem>,
+        /// Whether some staged file was missing.
+        missing_files: bool,
+    },
+    /// The set of conflicts changed.
+    ConflictsRecorded {
+        /// The current conflicts.
+        conflicts: Vec<Conflict>,
+    },
+    /// A cycle completed; its changes to the ancestor, in order.
+    AncestorUpdated {
+        /// The ancestor delta.
+        changes: Vec<Change>,
+    },
+    /// The complete state, so that replay can start here.
+    Checkpoint(Box<SessionState>),
+    /// The session halted to protect data.
+    Halted {
+        /// Why.
+        reason: HaltReason,
+    },
+    /// A cycle or connection failed.
+    Error {
+        /// The error chain, rendered.
+        message: String,
+    },
+    /// The ancestor was forgotten: the next cycle behaves like a new session's first.
+    Reset,
+    /// The session was terminated.
+    Terminated,
+}
+
+impl Event {
+    /// Returns the event's kind as shown in the history.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Created { .. } => "created",
+            Event::Paused => "paused",
+            Event::Resumed => "resumed",
+            Event::FlushRequested => "flush-requested",
+            Event::ScanCompleted { .. } => "scan-completed",
+            Event::Staged { .. } => "staged",
+            Event::TransitionApplied { .. } => "transition-applied",
+            Event::ConflictsRecorded { .. } => "conflicts-recorded",
+            Event::AncestorUpdated { .. } => "ancestor-updated",
+            Event::Checkpoint(_) => "checkpoint",
+            Event::Halted { .. } => "halted",
+            Event::Error { .. } => "error",
+            Event::Reset => "reset",
+            Event::Terminated => "terminated",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_behind_a_version_byte() {
+        let record = Record::now(7, Event::Error { message: "boom".into() });
+        let bytes = record.encode().expect("encode");
+        assert_eq!(bytes[0], FORMAT_VERSION);
+        assert_eq!(Record::decode(&bytes), Ok(record.clone()));
+        assert_eq!(Record::decode_stamp(&bytes), Ok((record.time, 7)));
+    }
+
+    #[test]
+    fn unknown_versions_and_garbage_are_refused() {
+        let mut bytes = Record::now(1, Event::Paused).encode().expect("encode");
+        bytes[0] = 2;
+        assert_eq!(Record::decode(&bytes), Err(DecodeError::Version(2)));
+        assert_eq!(Record::decode(&[]), Err(DecodeError::Empty));
+        let garbage = [FORMAT_VERSION, 0xff, 0xff, 0xff];
+        assert!(matches!(Record::decode(&garbage), Err(DecodeError::Content(_))));
+    }
+}
