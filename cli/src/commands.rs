@@ -1,3 +1,4 @@
-//! One module per command group.
+//! One module per verb.
 
+pub mod daemon;
 pub mod sync;

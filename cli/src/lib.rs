@@ -1,9 +1,10 @@
 //! The `mutagen` command line.
 //!
 //! # Layout
-//! - [`commands`]: one module per verb (`sync once`...), each `cmd_<verb>(args) -> Outcome`.
+//! - [`commands`]: one module per verb (`sync create`, `sync list`, `daemon start`...).
 //! - [`state`]: the ancestor file that lets `sync once` runs build on each other.
 //! - [`render`]: human rendering of entries, conflicts and sizes.
+//! - [`json`]: the JSON model of sessions and history (`--json`, `--template '{{ json . }}'`).
 //!
 //! Exit codes: 0 success; 1 error (nothing left half-done on disk); 2 finished, but conflicts
 //! or problems remain and were listed.
@@ -11,9 +12,10 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 pub mod commands;
+pub mod json;
 pub mod render;
 pub mod state;
 
@@ -27,9 +29,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Synchronize files between two endpoints
+    /// Create and manage synchronization sessions
     #[command(subcommand)]
     Sync(commands::sync::SyncCommand),
+    /// Control the background daemon that hosts sessions
+    #[command(subcommand)]
+    Daemon(commands::daemon::DaemonCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completion {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
 }
 
 /// How a command finished, when it did not fail.
@@ -46,8 +56,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
-            // Help and version go to stdout with status 0; usage errors exit 1... via clap's
-            // own codes (2 for usage), which we map to 1 so 2 keeps its documented meaning.
+            // Help and version go to stdout with status 0; usage errors exit 1 (clap would use
+            // 2, which keeps its documented meaning here).
             let code = if e.use_stderr() { 1 } else { 0 };
             let _ = e.print();
             return ExitCode::from(code);
@@ -55,6 +65,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     let result = match cli.command {
         Command::Sync(command) => commands::sync::run(command),
+        Command::Daemon(command) => commands::daemon::run(command),
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "mutagen", &mut std::io::stdout());
+            Ok(Outcome::Success)
+        }
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -43,6 +43,23 @@ pub enum SymlinkMode {
     PosixRaw,
 }
 
+impl SymlinkMode {
+    /// Returns the command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SymlinkMode::Ignore => "ignore",
+            SymlinkMode::Portable => "portable",
+            SymlinkMode::PosixRaw => "posix-raw",
+        }
+    }
+}
+
+impl std::fmt::Display for SymlinkMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::str::FromStr for SymlinkMode {
     type Err = String;
 

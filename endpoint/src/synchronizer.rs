@@ -255,6 +255,15 @@ impl Synchronizer {
         Synchronizer { mode, ancestor, halted: None }
     }
 
+    /// Returns a synchronizer restored from saved state (a halt included).
+    pub fn restore(
+        mode: Mode,
+        ancestor: Option<Entry>,
+        halted: Option<HaltReason>,
+    ) -> Synchronizer {
+        Synchronizer { mode, ancestor, halted }
+    }
+
     /// Returns the mode.
     pub fn mode(&self) -> Mode {
         self.mode
@@ -326,7 +335,9 @@ impl Synchronizer {
             (reconciliation.alpha_transitions, reconciliation.beta_transitions);
         stage(Side::Alpha, alpha, beta, &alpha_changes, &mut report.alpha, observer)?;
         stage(Side::Beta, beta, alpha, &beta_changes, &mut report.beta, observer)?;
-        observer(Progress::Phase(Phase::Transitioning));
+        if !alpha_changes.is_empty() || !beta_changes.is_empty() {
+            observer(Progress::Phase(Phase::Transitioning));
+        }
         let (alpha_result, beta_result) =
             transition_both(alpha, beta, &alpha_changes, &beta_changes);
 

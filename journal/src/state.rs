@@ -101,6 +101,55 @@ impl SessionState {
     /// # Errors
     /// [`FoldError`] when the record cannot follow the state.
     pub fn step(state: &mut Option<SessionState>, record: &Record) -> Result<(), FoldError> {
+        SessionState::step_with(state, record, true)
+    }
+
+    /// Like [`SessionState::step`], except that an `AncestorUpdated` record only counts the
+    /// cycle: for a caller whose `ancestor` already holds the result (the synchronizer applied
+    /// and validated the delta), so that it is not applied twice.
+    ///
+    /// # Errors
+    /// [`FoldError`] when the record cannot follow the state.
+    pub fn step_applied(state: &mut SessionState, record: &Record) -> Result<(), FoldError> {
+        let mut wrapped = Some(std::mem::replace(state, SessionState::placeholder()));
+        let result = SessionState::step_with(&mut wrapped, record, false);
+        if let Some(updated) = wrapped {
+            *state = updated;
+        }
+        result
+    }
+
+    fn placeholder() -> SessionState {
+        SessionState {
+            identifier: String::new(),
+            creation_time: 0,
+            creating_version: String::new(),
+            spec: SessionSpec {
+                alpha: String::new(),
+                beta: String::new(),
+                name: String::new(),
+                labels: Default::default(),
+                paused: false,
+                configuration: Default::default(),
+            },
+            paused: false,
+            ancestor: None,
+            cycle: 0,
+            successful_cycles: 0,
+            halted: None,
+            last_error: None,
+            conflicts: Vec::new(),
+            alpha: SideState::default(),
+            beta: SideState::default(),
+            terminated: false,
+        }
+    }
+
+    fn step_with(
+        state: &mut Option<SessionState>,
+        record: &Record,
+        apply_ancestor: bool,
+    ) -> Result<(), FoldError> {
         match (&record.event, state.as_mut()) {
             (Event::Created { identifier, version, spec }, None) => {
                 *state = Some(SessionState {
@@ -129,13 +178,13 @@ impl SessionState {
             (event, None) => Err(FoldError::MissingCreation(event.kind())),
             (event, Some(state)) => {
                 state.cycle = state.cycle.max(record.cycle);
-                state.apply(event)
+                state.apply(event, apply_ancestor)
             }
         }
     }
 
     /// Applies an event other than `Created` and `Checkpoint`.
-    fn apply(&mut self, event: &Event) -> Result<(), FoldError> {
+    fn apply(&mut self, event: &Event, apply_ancestor: bool) -> Result<(), FoldError> {
         match event {
             Event::Created { .. } | Event::Checkpoint(_) => {}
             Event::Paused => self.paused = true,
@@ -168,7 +217,7 @@ impl SessionState {
             }
             Event::ConflictsRecorded { conflicts } => self.conflicts.clone_from(conflicts),
             Event::AncestorUpdated { changes } => {
-                for change in changes {
+                for change in changes.iter().filter(|_| apply_ancestor) {
                     apply_change(&mut self.ancestor, &change.path, change.new.clone())
                         .map_err(FoldError::Ancestor)?;
                 }

@@ -194,6 +194,21 @@ impl Journal {
         Ok((log, state))
     }
 
+    /// Returns a session's records numbered `from` and later, oldest first, without replaying
+    /// them (for the history of a session another task is appending to).
+    ///
+    /// # Errors
+    /// [`JournalError::NotFound`], [`JournalError::Corrupt`] or a read failure.
+    pub fn records(&self, identifier: &str, from: u64) -> Result<Vec<(u64, Record)>, JournalError> {
+        if !self.contains(identifier) {
+            return Err(JournalError::NotFound {
+                session: identifier.to_owned(),
+                directory: self.directory.clone(),
+            });
+        }
+        read_records(self, identifier, &self.tree(identifier)?, from)
+    }
+
     /// Makes every append so far durable.
     ///
     /// # Errors
@@ -245,6 +260,23 @@ fn decode_record_key(key: &[u8]) -> Option<u64> {
 
 fn decode_number(bytes: &[u8]) -> Option<u64> {
     bytes.try_into().ok().map(u64::from_be_bytes)
+}
+
+fn read_records(
+    journal: &Journal,
+    identifier: &str,
+    tree: &sled::Tree,
+    from: u64,
+) -> Result<Vec<(u64, Record)>, JournalError> {
+    let mut records = Vec::new();
+    for item in tree.range(record_key(from)..record_key(u64::MAX)) {
+        let (key, value) = item.map_err(|e| journal.io(identifier, e))?;
+        let number = decode_record_key(&key).unwrap_or(u64::MAX);
+        let record = Record::decode(&value)
+            .map_err(|e: DecodeError| journal.corrupt(identifier, number, e.to_string()))?;
+        records.push((number, record));
+    }
+    Ok(records)
 }
 
 /// One session's log.
@@ -303,16 +335,7 @@ impl SessionLog {
     /// # Errors
     /// [`JournalError::Corrupt`] or a read failure.
     pub fn records(&self, from: u64) -> Result<Vec<(u64, Record)>, JournalError> {
-        let mut records = Vec::new();
-        for item in self.tree.range(record_key(from)..record_key(u64::MAX)) {
-            let (key, value) = item.map_err(|e| self.journal.io(&self.identifier, e))?;
-            let number = decode_record_key(&key).unwrap_or(u64::MAX);
-            let record = Record::decode(&value).map_err(|e: DecodeError| {
-                self.journal.corrupt(&self.identifier, number, e.to_string())
-            })?;
-            records.push((number, record));
-        }
-        Ok(records)
+        read_records(&self.journal, &self.identifier, &self.tree, from)
     }
 
     /// Prunes old cycles: appends a checkpoint of `state` (which must be the current state),

@@ -5,7 +5,7 @@
 //! from creations exactly as a long-lived session would. Staging happens in
 //! `<data directory>/staging/<key>-alpha|beta`, outside both roots.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -57,7 +57,7 @@ pub fn cmd_once(args: OnceArgs) -> anyhow::Result<Outcome> {
     let cwd = std::env::current_dir().context("unable to determine the working directory")?;
     let alpha = url::local_root(&args.alpha, &cwd)?;
     let beta = url::local_root(&args.beta, &cwd)?;
-    let data = data_directory()?;
+    let data = mutagen_daemon::DataDirectory::from_environment()?.root().to_path_buf();
     url::check_disjoint(&alpha, &beta, &data)?;
     let ignorer = Ignorer::new(&args.ignores, args.ignore_vcs)?;
     let key = session_key(&alpha, &beta);
@@ -220,27 +220,6 @@ fn report(
     }
     let clean = conflicts.is_empty() && problems.is_empty() && summary.converged;
     Ok(if clean { Outcome::Success } else { Outcome::Incomplete })
-}
-
-fn home() -> anyhow::Result<PathBuf> {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-        .context("unable to determine the home directory: HOME is not set")
-}
-
-/// Returns the data directory: `$MUTAGEN_DATA_DIRECTORY`, else `~/.mutagen`.
-fn data_directory() -> anyhow::Result<PathBuf> {
-    match std::env::var_os("MUTAGEN_DATA_DIRECTORY").filter(|d| !d.is_empty()) {
-        Some(dir) => {
-            let dir = PathBuf::from(dir);
-            if !dir.is_absolute() {
-                bail!("MUTAGEN_DATA_DIRECTORY {} is not an absolute path", dir.display());
-            }
-            Ok(dir)
-        }
-        None => Ok(home()?.join(".mutagen")),
-    }
 }
 
 /// Returns a stable name for the pair of roots.

@@ -1,0 +1,74 @@
+//! `mutagen daemon start|stop|run|status`
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use clap::Subcommand;
+use mutagen_daemon::protocol::{Request, Response, Selection};
+use mutagen_daemon::{Client, DataDirectory, client, server};
+
+use crate::Outcome;
+
+/// The `daemon` verbs.
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Start the daemon in the background (does nothing if it runs)
+    Start,
+    /// Stop the daemon (sessions resume when it starts again)
+    Stop,
+    /// Run the daemon in the foreground
+    Run,
+    /// Say whether the daemon runs, with its pid, version and session count
+    Status,
+}
+
+/// Runs a `daemon` verb.
+pub fn run(command: DaemonCommand) -> anyhow::Result<Outcome> {
+    let data = DataDirectory::from_environment()?;
+    match command {
+        DaemonCommand::Run => server::run(&data)?,
+        DaemonCommand::Start => match Client::connect(&data)? {
+            Some(client) => println!("Daemon already running (pid {})", client.pid),
+            None => {
+                let client = client::start(&data)?;
+                println!("Started Mutagen daemon (pid {})", client.pid);
+            }
+        },
+        DaemonCommand::Stop => {
+            let Some(mut client) = Client::connect(&data)? else {
+                println!("Daemon not running");
+                return Ok(Outcome::Success);
+            };
+            let pid = client.pid;
+            client.call(&Request::Shutdown)?;
+            drop(client);
+            // Wait until it let go of the socket, so that a following start does not race it.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while data.socket().exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if data.socket().exists() {
+                bail!("the daemon (pid {pid}) did not stop within 30 seconds");
+            }
+            println!("Stopped Mutagen daemon (pid {pid})");
+        }
+        DaemonCommand::Status => {
+            let Some(mut client) = Client::connect(&data)? else {
+                bail!("the daemon is not running (data directory {})", data.root().display());
+            };
+            let sessions =
+                match client.call(&Request::List { selection: Selection::All, since: 0 })? {
+                    Response::List { sessions, .. } => sessions.len(),
+                    other => bail!("unexpected answer from the daemon: {other:?}"),
+                };
+            println!(
+                "Daemon running: pid {}, version {}, {sessions} session{}, data directory {}",
+                client.pid,
+                mutagen_daemon::protocol::VERSION,
+                if sessions == 1 { "" } else { "s" },
+                data.root().display()
+            );
+        }
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,316 @@
+//! `sync list` and `sync monitor`.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use clap::Args;
+use mutagen_daemon::protocol::{EndpointInfo, Request, Response, Selection, SessionInfo};
+use mutagen_reconcile::Problem;
+
+use super::lifecycle::client;
+use crate::{Outcome, json, render};
+
+const DELIMITER: &str =
+    "--------------------------------------------------------------------------------";
+/// At most this many conflicts or problems are printed per list.
+const SHOWN: usize = 10;
+
+/// How to print sessions.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Show labels, configuration and every problem
+    #[arg(short, long)]
+    long: bool,
+    /// Print JSON (list: an array of sessions; monitor: one object per line per change)
+    #[arg(long, conflicts_with = "template")]
+    json: bool,
+    /// Print through a template; only '{{ json . }}' is supported (same as --json)
+    #[arg(long, value_name = "TEMPLATE")]
+    template: Option<String>,
+}
+
+impl OutputArgs {
+    fn json(&self) -> anyhow::Result<bool> {
+        match &self.template {
+            None => Ok(self.json),
+            Some(template) => {
+                let compact: String = template.split_whitespace().collect();
+                if compact == "{{json.}}" {
+                    Ok(true)
+                } else {
+                    bail!(
+                        "unsupported template {template:?}: only '{{{{ json . }}}}' is supported (or use --json)"
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// List sessions (all of them unless some are selected).
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Session names or identifiers
+    sessions: Vec<String>,
+    /// Select sessions by label
+    #[arg(long, value_name = "SELECTOR")]
+    label_selector: Option<String>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Show a live status line for the newest matching session.
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    #[command(flatten)]
+    list: ListArgs,
+}
+
+fn selection(args: &ListArgs) -> anyhow::Result<Selection> {
+    match (&args.label_selector, args.sessions.is_empty()) {
+        (Some(_), false) => bail!("use either session names or identifiers or --label-selector"),
+        (Some(selector), true) => {
+            mutagen_session::Selector::parse(selector)?;
+            Ok(Selection::LabelSelector(selector.clone()))
+        }
+        (None, false) => Ok(Selection::Specifications(args.sessions.clone())),
+        (None, true) => Ok(Selection::All),
+    }
+}
+
+fn list(
+    client: &mut mutagen_daemon::Client,
+    selection: &Selection,
+    since: u64,
+) -> anyhow::Result<(u64, Vec<SessionInfo>)> {
+    match client.call(&Request::List { selection: selection.clone(), since })? {
+        Response::List { index, sessions } => Ok((index, sessions)),
+        other => bail!("unexpected answer from the daemon: {other:?}"),
+    }
+}
+
+/// Runs `sync list`.
+pub fn cmd_list(args: ListArgs) -> anyhow::Result<Outcome> {
+    let as_json = args.output.json()?;
+    let selection = selection(&args)?;
+    let (_, sessions) = list(&mut client()?, &selection, 0)?;
+    if as_json {
+        let array: Vec<_> = sessions.iter().map(json::session).collect();
+        println!("{}", serde_json::to_string(&array)?);
+        return Ok(Outcome::Success);
+    }
+    if sessions.is_empty() {
+        println!("No synchronization sessions found");
+        return Ok(Outcome::Success);
+    }
+    for session in &sessions {
+        println!("{DELIMITER}");
+        print!("{}", describe(session, args.output.long));
+    }
+    println!("{DELIMITER}");
+    Ok(Outcome::Success)
+}
+
+fn yes(value: bool) -> &'static str {
+    if value { "Yes" } else { "No" }
+}
+
+fn problems(out: &mut String, title: &str, problems: &[Problem], long: bool) {
+    if problems.is_empty() {
+        return;
+    }
+    if !long {
+        out.push_str(&format!("\t{title}: {}\n", problems.len()));
+        return;
+    }
+    out.push_str(&format!("\t{title}:\n"));
+    for problem in problems.iter().take(SHOWN) {
+        out.push_str(&format!("\t\t{}: {}\n", render::path(&problem.path), problem.error));
+    }
+    if problems.len() > SHOWN {
+        out.push_str(&format!("\t\t...+{} more...\n", problems.len() - SHOWN));
+    }
+}
+
+fn endpoint(out: &mut String, title: &str, endpoint: &EndpointInfo, long: bool) {
+    out.push_str(&format!(
+        "{title}:\n\tURL: {}\n\tConnected: {}\n",
+        endpoint.url,
+        yes(endpoint.connected)
+    ));
+    if endpoint.scanned {
+        out.push_str(&format!(
+            "\tSynchronizable contents:\n\t\t{}\n\t\t{} ({})\n\t\t{}\n",
+            render::count(endpoint.directories, "directory", "directories"),
+            render::count(endpoint.files, "file", "files"),
+            render::size(endpoint.total_file_size),
+            render::count(endpoint.symbolic_links, "symbolic link", "symbolic links"),
+        ));
+    }
+    problems(out, "Scan problems", &endpoint.scan_problems, long);
+    problems(out, "Transition problems", &endpoint.transition_problems, long);
+}
+
+/// Renders one session in upstream's layout.
+pub fn describe(session: &SessionInfo, long: bool) -> String {
+    let mut out = String::new();
+    if !session.name.is_empty() {
+        out.push_str(&format!("Name: {}\n", session.name));
+    }
+    out.push_str(&format!("Identifier: {}\n", session.identifier));
+    if long {
+        if session.labels.is_empty() {
+            out.push_str("Labels: None\n");
+        } else {
+            out.push_str("Labels:\n");
+            for (key, value) in &session.labels {
+                let value = if value.is_empty() { "<empty>" } else { value };
+                out.push_str(&format!("\t{key}: {value}\n"));
+            }
+        }
+        let configuration = &session.configuration;
+        out.push_str(&format!(
+            "Configuration:\n\tSynchronization mode: {}\n\tSymbolic link mode: {}\n\tWatch mode: {}\n",
+            configuration.mode, configuration.symlink_mode, configuration.watch_mode
+        ));
+        if configuration.watch_mode != mutagen_session::WatchMode::NoWatch {
+            out.push_str(&format!(
+                "\tWatch polling interval: {} seconds\n",
+                configuration.watch_polling_interval
+            ));
+        }
+        if configuration.ignores.is_empty() {
+            out.push_str("\tIgnores: None\n");
+        } else {
+            out.push_str("\tIgnores:\n");
+            for ignore in &configuration.ignores {
+                out.push_str(&format!("\t\t{ignore}\n"));
+            }
+        }
+        out.push_str(&format!(
+            "\tIgnore VCS mode: {}\n",
+            if configuration.ignore_vcs { "Ignore" } else { "Propagate" }
+        ));
+        out.push_str(&format!("Successful cycles: {}\n", session.successful_cycles));
+    }
+    endpoint(&mut out, "Alpha", &session.alpha, long);
+    endpoint(&mut out, "Beta", &session.beta, long);
+    if !session.conflicts.is_empty() {
+        out.push_str(&format!("Conflicts: {}\n", session.conflicts.len()));
+        for conflict in session.conflicts.iter().take(SHOWN) {
+            for line in render::conflict(conflict) {
+                out.push_str(&format!("\t{line}\n"));
+            }
+        }
+        if session.conflicts.len() > SHOWN {
+            out.push_str(&format!("\t...+{} more...\n", session.conflicts.len() - SHOWN));
+        }
+    }
+    if let Some(error) = &session.last_error {
+        out.push_str(&format!("Last error: {error}\n"));
+    }
+    if session.paused {
+        out.push_str("Status: [Paused]\n");
+    } else {
+        out.push_str(&format!("Status: {}\n", session.status.description()));
+        if let Some((_, progress)) = &session.staging {
+            out.push_str(&format!(
+                "Staging progress: {}/{} - {}\nCurrent file: {}\n",
+                progress.received_files,
+                progress.expected_files,
+                render::size(progress.received_bytes),
+                render::path(&progress.path)
+            ));
+        }
+    }
+    out
+}
+
+/// The single status line of `monitor`.
+fn status_line(session: &SessionInfo) -> String {
+    if session.paused {
+        return "[Paused]".to_owned();
+    }
+    let mut line = String::new();
+    if !session.conflicts.is_empty() {
+        line.push_str("[C] ");
+    }
+    let problems = [&session.alpha, &session.beta]
+        .iter()
+        .any(|e| !e.scan_problems.is_empty() || !e.transition_problems.is_empty());
+    if problems {
+        line.push_str("[!] ");
+    }
+    if session.last_error.is_some() {
+        line.push_str("[X] ");
+    }
+    match &session.staging {
+        Some((side, progress)) => {
+            let arrow = if *side == mutagen_endpoint::Side::Alpha { "[←]" } else { "[→]" };
+            let total = progress.expected_files.max(1);
+            let done = progress.received_files.min(total);
+            let width = 20;
+            let filled = (done * width / total) as usize;
+            let bar = format!("{}{}", "#".repeat(filled), "-".repeat(width as usize - filled));
+            let name = progress.path.rsplit('/').next().unwrap_or_default();
+            line.push_str(&format!(
+                "{arrow} [{bar}] {done}/{total} - {} - {name}",
+                render::size(progress.received_bytes)
+            ));
+        }
+        None => line.push_str(session.status.description()),
+    }
+    line
+}
+
+/// Runs `sync monitor`.
+pub fn cmd_monitor(args: MonitorArgs) -> anyhow::Result<Outcome> {
+    let as_json = args.list.output.json()?;
+    let selection = selection(&args.list)?;
+    let mut client = client()?;
+    let (mut index, sessions) = list(&mut client, &selection, 0)?;
+    let Some(newest) = sessions.iter().max_by_key(|s| s.creation_time) else {
+        bail!("no synchronization sessions to monitor");
+    };
+    let identifier = newest.identifier.clone();
+    let only = Selection::Specifications(vec![identifier.clone()]);
+    if !as_json {
+        if !newest.name.is_empty() {
+            println!("Name: {}", newest.name);
+        }
+        println!("Identifier: {identifier}");
+    }
+    let mut current = newest.clone();
+    let mut stdout = std::io::stdout();
+    loop {
+        if as_json {
+            writeln!(stdout, "{}", json::session(&current))?;
+        } else {
+            let mut line = status_line(&current);
+            line.truncate(line.char_indices().nth(79).map_or(line.len(), |(i, _)| i));
+            write!(stdout, "\r\x1b[2K{line}")?;
+        }
+        stdout.flush()?;
+        let asked = Instant::now();
+        let (next, mut sessions) = match list(&mut client, &only, index) {
+            Ok(answer) => answer,
+            Err(error) => {
+                if !as_json {
+                    println!();
+                }
+                return Err(error.context(format!("session {identifier} is gone")));
+            }
+        };
+        index = next;
+        match sessions.pop() {
+            Some(session) => current = session,
+            None => bail!("session {identifier} is gone"),
+        }
+        // At most 20 updates a second.
+        let elapsed = asked.elapsed();
+        if elapsed < Duration::from_millis(50) {
+            std::thread::sleep(Duration::from_millis(50) - elapsed);
+        }
+    }
+}

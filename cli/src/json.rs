@@ -1,0 +1,166 @@
+//! The JSON model of sessions and history, as upstream's public model names things.
+//!
+//! Paths are relative to the session root, `/`-separated, `""` for the root. Entries are
+//! `null` or `{kind: directory|file|symlink|untracked|problematic, digest?, executable?,
+//! target?, problem?}`.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use mutagen_daemon::protocol::{EndpointInfo, SessionInfo};
+use mutagen_journal::{Event, Record};
+use mutagen_reconcile::{Change, Conflict, Entry, Problem};
+use serde_json::{Value, json};
+
+/// Renders nanoseconds since the epoch as RFC 3339 (UTC, nanoseconds).
+pub fn time(nanos: u64) -> String {
+    humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(nanos)).to_string()
+}
+
+/// An entry, without its contents.
+pub fn entry(entry: Option<&Entry>) -> Value {
+    match entry {
+        None => Value::Null,
+        Some(Entry::Directory(_)) => json!({"kind": "directory"}),
+        Some(Entry::File { digest, executable }) => {
+            json!({"kind": "file", "digest": digest.to_hex(), "executable": executable})
+        }
+        Some(Entry::SymbolicLink { target }) => json!({"kind": "symlink", "target": target}),
+        Some(Entry::Untracked) => json!({"kind": "untracked"}),
+        Some(Entry::Problematic { problem }) => json!({"kind": "problematic", "problem": problem}),
+    }
+}
+
+/// A change.
+pub fn change(change: &Change) -> Value {
+    json!({"path": change.path, "old": entry(change.old.as_ref()), "new": entry(change.new.as_ref())})
+}
+
+/// A conflict.
+pub fn conflict(conflict: &Conflict) -> Value {
+    json!({
+        "root": conflict.root,
+        "alphaChanges": conflict.alpha_changes.iter().map(change).collect::<Vec<_>>(),
+        "betaChanges": conflict.beta_changes.iter().map(change).collect::<Vec<_>>(),
+    })
+}
+
+/// A problem.
+pub fn problem(problem: &Problem) -> Value {
+    json!({"path": problem.path, "error": problem.error})
+}
+
+fn endpoint(endpoint: &EndpointInfo) -> Value {
+    json!({
+        "protocol": "local",
+        "path": endpoint.url,
+        "url": endpoint.url,
+        "connected": endpoint.connected,
+        "scanned": endpoint.scanned,
+        "directories": endpoint.directories,
+        "files": endpoint.files,
+        "symbolicLinks": endpoint.symbolic_links,
+        "totalFileSize": endpoint.total_file_size,
+        "scanProblems": endpoint.scan_problems.iter().map(problem).collect::<Vec<_>>(),
+        "transitionProblems": endpoint.transition_problems.iter().map(problem).collect::<Vec<_>>(),
+    })
+}
+
+/// A session.
+pub fn session(session: &SessionInfo) -> Value {
+    let configuration = &session.configuration;
+    let mut value = json!({
+        "identifier": session.identifier,
+        "version": 1,
+        "creationTime": time(session.creation_time),
+        "creatingVersion": session.creating_version,
+        "name": session.name,
+        "labels": session.labels,
+        "paused": session.paused,
+        "status": session.status.name(),
+        "lastError": session.last_error,
+        "successfulCycles": session.successful_cycles,
+        "conflicts": session.conflicts.iter().map(conflict).collect::<Vec<_>>(),
+        "mode": configuration.mode.to_string(),
+        "ignore": {"paths": configuration.ignores, "vcs": configuration.ignore_vcs},
+        "symlink": {"mode": configuration.symlink_mode.to_string()},
+        "watch": {
+            "mode": configuration.watch_mode.name(),
+            "pollingInterval": configuration.watch_polling_interval,
+        },
+        "alpha": endpoint(&session.alpha),
+        "beta": endpoint(&session.beta),
+    });
+    if let Some((side, progress)) = &session.staging {
+        value[side.to_string()]["stagingProgress"] = json!({
+            "path": progress.path,
+            "receivedFiles": progress.received_files,
+            "expectedFiles": progress.expected_files,
+            "totalReceivedSize": progress.received_bytes,
+            "expectedSize": progress.current_size,
+        });
+    }
+    value
+}
+
+/// A history record.
+pub fn record(number: u64, record: &Record) -> Value {
+    let mut value = json!({
+        "number": number,
+        "time": time(record.time),
+        "cycle": record.cycle,
+        "kind": record.event.kind(),
+    });
+    let details = match &record.event {
+        Event::Created { identifier, version, spec } => json!({
+            "identifier": identifier,
+            "version": version,
+            "alpha": spec.alpha,
+            "beta": spec.beta,
+            "name": spec.name,
+            "labels": spec.labels,
+            "mode": spec.configuration.mode.to_string(),
+        }),
+        Event::ScanCompleted {
+            side,
+            directories,
+            files,
+            symbolic_links,
+            total_file_size,
+            duration_us,
+            problems,
+        } => json!({
+            "side": side.to_string(),
+            "directories": directories,
+            "files": files,
+            "symbolicLinks": symbolic_links,
+            "totalFileSize": total_file_size,
+            "durationMicroseconds": duration_us,
+            "problems": problems.iter().map(problem).collect::<Vec<_>>(),
+        }),
+        Event::Staged { side, files, bytes } => {
+            json!({"side": side.to_string(), "files": files, "bytes": bytes})
+        }
+        Event::TransitionApplied { side, changes, problems, missing_files } => json!({
+            "side": side.to_string(),
+            "changes": changes.iter().map(change).collect::<Vec<_>>(),
+            "problems": problems.iter().map(problem).collect::<Vec<_>>(),
+            "missingFiles": missing_files,
+        }),
+        Event::ConflictsRecorded { conflicts } => {
+            json!({"conflicts": conflicts.iter().map(conflict).collect::<Vec<_>>()})
+        }
+        Event::AncestorUpdated { changes } => json!({"changes": changes.len()}),
+        Event::Checkpoint(state) => json!({"successfulCycles": state.successful_cycles}),
+        Event::Halted { reason } => json!({"reason": reason.status()}),
+        Event::Error { message } => json!({"message": message}),
+        Event::Paused
+        | Event::Resumed
+        | Event::FlushRequested
+        | Event::Reset
+        | Event::Terminated => json!({}),
+    };
+    if let (Value::Object(target), Value::Object(details)) = (&mut value, details) {
+        target.extend(details);
+    }
+    value
+}

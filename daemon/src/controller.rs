@@ -1,0 +1,670 @@
+//! One task per session: connect the endpoints, cycle, journal, wait for changes or commands.
+//!
+//! # Invariants
+//! - `Engine::state` is always the fold of the session's journal (records are appended and
+//!   folded by the same call), with the ancestor the synchronizer produced.
+//! - A cycle's records are flushed before the next cycle begins; a lifecycle command's record
+//!   is flushed before the command is answered.
+//! - All file-system and journal work runs on blocking threads, never on the async executor.
+//! - A periodic rescan that finds nothing to do (no transition, no ancestor change, the same
+//!   conflicts and problems) is not journaled: it is a poll, not a cycle.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use mutagen_endpoint::{
+    CycleReport, Endpoint, Ignorer, LocalEndpoint, LocalOptions, Phase, Progress, ScanOptions,
+    Side, Synchronizer,
+};
+use mutagen_journal::{Event, JournalError, Record, SessionLog, SessionState};
+use mutagen_session::WatchMode;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::paths::DataDirectory;
+use crate::protocol::{EndpointInfo, SessionInfo, Status};
+
+/// Cycles kept in the journal; older ones are compacted away.
+pub const RETAIN_CYCLES: u64 = 1000;
+/// The longest wait before retrying after an error.
+const MAX_BACKOFF: Duration = Duration::from_secs(15);
+
+/// A command's answer: `Err` carries a message for the user.
+pub type Reply = oneshot::Sender<Result<(), String>>;
+
+/// What the manager asks of a controller.
+#[derive(Debug)]
+pub enum Command {
+    /// Run a full cycle; answer when it completed (or at once when `reply` is `None`).
+    Flush(Option<Reply>),
+    /// Stop synchronizing.
+    Pause(Reply),
+    /// Synchronize again; clears a halt.
+    Resume(Reply),
+    /// Forget the ancestor.
+    Reset(Reply),
+    /// Record the termination and stop.
+    Terminate(Reply),
+    /// Stop (daemon shutdown); the session resumes on the next start.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The parts of a session that move to a blocking thread for each cycle.
+struct Engine {
+    log: SessionLog,
+    state: SessionState,
+    alpha: LocalEndpoint,
+    beta: LocalEndpoint,
+}
+
+impl Engine {
+    /// Appends a record and folds it into the state.
+    fn record(&mut self, event: Event) -> Result<(), JournalError> {
+        let record = Record::now(self.state.cycle, event);
+        self.log.append(&record)?;
+        SessionState::step_applied(&mut self.state, &record).map_err(|e| JournalError::Corrupt {
+            session: self.state.identifier.clone(),
+            directory: self.log.journal().directory().to_owned(),
+            record: 0,
+            detail: e.to_string(),
+        })
+    }
+
+    fn flush(&self) -> Result<(), JournalError> {
+        self.log.journal().flush()
+    }
+}
+
+/// How a cycle ended.
+enum Outcome {
+    /// Committed to the journal.
+    Committed { again: bool },
+    /// Nothing to do, nothing journaled.
+    Quiet,
+    /// The session halted.
+    Halted(String),
+    /// The cycle failed.
+    Failed(String),
+}
+
+/// A running controller's shared view, for the manager.
+#[derive(Debug)]
+pub struct Handle {
+    /// The session identifier.
+    pub identifier: String,
+    /// The latest published description.
+    pub info: Arc<Mutex<SessionInfo>>,
+    /// Commands to the controller.
+    pub commands: mpsc::UnboundedSender<Command>,
+}
+
+/// Starts a controller for a loaded (or created) session.
+pub fn spawn(
+    data: &DataDirectory,
+    log: SessionLog,
+    state: SessionState,
+    notify: Arc<watch::Sender<u64>>,
+) -> Result<Handle, String> {
+    let identifier = state.identifier.clone();
+    let alpha = endpoint(data, &state, Side::Alpha)?;
+    let beta = endpoint(data, &state, Side::Beta)?;
+    let info = Arc::new(Mutex::new(describe(&state, Status::Disconnected, false)));
+    let (sender, commands) = mpsc::unbounded_channel();
+    let controller = Controller {
+        engine: Some(Engine { log, state, alpha, beta }),
+        info: info.clone(),
+        notify,
+        commands,
+        waiters: Vec::new(),
+        status: Status::Disconnected,
+        journal_next: true,
+        failures: 0,
+        cycles_since_compaction: 0,
+    };
+    tokio::spawn(controller.run());
+    Ok(Handle { identifier, info, commands: sender })
+}
+
+fn endpoint(
+    data: &DataDirectory,
+    state: &SessionState,
+    side: Side,
+) -> Result<LocalEndpoint, String> {
+    let configuration = &state.spec.configuration;
+    let ignorer = Ignorer::new(&configuration.ignores, configuration.ignore_vcs)
+        .map_err(|e| e.to_string())?;
+    let mut options = LocalOptions::new(data.staging(&state.identifier, &side.to_string()));
+    options.scan =
+        ScanOptions { symlink_mode: configuration.symlink_mode, ignorer: Arc::new(ignorer) };
+    options.read_only = side == Side::Alpha && !configuration.mode.is_bidirectional();
+    let root = match side {
+        Side::Alpha => &state.spec.alpha,
+        Side::Beta => &state.spec.beta,
+    };
+    Ok(LocalEndpoint::new(root.into(), options))
+}
+
+/// Builds the listed description of a session.
+fn describe(state: &SessionState, status: Status, connected: bool) -> SessionInfo {
+    let side = |url: &str, side: &mutagen_journal::SideState| EndpointInfo {
+        url: url.to_owned(),
+        connected,
+        scanned: side.scanned,
+        directories: side.directories,
+        files: side.files,
+        symbolic_links: side.symbolic_links,
+        total_file_size: side.total_file_size,
+        scan_problems: side.scan_problems.clone(),
+        transition_problems: side.transition_problems.clone(),
+    };
+    SessionInfo {
+        identifier: state.identifier.clone(),
+        name: state.spec.name.clone(),
+        labels: state.spec.labels.clone(),
+        creation_time: state.creation_time,
+        creating_version: state.creating_version.clone(),
+        configuration: state.spec.configuration.clone(),
+        paused: state.paused,
+        status,
+        last_error: state.last_error.clone(),
+        successful_cycles: state.successful_cycles,
+        conflicts: state.conflicts.clone(),
+        alpha: side(&state.spec.alpha, &state.alpha),
+        beta: side(&state.spec.beta, &state.beta),
+        staging: None,
+    }
+}
+
+fn lock(info: &Mutex<SessionInfo>) -> std::sync::MutexGuard<'_, SessionInfo> {
+    info.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Sets the status in the shared description and wakes listeners.
+fn set_status(info: &Mutex<SessionInfo>, notify: &watch::Sender<u64>, status: Status) {
+    let mut guard = lock(info);
+    guard.status = status;
+    if !matches!(status, Status::StagingAlpha | Status::StagingBeta) {
+        guard.staging = None;
+    }
+    drop(guard);
+    notify.send_modify(|index| *index += 1);
+}
+
+struct Controller {
+    engine: Option<Engine>,
+    info: Arc<Mutex<SessionInfo>>,
+    notify: Arc<watch::Sender<u64>>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// Flushes waiting for the next cycle to complete.
+    waiters: Vec<Reply>,
+    status: Status,
+    /// Journal the next cycle even if it is quiet (first cycle, flush, reset, resume).
+    journal_next: bool,
+    failures: u32,
+    cycles_since_compaction: u64,
+}
+
+/// Whether the controller goes on.
+#[derive(PartialEq, Eq)]
+enum Next {
+    Continue,
+    Stop,
+}
+
+impl Controller {
+    fn state(&self) -> Option<&SessionState> {
+        self.engine.as_ref().map(|e| &e.state)
+    }
+
+    /// Publishes the state and status.
+    fn publish(&mut self, status: Status) {
+        self.status = status;
+        if let Some(state) = self.state() {
+            let connected = !state.paused;
+            let mut described = describe(state, status, connected);
+            let mut guard = lock(&self.info);
+            described.staging = guard
+                .staging
+                .take()
+                .filter(|_| matches!(status, Status::StagingAlpha | Status::StagingBeta));
+            *guard = described;
+        }
+        self.notify.send_modify(|index| *index += 1);
+    }
+
+    /// The status while idle.
+    fn idle_status(&self) -> Status {
+        match self.state() {
+            Some(state) if state.paused => Status::Disconnected,
+            Some(SessionState { halted: Some(reason), .. }) => Status::halted(*reason),
+            Some(_) if self.failures > 0 => Status::WaitingForRescan,
+            Some(_) => Status::Watching,
+            None => Status::Disconnected,
+        }
+    }
+
+    async fn run(mut self) {
+        let mut wake = true;
+        loop {
+            while let Ok(command) = self.commands.try_recv() {
+                if self.handle(command, &mut wake).await == Next::Stop {
+                    return;
+                }
+            }
+            let Some(state) = self.state() else { return };
+            let blocked = state.paused || state.halted.is_some();
+            if blocked {
+                let reason = match (&state.paused, state.halted) {
+                    (true, _) => "the session is paused; resume it first".to_owned(),
+                    (false, Some(reason)) => {
+                        format!("the session is {}; resume or reset it", reason.description())
+                    }
+                    _ => String::new(),
+                };
+                for waiter in self.waiters.drain(..) {
+                    let _ = waiter.send(Err(reason.clone()));
+                }
+                wake = false;
+            }
+            if wake && !blocked {
+                wake = false;
+                self.cycle(&mut wake).await;
+                continue;
+            }
+            let status = self.idle_status();
+            if status != self.status {
+                self.publish(status);
+            }
+            let delay = self.delay(blocked);
+            let command = match delay {
+                Some(delay) => tokio::select! {
+                    command = self.commands.recv() => command,
+                    () = tokio::time::sleep(delay) => { wake = true; continue; }
+                },
+                None => self.commands.recv().await,
+            };
+            match command {
+                Some(command) => {
+                    if self.handle(command, &mut wake).await == Next::Stop {
+                        return;
+                    }
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// How long to wait for a command before the next cycle (`None`: only a command).
+    fn delay(&self, blocked: bool) -> Option<Duration> {
+        let configuration = &self.state()?.spec.configuration;
+        if blocked {
+            return None;
+        }
+        if self.failures > 0 {
+            let backoff = Duration::from_secs(1 << self.failures.min(4));
+            return Some(backoff.min(MAX_BACKOFF));
+        }
+        match configuration.watch_mode {
+            WatchMode::NoWatch => None,
+            WatchMode::Portable | WatchMode::ForcePoll => {
+                Some(Duration::from_secs(u64::from(configuration.watch_polling_interval)))
+            }
+        }
+    }
+
+    /// Runs `work` on the engine on a blocking thread.
+    async fn blocking<T: Send + 'static>(
+        &mut self,
+        work: impl FnOnce(&mut Engine) -> T + Send + 'static,
+    ) -> Option<T> {
+        let mut engine = self.engine.take()?;
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = work(&mut engine);
+            (engine, result)
+        })
+        .await;
+        match joined {
+            Ok((engine, result)) => {
+                self.engine = Some(engine);
+                Some(result)
+            }
+            Err(error) => {
+                tracing::error!("session controller failed: {error}");
+                let mut guard = lock(&self.info);
+                guard.status = Status::Disconnected;
+                guard.last_error = Some(format!("internal error: {error}; restart the daemon"));
+                None
+            }
+        }
+    }
+
+    /// Applies a lifecycle event: journaled and flushed before the answer.
+    async fn lifecycle(
+        &mut self,
+        event: Event,
+        reply: Reply,
+        also: impl FnOnce(&mut Engine) + Send + 'static,
+    ) {
+        let result = self
+            .blocking(move |engine| {
+                engine.record(event)?;
+                also(engine);
+                engine.flush()
+            })
+            .await;
+        let answer = match result {
+            Some(Ok(())) => Ok(()),
+            Some(Err(error)) => Err(error.to_string()),
+            None => Err("the session controller failed".to_owned()),
+        };
+        let status = self.idle_status();
+        self.publish(status);
+        let _ = reply.send(answer);
+    }
+
+    async fn handle(&mut self, command: Command, wake: &mut bool) -> Next {
+        let Some(state) = self.state() else { return Next::Stop };
+        let (paused, halted) = (state.paused, state.halted);
+        match command {
+            Command::Flush(reply) => {
+                if paused || halted.is_some() {
+                    if let Some(reply) = reply {
+                        let message = match halted {
+                            Some(reason) if !paused => {
+                                format!(
+                                    "the session is {}; resume or reset it",
+                                    reason.description()
+                                )
+                            }
+                            _ => "the session is paused; resume it first".to_owned(),
+                        };
+                        let _ = reply.send(Err(message));
+                    }
+                    return Next::Continue;
+                }
+                let recorded = self.blocking(|engine| engine.record(Event::FlushRequested)).await;
+                if let Some(Err(error)) = recorded {
+                    tracing::warn!("unable to journal a flush request: {error}");
+                }
+                self.waiters.extend(reply);
+                self.journal_next = true;
+                *wake = true;
+            }
+            Command::Pause(reply) => {
+                if paused {
+                    let _ = reply.send(Ok(()));
+                } else {
+                    self.lifecycle(Event::Paused, reply, |_| {}).await;
+                }
+            }
+            Command::Resume(reply) => {
+                if paused || halted.is_some() {
+                    self.failures = 0;
+                    self.journal_next = true;
+                    self.lifecycle(Event::Resumed, reply, |_| {}).await;
+                    *wake = true;
+                } else {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Command::Reset(reply) => {
+                self.journal_next = true;
+                self.lifecycle(Event::Reset, reply, |engine| {
+                    // The next replay must not need anything before the reset.
+                    let state = Box::new(engine.state.clone());
+                    if let Err(error) = engine.record(Event::Checkpoint(state)) {
+                        tracing::warn!("unable to checkpoint after a reset: {error}");
+                    }
+                })
+                .await;
+                *wake = true;
+            }
+            Command::Terminate(reply) => {
+                self.lifecycle(Event::Terminated, reply, |engine| {
+                    for endpoint in [&mut engine.alpha, &mut engine.beta] {
+                        if let Err(error) = endpoint.shutdown() {
+                            tracing::warn!("unable to clean up staging: {error}");
+                        }
+                    }
+                })
+                .await;
+                return Next::Stop;
+            }
+            Command::Shutdown(reply) => {
+                let _ = reply.send(());
+                return Next::Stop;
+            }
+        }
+        Next::Continue
+    }
+
+    async fn cycle(&mut self, wake: &mut bool) {
+        let info = self.info.clone();
+        let notify = self.notify.clone();
+        let journal_all = std::mem::take(&mut self.journal_next);
+        self.publish(Status::Scanning);
+        let outcome =
+            self.blocking(move |engine| run_cycle(engine, journal_all, &info, &notify)).await;
+        let outcome =
+            outcome.unwrap_or_else(|| Outcome::Failed("the session controller failed".to_owned()));
+        let answer = match &outcome {
+            Outcome::Committed { again } => {
+                self.failures = 0;
+                *wake |= *again;
+                self.cycles_since_compaction += 1;
+                Ok(())
+            }
+            Outcome::Quiet => {
+                self.failures = 0;
+                Ok(())
+            }
+            Outcome::Halted(message) => Err(message.clone()),
+            Outcome::Failed(message) => {
+                self.failures += 1;
+                tracing::warn!("cycle failed: {message}");
+                Err(message.clone())
+            }
+        };
+        if self.cycles_since_compaction >= RETAIN_CYCLES {
+            self.cycles_since_compaction = 0;
+            self.blocking(|engine| {
+                let state = engine.state.clone();
+                if let Err(error) =
+                    engine.log.compact(&state, RETAIN_CYCLES).and_then(|_| engine.flush())
+                {
+                    tracing::warn!("unable to compact the journal: {error}");
+                }
+            })
+            .await;
+        }
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(answer.clone());
+        }
+        let status = self.idle_status();
+        self.publish(status);
+    }
+}
+
+/// Runs one cycle on a blocking thread and journals it.
+fn run_cycle(
+    engine: &mut Engine,
+    journal_all: bool,
+    info: &Mutex<SessionInfo>,
+    notify: &watch::Sender<u64>,
+) -> Outcome {
+    let configuration = engine.state.spec.configuration.clone();
+    engine.state.cycle += 1;
+    let mut synchronizer = Synchronizer::restore(
+        configuration.mode,
+        engine.state.ancestor.take(),
+        engine.state.halted,
+    );
+    let Engine { log, state, alpha, beta } = engine;
+    let mut pending: Vec<Event> = Vec::new();
+    let mut journaling = journal_all;
+    let mut write_error: Option<JournalError> = None;
+    let mut append = |log: &mut SessionLog, state: &mut SessionState, event: Event| {
+        let record = Record::now(state.cycle, event);
+        let result = log.append(&record).map(drop).and_then(|()| {
+            SessionState::step_applied(state, &record).map_err(|e| JournalError::Corrupt {
+                session: state.identifier.clone(),
+                directory: log.journal().directory().to_owned(),
+                record: 0,
+                detail: e.to_string(),
+            })
+        });
+        if let Err(error) = result {
+            write_error.get_or_insert(error);
+        }
+    };
+    let result = synchronizer.cycle_observed(alpha, beta, &mut |progress| match progress {
+        Progress::Phase(phase) => {
+            let status = match phase {
+                Phase::Scanning => Status::Scanning,
+                Phase::Reconciling => Status::Reconciling,
+                Phase::Staging(Side::Alpha) => Status::StagingAlpha,
+                Phase::Staging(Side::Beta) => Status::StagingBeta,
+                Phase::Transitioning => Status::Transitioning,
+            };
+            if matches!(phase, Phase::Staging(_) | Phase::Transitioning) && !journaling {
+                journaling = true;
+                for event in pending.drain(..) {
+                    append(log, state, event);
+                }
+            }
+            set_status(info, notify, status);
+        }
+        Progress::Scanned(report) => {
+            let mut guard = lock(info);
+            for (side, side_report) in [(Side::Alpha, &report.alpha), (Side::Beta, &report.beta)] {
+                let listed = if side == Side::Alpha { &mut guard.alpha } else { &mut guard.beta };
+                listed.connected = true;
+                listed.scanned = true;
+                listed.directories = side_report.directories;
+                listed.files = side_report.files;
+                listed.symbolic_links = side_report.symbolic_links;
+                listed.total_file_size = side_report.total_file_size;
+                listed.scan_problems.clone_from(&side_report.scan_problems);
+                let event = Event::ScanCompleted {
+                    side,
+                    directories: side_report.directories,
+                    files: side_report.files,
+                    symbolic_links: side_report.symbolic_links,
+                    total_file_size: side_report.total_file_size,
+                    duration_us: u64::try_from(side_report.scan_duration.as_micros())
+                        .unwrap_or(u64::MAX),
+                    problems: side_report.scan_problems.clone(),
+                };
+                if journaling {
+                    append(log, state, event);
+                } else {
+                    pending.push(event);
+                }
+            }
+            drop(guard);
+            notify.send_modify(|index| *index += 1);
+        }
+        Progress::Staging(side, progress) => {
+            lock(info).staging = Some((side, progress.clone()));
+            notify.send_modify(|index| *index += 1);
+        }
+        Progress::Staged { side, files, bytes } => {
+            append(log, state, Event::Staged { side, files, bytes });
+        }
+    });
+    let (ancestor, halted) = (synchronizer.ancestor().cloned(), synchronizer.halted());
+    drop(synchronizer);
+    engine.state.ancestor = ancestor;
+    if let Some(error) = write_error {
+        return Outcome::Failed(format!("unable to write the journal: {error}"));
+    }
+    let report = match result {
+        Ok(report) => report,
+        Err(error) => {
+            let message = render_error(&error);
+            let recorded = pending.into_iter().chain([Event::Error { message: message.clone() }]);
+            for event in recorded {
+                if let Err(error) = engine.record(event) {
+                    tracing::warn!("unable to journal: {error}");
+                }
+            }
+            let _ = engine.flush();
+            return Outcome::Failed(message);
+        }
+    };
+    if let Some(reason) = halted.filter(|_| report.halted.is_some()) {
+        let events = pending.into_iter().chain([Event::Halted { reason }]);
+        let written = events.into_iter().try_for_each(|event| engine.record(event));
+        let _ = written.and_then(|()| engine.flush());
+        return Outcome::Halted(format!(
+            "the session is {}; resume or reset it",
+            reason.description()
+        ));
+    }
+    if !journaling && is_quiet(&engine.state, &report) {
+        // Nothing is journaled, so the cycle number goes back to what the journal says.
+        engine.state.cycle -= 1;
+        return Outcome::Quiet;
+    }
+    match commit(engine, pending, report) {
+        Ok(again) => Outcome::Committed { again },
+        Err(error) => Outcome::Failed(format!("unable to write the journal: {error}")),
+    }
+}
+
+/// Whether a cycle changed nothing worth recording.
+fn is_quiet(state: &SessionState, report: &CycleReport) -> bool {
+    report.ancestor_changes.is_empty()
+        && report.alpha.transitions.is_empty()
+        && report.beta.transitions.is_empty()
+        && report.conflicts == state.conflicts
+        && report.alpha.scan_problems == state.alpha.scan_problems
+        && report.beta.scan_problems == state.beta.scan_problems
+        && state.alpha.transition_problems.is_empty()
+        && state.beta.transition_problems.is_empty()
+}
+
+/// Journals a completed cycle and makes it durable; returns whether another cycle is needed.
+fn commit(
+    engine: &mut Engine,
+    pending: Vec<Event>,
+    report: CycleReport,
+) -> Result<bool, JournalError> {
+    for event in pending {
+        engine.record(event)?;
+    }
+    let again = report.needs_another_cycle();
+    let CycleReport { alpha, beta, conflicts, ancestor_changes, .. } = report;
+    for (side, side_report) in [(Side::Alpha, alpha), (Side::Beta, beta)] {
+        if side_report.transitions.is_empty() && side_report.transition_problems.is_empty() {
+            continue;
+        }
+        engine.record(Event::TransitionApplied {
+            side,
+            changes: side_report.transitions,
+            problems: side_report.transition_problems,
+            missing_files: side_report.missing_files,
+        })?;
+    }
+    if conflicts != engine.state.conflicts {
+        engine.record(Event::ConflictsRecorded { conflicts })?;
+    }
+    engine.record(Event::AncestorUpdated { changes: ancestor_changes })?;
+    if engine.log.wants_checkpoint() {
+        let state = Box::new(engine.state.clone());
+        engine.record(Event::Checkpoint(state))?;
+    }
+    engine.flush()?;
+    Ok(again)
+}
+
+/// Renders an error and its causes on one line.
+pub fn render_error(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

@@ -1,0 +1,28 @@
+//! The per-user daemon that hosts synchronization sessions, and the client the command line
+//! uses to talk to it.
+//!
+//! # Layout
+//! - [`paths`]: the data directory layout.
+//! - [`protocol`]: length-prefixed postcard frames over the Unix socket; requests, responses and
+//!   the listed session model.
+//! - [`server`]: the daemon process (exclusive lock, log, journal, socket, signals).
+//! - [`manager`]: the set of sessions, selections, request handling.
+//! - [`controller`]: one task per session: cycle, journal, wait for changes or commands.
+//! - [`client`]: connect with autostart and version check.
+//!
+//! # Invariants
+//! - One daemon per data directory (an exclusive `flock` on `daemon/daemon.lock`).
+//! - The data and daemon directories are 0700 and the socket 0600: only the owner can talk
+//!   to the daemon.
+//! - Session state is only ever the fold of the journal; an event a command or a cycle depends
+//!   on is flushed before the command is answered or the next cycle begins.
+
+pub mod client;
+pub mod controller;
+pub mod manager;
+pub mod paths;
+pub mod protocol;
+pub mod server;
+
+pub use client::Client;
+pub use paths::DataDirectory;

@@ -1,0 +1,338 @@
+//! The session manager: the set of controllers, selection, and request handling.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mutagen_journal::{Event, Journal, Record, SessionState};
+use mutagen_session::{Selector, SessionSpec, identifier, url};
+use tokio::sync::{oneshot, watch};
+
+use crate::controller::{self, Command, Handle};
+use crate::paths::DataDirectory;
+use crate::protocol::{PROTOCOL_VERSION, Request, Response, Selection, SessionInfo, VERSION};
+
+/// How long a terminated session's history is kept.
+const TERMINATED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Every session of the daemon.
+#[derive(Debug)]
+pub struct Manager {
+    data: DataDirectory,
+    journal: Journal,
+    sessions: Mutex<Vec<Handle>>,
+    /// Terminated sessions still in the journal: (identifier, name), for `history`.
+    terminated: Mutex<Vec<(String, String)>>,
+    notify: Arc<watch::Sender<u64>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Manager {
+    /// Replays every session in the journal and starts a controller for each live one.
+    /// A session that cannot be loaded stops the daemon with an error naming it: no session
+    /// is ever dropped silently.
+    ///
+    /// # Errors
+    /// The first session that fails to load.
+    pub fn load(data: DataDirectory, journal: Journal) -> anyhow::Result<Manager> {
+        let (notify, _) = watch::channel(1);
+        let notify = Arc::new(notify);
+        let mut loaded = Vec::new();
+        let mut terminated = Vec::new();
+        for identifier in journal.identifiers() {
+            let (log, state) = journal.load(&identifier)?;
+            if state.terminated {
+                let last = log.records(0)?.last().map_or(0, |(_, r)| r.time);
+                let age = Duration::from_nanos(now_nanos().saturating_sub(last));
+                if age > TERMINATED_RETENTION {
+                    journal.remove(&identifier)?;
+                } else {
+                    terminated.push((identifier, state.spec.name.clone()));
+                }
+                continue;
+            }
+            loaded.push((log, state));
+        }
+        loaded.sort_by_key(|(_, state)| state.creation_time);
+        let mut sessions = Vec::new();
+        for (mut log, mut state) in loaded {
+            if state.cycle > controller::RETAIN_CYCLES {
+                let removed = log.compact(&state, controller::RETAIN_CYCLES)?;
+                tracing::info!("compacted {removed} records of {}", state.identifier);
+            }
+            // Replay holds the ancestor; the controller keeps it in its engine.
+            state.last_error = None;
+            let identifier = state.identifier.clone();
+            let handle = controller::spawn(&data, log, state, notify.clone())
+                .map_err(|e| anyhow::anyhow!("unable to start session {identifier}: {e}"))?;
+            tracing::info!("loaded session {identifier}");
+            sessions.push(handle);
+        }
+        journal.flush()?;
+        Ok(Manager {
+            data,
+            journal,
+            sessions: Mutex::new(sessions),
+            terminated: Mutex::new(terminated),
+            notify,
+        })
+    }
+
+    /// Stops every controller (after its current cycle) and flushes the journal.
+    pub async fn shutdown(&self) {
+        let senders: Vec<_> = lock(&self.sessions).iter().map(|h| h.commands.clone()).collect();
+        for sender in senders {
+            let (reply, done) = oneshot::channel();
+            if sender.send(Command::Shutdown(reply)).is_ok() {
+                let _ = done.await;
+            }
+        }
+        let journal = self.journal.clone();
+        let _ = tokio::task::spawn_blocking(move || journal.flush()).await;
+    }
+
+    /// Answers a request.
+    pub async fn handle(&self, request: Request) -> Response {
+        let result = match request {
+            Request::Version => {
+                return Response::Version {
+                    version: VERSION.to_owned(),
+                    protocol: PROTOCOL_VERSION,
+                    pid: std::process::id(),
+                };
+            }
+            Request::Shutdown => Ok(Response::Done { identifiers: Vec::new() }),
+            Request::Create(spec) => self.create(spec).await,
+            Request::List { selection, since } => self.list(&selection, since).await,
+            Request::Flush { selection, skip_wait } => {
+                self.command(&selection, |reply| match skip_wait {
+                    true => (Command::Flush(None), Some(reply)),
+                    false => (Command::Flush(Some(reply)), None),
+                })
+                .await
+            }
+            Request::Pause(selection) => self.simple(&selection, Command::Pause).await,
+            Request::Resume(selection) => self.simple(&selection, Command::Resume).await,
+            Request::Reset(selection) => self.simple(&selection, Command::Reset).await,
+            Request::Terminate(selection) => self.terminate(&selection).await,
+            Request::History { specification } => self.history(&specification).await,
+        };
+        result.unwrap_or_else(Response::Error)
+    }
+
+    async fn create(&self, spec: SessionSpec) -> Result<Response, String> {
+        spec.validate().map_err(|e| e.to_string())?;
+        for root in [&spec.alpha, &spec.beta] {
+            let path = std::path::Path::new(root);
+            if !path.is_absolute() {
+                return Err(format!("invalid endpoint url {root:?}: expected an absolute path"));
+            }
+        }
+        url::check_disjoint(spec.alpha.as_ref(), spec.beta.as_ref(), self.data.root())
+            .map_err(|e| e.to_string())?;
+        let journal = self.journal.clone();
+        let data = self.data.clone();
+        let created = tokio::task::spawn_blocking(move || {
+            let identifier = identifier::new_identifier(identifier::SYNC_PREFIX)
+                .map_err(|e| format!("unable to generate an identifier: {e}"))?;
+            let event = Event::Created {
+                identifier: identifier.clone(),
+                version: VERSION.to_owned(),
+                spec,
+            };
+            let record = Record::now(0, event);
+            let log = journal.create(&identifier, &record).map_err(|e| e.to_string())?;
+            journal.flush().map_err(|e| e.to_string())?;
+            let mut state = None;
+            SessionState::step(&mut state, &record).map_err(|e| e.to_string())?;
+            let state = state.ok_or("the creation record did not create a session")?;
+            Ok::<_, String>((data, log, state))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let (data, log, state) = created;
+        let identifier = state.identifier.clone();
+        let handle = controller::spawn(&data, log, state, self.notify.clone())?;
+        lock(&self.sessions).push(handle);
+        self.notify.send_modify(|index| *index += 1);
+        tracing::info!("created session {identifier}");
+        Ok(Response::Created { identifier })
+    }
+
+    /// Returns the selected sessions' (identifier, command sender, info), in creation order.
+    fn select(
+        &self,
+        selection: &Selection,
+    ) -> Result<Vec<(String, SessionInfo, tokio::sync::mpsc::UnboundedSender<Command>)>, String>
+    {
+        let sessions = lock(&self.sessions);
+        let describe = |h: &Handle| {
+            let info = h.info.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            (h.identifier.clone(), info, h.commands.clone())
+        };
+        match selection {
+            Selection::All => Ok(sessions.iter().map(describe).collect()),
+            Selection::Specifications(specifications) => {
+                let mut selected: Vec<&Handle> = Vec::new();
+                for specification in specifications {
+                    if specification.is_empty() {
+                        return Err("empty session specification".to_owned());
+                    }
+                    let matching: Vec<&Handle> = sessions
+                        .iter()
+                        .filter(|h| {
+                            h.identifier == *specification || lock(&h.info).name == *specification
+                        })
+                        .collect();
+                    if matching.is_empty() {
+                        return Err(format!(
+                            "specification {specification:?} did not match any sessions"
+                        ));
+                    }
+                    for handle in matching {
+                        if !selected.iter().any(|s| s.identifier == handle.identifier) {
+                            selected.push(handle);
+                        }
+                    }
+                }
+                Ok(selected.into_iter().map(describe).collect())
+            }
+            Selection::LabelSelector(text) => {
+                let selector = Selector::parse(text).map_err(|e| e.to_string())?;
+                let selected: Vec<_> = sessions
+                    .iter()
+                    .filter(|h| selector.matches(&lock(&h.info).labels))
+                    .map(describe)
+                    .collect();
+                if selected.is_empty() {
+                    return Err(format!("label selector {text:?} did not match any sessions"));
+                }
+                Ok(selected)
+            }
+        }
+    }
+
+    async fn list(&self, selection: &Selection, since: u64) -> Result<Response, String> {
+        let mut receiver = self.notify.subscribe();
+        if since != 0 && *receiver.borrow_and_update() == since {
+            // Long poll: wait for any change (or a minute, so idle clients notice a dead daemon).
+            let _ = tokio::time::timeout(Duration::from_secs(60), receiver.changed()).await;
+        }
+        let index = *self.notify.borrow();
+        let sessions = self.select(selection)?.into_iter().map(|(_, info, _)| info).collect();
+        Ok(Response::List { index, sessions })
+    }
+
+    /// Sends a command to every selected session and waits for the answers.
+    async fn command(
+        &self,
+        selection: &Selection,
+        make: impl Fn(controller::Reply) -> (Command, Option<controller::Reply>),
+    ) -> Result<Response, String> {
+        let selected = self.select(selection)?;
+        let mut answers = Vec::new();
+        for (identifier, _, sender) in &selected {
+            let (reply, answer) = oneshot::channel();
+            let (command, immediate) = make(reply);
+            if sender.send(command).is_err() {
+                return Err(format!("session {identifier} is not running"));
+            }
+            if let Some(immediate) = immediate {
+                let _ = immediate.send(Ok(()));
+            }
+            answers.push((identifier.clone(), answer));
+        }
+        let mut identifiers = Vec::new();
+        let mut errors = Vec::new();
+        for (identifier, answer) in answers {
+            match answer.await {
+                Ok(Ok(())) => identifiers.push(identifier),
+                Ok(Err(message)) => errors.push(format!("session {identifier}: {message}")),
+                Err(_) => errors.push(format!("session {identifier}: the controller stopped")),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors.join("; "));
+        }
+        Ok(Response::Done { identifiers })
+    }
+
+    async fn simple(
+        &self,
+        selection: &Selection,
+        command: fn(controller::Reply) -> Command,
+    ) -> Result<Response, String> {
+        self.command(selection, |reply| (command(reply), None)).await
+    }
+
+    async fn terminate(&self, selection: &Selection) -> Result<Response, String> {
+        let response = self.simple(selection, Command::Terminate).await?;
+        if let Response::Done { identifiers } = &response {
+            let mut sessions = lock(&self.sessions);
+            let mut terminated = lock(&self.terminated);
+            sessions.retain(|handle| {
+                let gone = identifiers.contains(&handle.identifier);
+                if gone {
+                    terminated.push((handle.identifier.clone(), lock(&handle.info).name.clone()));
+                }
+                !gone
+            });
+            for identifier in identifiers {
+                for side in ["alpha", "beta"] {
+                    let _ = std::fs::remove_dir_all(self.data.staging(identifier, side));
+                }
+            }
+        }
+        self.notify.send_modify(|index| *index += 1);
+        Ok(response)
+    }
+
+    async fn history(&self, specification: &str) -> Result<Response, String> {
+        let live: Vec<(String, String)> = lock(&self.sessions)
+            .iter()
+            .map(|h| (h.identifier.clone(), lock(&h.info).name.clone()))
+            .collect();
+        let terminated = lock(&self.terminated).clone();
+        let known = live.into_iter().chain(terminated);
+        let matching: Vec<String> = known
+            .filter(|(identifier, name)| identifier == specification || name == specification)
+            .map(|(identifier, _)| identifier)
+            .collect();
+        let identifier = match matching.as_slice() {
+            [] => {
+                return Err(format!("specification {specification:?} did not match any sessions"));
+            }
+            [one] => one.clone(),
+            _ => {
+                return Err(format!(
+                    "specification {specification:?} matches {} sessions; use an identifier",
+                    matching.len()
+                ));
+            }
+        };
+        let journal = self.journal.clone();
+        let id = identifier.clone();
+        let records = tokio::task::spawn_blocking(move || journal.records(&id, 0))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let records = records
+            .into_iter()
+            .map(|(number, mut record)| {
+                // Checkpoints travel without their ancestor: the history shows that one was
+                // taken, not the whole tree.
+                if let Event::Checkpoint(state) = &mut record.event {
+                    state.ancestor = None;
+                }
+                (number, record)
+            })
+            .collect();
+        Ok(Response::History { identifier, records })
+    }
+}

@@ -1,0 +1,348 @@
+//! The IPC protocol between the command line and the daemon.
+//!
+//! A connection carries frames: a big-endian `u32` length, then that many bytes of postcard.
+//! The client sends a [`Request`] and reads one [`Response`], as many times as it likes.
+//!
+//! # Compatibility
+//! [`Request::Version`] and [`Response::Version`] are the first variants and keep their
+//! shape forever: a client of any version can ask a daemon of any version what it is, and
+//! then refuse to go on with a clear message. Nothing else is promised across versions.
+//! This wire format is independent of the journal's disk format.
+
+use mutagen_endpoint::{Side, StagingProgress};
+use mutagen_journal::Record;
+use mutagen_reconcile::{Conflict, Problem};
+use mutagen_session::{Configuration, Labels, SessionSpec};
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever the messages change.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest frame either side accepts.
+pub const MAX_FRAME: u32 = 256 << 20;
+
+/// The version of this program.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Which sessions a command applies to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Selection {
+    /// Every session.
+    All,
+    /// Sessions whose identifier or name equals one of these (each must match one at least).
+    Specifications(Vec<String>),
+    /// Sessions whose labels match this selector (it must match one at least).
+    LabelSelector(String),
+}
+
+/// A request from the command line.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// What version is the daemon? (Must stay the first variant.)
+    Version,
+    /// Stop the daemon.
+    Shutdown,
+    /// Create a session.
+    Create(SessionSpec),
+    /// Describe sessions; when `since` equals the current state index, wait for a change.
+    List {
+        /// The sessions.
+        selection: Selection,
+        /// The state index the caller last saw (0: answer at once).
+        since: u64,
+    },
+    /// Run a full cycle now.
+    Flush {
+        /// The sessions.
+        selection: Selection,
+        /// Answer once requested instead of once the cycle completed.
+        skip_wait: bool,
+    },
+    /// Stop synchronizing.
+    Pause(Selection),
+    /// Start synchronizing again (also clears a halt).
+    Resume(Selection),
+    /// Forget the ancestor.
+    Reset(Selection),
+    /// Delete sessions (their history stays in the journal for a week).
+    Terminate(Selection),
+    /// A session's journal.
+    History {
+        /// Name or identifier (terminated sessions included).
+        specification: String,
+    },
+}
+
+/// The daemon's answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Response {
+    /// The daemon's version (must stay the first variant).
+    Version {
+        /// The program version.
+        version: String,
+        /// [`PROTOCOL_VERSION`] of the daemon.
+        protocol: u32,
+        /// The daemon's process id.
+        pid: u32,
+    },
+    /// The request failed; the message is for the user.
+    Error(String),
+    /// A session was created.
+    Created {
+        /// Its identifier.
+        identifier: String,
+    },
+    /// Session descriptions, oldest first.
+    List {
+        /// The state index they reflect.
+        index: u64,
+        /// The sessions.
+        sessions: Vec<SessionInfo>,
+    },
+    /// The command was applied to these sessions.
+    Done {
+        /// Their identifiers.
+        identifiers: Vec<String>,
+    },
+    /// A session's journal, oldest first (checkpoints without their ancestor).
+    History {
+        /// The session's identifier.
+        identifier: String,
+        /// Record numbers and records.
+        records: Vec<(u64, Record)>,
+    },
+}
+
+/// What a session is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    /// Not connected (paused, or after an error).
+    Disconnected,
+    /// Connecting to alpha.
+    ConnectingAlpha,
+    /// Connecting to beta.
+    ConnectingBeta,
+    /// Waiting for changes.
+    Watching,
+    /// Scanning.
+    Scanning,
+    /// Waiting before retrying after an error.
+    WaitingForRescan,
+    /// Reconciling.
+    Reconciling,
+    /// Staging files on alpha.
+    StagingAlpha,
+    /// Staging files on beta.
+    StagingBeta,
+    /// Applying changes.
+    Transitioning,
+    /// Committing the cycle to the journal.
+    Saving,
+    /// Halted: one root was emptied.
+    HaltedOnRootEmptied,
+    /// Halted: a root would be deleted.
+    HaltedOnRootDeletion,
+    /// Halted: a root would change type.
+    HaltedOnRootTypeChange,
+}
+
+impl Status {
+    /// Returns the machine name (`watching`, `staging-beta`...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Disconnected => "disconnected",
+            Status::ConnectingAlpha => "connecting-alpha",
+            Status::ConnectingBeta => "connecting-beta",
+            Status::Watching => "watching",
+            Status::Scanning => "scanning",
+            Status::WaitingForRescan => "waiting-for-rescan",
+            Status::Reconciling => "reconciling",
+            Status::StagingAlpha => "staging-alpha",
+            Status::StagingBeta => "staging-beta",
+            Status::Transitioning => "transitioning",
+            Status::Saving => "saving",
+            Status::HaltedOnRootEmptied => "halted-on-root-emptied",
+            Status::HaltedOnRootDeletion => "halted-on-root-deletion",
+            Status::HaltedOnRootTypeChange => "halted-on-root-type-change",
+        }
+    }
+
+    /// Returns the human description.
+    pub fn description(self) -> &'static str {
+        match self {
+            Status::Disconnected => "Disconnected",
+            Status::ConnectingAlpha => "Connecting to alpha",
+            Status::ConnectingBeta => "Connecting to beta",
+            Status::Watching => "Watching for changes",
+            Status::Scanning => "Scanning files",
+            Status::WaitingForRescan => "Waiting to retry",
+            Status::Reconciling => "Reconciling changes",
+            Status::StagingAlpha => "Staging files on alpha",
+            Status::StagingBeta => "Staging files on beta",
+            Status::Transitioning => "Applying changes",
+            Status::Saving => "Saving archive",
+            Status::HaltedOnRootEmptied => "Halted due to one-sided root emptying",
+            Status::HaltedOnRootDeletion => "Halted due to root deletion",
+            Status::HaltedOnRootTypeChange => "Halted due to root type change",
+        }
+    }
+
+    /// Returns the status for a halt.
+    pub fn halted(reason: mutagen_endpoint::HaltReason) -> Status {
+        match reason {
+            mutagen_endpoint::HaltReason::RootEmptied => Status::HaltedOnRootEmptied,
+            mutagen_endpoint::HaltReason::RootDeletion => Status::HaltedOnRootDeletion,
+            mutagen_endpoint::HaltReason::RootTypeChange => Status::HaltedOnRootTypeChange,
+        }
+    }
+}
+
+/// One endpoint of a session, as listed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointInfo {
+    /// The URL.
+    pub url: String,
+    /// Whether the endpoint is connected.
+    pub connected: bool,
+    /// Whether a scan completed.
+    pub scanned: bool,
+    /// Directories in the latest scan.
+    pub directories: u64,
+    /// Files in the latest scan.
+    pub files: u64,
+    /// Symbolic links in the latest scan.
+    pub symbolic_links: u64,
+    /// Bytes in files.
+    pub total_file_size: u64,
+    /// Problems of the latest scan.
+    pub scan_problems: Vec<Problem>,
+    /// Problems of the latest transition.
+    pub transition_problems: Vec<Problem>,
+}
+
+/// A session, as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The identifier.
+    pub identifier: String,
+    /// The name (empty: none).
+    pub name: String,
+    /// The labels.
+    pub labels: Labels,
+    /// Creation time, nanoseconds since the Unix epoch.
+    pub creation_time: u64,
+    /// The version that created it.
+    pub creating_version: String,
+    /// The frozen configuration.
+    pub configuration: Configuration,
+    /// Whether it is paused.
+    pub paused: bool,
+    /// What it is doing.
+    pub status: Status,
+    /// The latest error, if the latest attempt failed.
+    pub last_error: Option<String>,
+    /// Committed cycles.
+    pub successful_cycles: u64,
+    /// Current conflicts.
+    pub conflicts: Vec<Conflict>,
+    /// Alpha.
+    pub alpha: EndpointInfo,
+    /// Beta.
+    pub beta: EndpointInfo,
+    /// Staging progress, while staging.
+    pub staging: Option<(Side, StagingProgress)>,
+}
+
+/// A protocol failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The connection failed.
+    #[error("connection to the daemon failed")]
+    Io(#[from] std::io::Error),
+    /// A frame exceeds [`MAX_FRAME`].
+    #[error("message of {0} bytes exceeds the limit")]
+    TooLarge(u64),
+    /// A frame does not decode.
+    #[error("malformed message")]
+    Decode(#[from] postcard::Error),
+}
+
+/// Encodes a frame.
+///
+/// # Errors
+/// When the message is too large or does not serialize.
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, ProtocolError> {
+    let mut bytes = vec![0; 4];
+    bytes.extend(postcard::to_stdvec(message)?);
+    let length = bytes.len() as u64 - 4;
+    if length > u64::from(MAX_FRAME) {
+        return Err(ProtocolError::TooLarge(length));
+    }
+    bytes[..4].copy_from_slice(&(length as u32).to_be_bytes());
+    Ok(bytes)
+}
+
+/// Checks a frame length read from the peer.
+///
+/// # Errors
+/// [`ProtocolError::TooLarge`].
+pub fn check_length(header: [u8; 4]) -> Result<usize, ProtocolError> {
+    let length = u32::from_be_bytes(header);
+    if length > MAX_FRAME {
+        return Err(ProtocolError::TooLarge(u64::from(length)));
+    }
+    Ok(length as usize)
+}
+
+/// Writes a frame to a blocking stream.
+///
+/// # Errors
+/// I/O or encoding failures.
+pub fn write_blocking<T: Serialize>(
+    stream: &mut impl std::io::Write,
+    message: &T,
+) -> Result<(), ProtocolError> {
+    stream.write_all(&encode(message)?)?;
+    Ok(stream.flush()?)
+}
+
+/// Reads a frame from a blocking stream.
+///
+/// # Errors
+/// I/O or decoding failures.
+pub fn read_blocking<T: for<'de> Deserialize<'de>>(
+    stream: &mut impl std::io::Read,
+) -> Result<T, ProtocolError> {
+    let mut header = [0; 4];
+    stream.read_exact(&mut header)?;
+    let mut body = vec![0; check_length(header)?];
+    stream.read_exact(&mut body)?;
+    Ok(postcard::from_bytes(&body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_oversized_ones_are_refused() {
+        let request =
+            Request::List { selection: Selection::Specifications(vec!["web".into()]), since: 3 };
+        let bytes = encode(&request).expect("encode");
+        let decoded: Request = read_blocking(&mut bytes.as_slice()).expect("decode");
+        assert!(matches!(decoded, Request::List { since: 3, .. }));
+        let mut huge = (MAX_FRAME + 1).to_be_bytes().to_vec();
+        huge.extend([0; 8]);
+        let error = read_blocking::<Request>(&mut huge.as_slice()).expect_err("too large");
+        assert!(matches!(error, ProtocolError::TooLarge(_)));
+    }
+
+    #[test]
+    fn the_version_exchange_has_a_fixed_encoding() {
+        // Variant 0 with no payload: any version of the daemon can answer it.
+        assert_eq!(encode(&Request::Version).expect("encode"), [0, 0, 0, 1, 0]);
+        let response = Response::Version { version: "9.9.9".into(), protocol: 7, pid: 1 };
+        let bytes = encode(&response).expect("encode");
+        assert_eq!(bytes[4], 0, "Response::Version is variant 0");
+    }
+}

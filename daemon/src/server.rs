@@ -1,0 +1,179 @@
+//! The daemon process: lock, log, journal, socket, signals.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use mutagen_journal::Journal;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::manager::Manager;
+use crate::paths::DataDirectory;
+use crate::protocol::{self, Request, Response};
+
+/// Runs the daemon in the foreground until SIGTERM, SIGINT or a shutdown request.
+///
+/// # Errors
+/// When another daemon holds the lock, the journal cannot be loaded (the error names the
+/// session and the directory), or the socket cannot be bound.
+pub fn run(data: &DataDirectory) -> anyhow::Result<()> {
+    data.ensure()?;
+    let lock = acquire_lock(data)?;
+    init_logging(data)?;
+    tracing::info!("daemon {} starting (pid {})", protocol::VERSION, std::process::id());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("unable to start the async runtime")?;
+    let result = runtime.block_on(serve(data.clone()));
+    if let Err(error) = &result {
+        tracing::error!("daemon failed: {error:#}");
+    }
+    tracing::info!("daemon stopped");
+    drop(lock);
+    result
+}
+
+/// Takes the exclusive lock and writes our pid into the lock file.
+fn acquire_lock(data: &DataDirectory) -> anyhow::Result<std::fs::File> {
+    let path = data.lock();
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("unable to open the daemon lock {}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "another daemon (pid {}) is already running for data directory {}",
+                pid.trim(),
+                data.root().display()
+            );
+        }
+        Err(error) => {
+            return Err(error).with_context(|| format!("unable to lock {}", path.display()));
+        }
+    }
+    file.set_len(0)?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
+}
+
+fn init_logging(data: &DataDirectory) -> anyhow::Result<()> {
+    let level = match std::env::var("MUTAGEN_LOG_LEVEL").unwrap_or_default().to_lowercase().as_str()
+    {
+        "" | "info" => tracing::Level::INFO,
+        "error" => tracing::Level::ERROR,
+        "warn" | "warning" => tracing::Level::WARN,
+        "debug" => tracing::Level::DEBUG,
+        "trace" => tracing::Level::TRACE,
+        other => bail!(
+            "invalid MUTAGEN_LOG_LEVEL {other:?} (expected error, warn, info, debug or trace)"
+        ),
+    };
+    let path = data.log();
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("unable to open the log {}", path.display()))?;
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init();
+    Ok(())
+}
+
+async fn serve(data: DataDirectory) -> anyhow::Result<()> {
+    let journal_directory = data.journal();
+    let manager = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || -> anyhow::Result<Journal> { Ok(Journal::open(&data.journal())?) }
+    })
+    .await??;
+    // Loading replays every session on this thread's runtime (controllers are spawned).
+    let manager = tokio::task::block_in_place(|| Manager::load(data.clone(), manager))
+        .with_context(|| {
+            format!("unable to load the sessions in {}", journal_directory.display())
+        })?;
+    let manager = Arc::new(manager);
+
+    let socket = data.socket();
+    match std::fs::remove_file(&socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("unable to remove {}", socket.display())),
+    }
+    let listener = UnixListener::bind(&socket)
+        .with_context(|| format!("unable to listen on {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+    tracing::info!("listening on {}", socket.display());
+
+    let (stop, mut stopped) = watch::channel(false);
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(connection(manager.clone(), stream, stop.clone()));
+                }
+                Err(error) => tracing::warn!("accept failed: {error}"),
+            },
+            _ = terminate.recv() => { tracing::info!("SIGTERM received"); break; }
+            _ = interrupt.recv() => { tracing::info!("SIGINT received"); break; }
+            _ = stopped.changed() => { tracing::info!("shutdown requested"); break; }
+        }
+    }
+    manager.shutdown().await;
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// Serves one client connection until it closes.
+async fn connection(manager: Arc<Manager>, mut stream: UnixStream, stop: watch::Sender<bool>) {
+    loop {
+        let mut header = [0u8; 4];
+        if stream.read_exact(&mut header).await.is_err() {
+            return;
+        }
+        let Ok(length) = protocol::check_length(header) else { return };
+        let mut body = vec![0; length];
+        if stream.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let response = match postcard::from_bytes::<Request>(&body) {
+            Ok(Request::Shutdown) => {
+                let response = manager.handle(Request::Shutdown).await;
+                let _ = write(&mut stream, &response).await;
+                let _ = stop.send(true);
+                return;
+            }
+            Ok(request) => manager.handle(request).await,
+            Err(error) => Response::Error(format!(
+                "malformed request: {error} (client/daemon version mismatch?)"
+            )),
+        };
+        if write(&mut stream, &response).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn write(stream: &mut UnixStream, response: &Response) -> std::io::Result<()> {
+    let bytes = protocol::encode(response).map_err(std::io::Error::other)?;
+    stream.write_all(&bytes).await
+}
