@@ -1,3 +1,6 @@
 //! End-to-end tests of the `mutagen` binary, in one test binary.
 
+mod daemon_env;
+mod test_crash;
+mod test_daemon;
 mod test_sync_once;

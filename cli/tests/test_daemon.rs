@@ -1,0 +1,271 @@
+//! The daemon and the session lifecycle, through the real binary in an isolated data
+//! directory: create → list → flush → pause → resume → conflicts → reset → history →
+//! terminate; selections; bad input; one daemon per user; socket permissions; a corrupt
+//! journal.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use mutagen_tests::read_tree;
+use serde_json::Value;
+
+use crate::daemon_env::{DaemonEnv, write};
+
+fn session<'a>(sessions: &'a [Value], name: &str) -> &'a Value {
+    sessions.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no session {name}"))
+}
+
+#[test]
+fn a_session_goes_through_its_whole_lifecycle() {
+    let env = DaemonEnv::new();
+    write(&env.path("alpha/src/main.rs"), "fn main() {}\n");
+    write(&env.path("alpha/README"), "hello\n");
+
+    // Create (auto-starting the daemon), with a name and labels, in no-watch mode so that
+    // only flushes cycle.
+    let run = env.run(&[
+        "sync", "create", "alpha", "beta", "--name", "web", "-l", "env=dev", "-l", "team",
+        "--watch-mode", "no-watch",
+    ]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("Started Mutagen daemon in background"), "{}", run.stderr);
+    let identifier = run.stdout.trim().strip_prefix("Created session ").expect("created").to_owned();
+    assert!(mutagen_session::is_identifier(&identifier), "{identifier}");
+
+    // Flush waits for a complete cycle: the tree is on beta when it returns.
+    env.ok(&["sync", "flush", "web"]);
+    assert_eq!(read_tree(&env.path("beta")), read_tree(&env.path("alpha")));
+
+    // list --json carries the documented fields.
+    let sessions = env.sessions();
+    assert_eq!(sessions.len(), 1);
+    let web = session(&sessions, "web");
+    assert_eq!(web["identifier"], identifier.as_str());
+    assert_eq!(web["labels"]["env"], "dev");
+    assert_eq!(web["labels"]["team"], "");
+    assert_eq!(web["paused"], false);
+    assert_eq!(web["status"], "watching");
+    assert_eq!(web["lastError"], Value::Null);
+    assert!(web["successfulCycles"].as_u64().expect("cycles") >= 1);
+    assert_eq!(web["conflicts"], Value::Array(Vec::new()));
+    for side in ["alpha", "beta"] {
+        let endpoint = &web[side];
+        assert_eq!(endpoint["connected"], true, "{side}");
+        assert_eq!(endpoint["scanned"], true, "{side}");
+        assert_eq!((endpoint["directories"].as_u64(), endpoint["files"].as_u64()), (Some(2), Some(2)));
+        assert_eq!(endpoint["symbolicLinks"], 0);
+        assert_eq!(endpoint["totalFileSize"], 19);
+        assert_eq!(endpoint["scanProblems"], Value::Array(Vec::new()));
+        assert_eq!(endpoint["transitionProblems"], Value::Array(Vec::new()));
+    }
+    assert!(web["alpha"]["url"].as_str().expect("url").ends_with("/alpha"));
+    let template = env.ok(&["sync", "list", "--template", "{{ json . }}"]);
+    assert_eq!(serde_json::from_str::<Value>(&template).expect("json")[0]["identifier"], identifier.as_str());
+
+    // Human list.
+    let list = env.ok(&["sync", "list", "--long"]);
+    for expected in ["Name: web", &format!("Identifier: {identifier}"), "env: dev", "team: <empty>",
+        "Synchronization mode: two-way-safe", "Watch mode: no-watch", "Connected: Yes",
+        "2 files (19 B)", "Status: Watching for changes"] {
+        assert!(list.contains(expected), "{expected:?} in\n{list}");
+    }
+
+    // Pause: nothing syncs, a flush is refused with a reason.
+    env.ok(&["sync", "pause", &identifier]);
+    write(&env.path("alpha/while-paused"), "x");
+    env.fails(&["sync", "flush", "web"], "paused");
+    assert!(!env.path("beta/while-paused").exists());
+    assert_eq!(session(&env.sessions(), "web")["paused"], true);
+    assert!(env.ok(&["sync", "list"]).contains("Status: [Paused]"));
+
+    // Resume (by label selector) and flush: it syncs.
+    env.ok(&["sync", "resume", "--label-selector", "env in (dev,prod),team"]);
+    env.ok(&["sync", "flush", "--all"]);
+    assert_eq!(fs::read_to_string(env.path("beta/while-paused")).expect("synced"), "x");
+
+    // Conflicting edits show up with both sides' changes.
+    write(&env.path("alpha/README"), "alpha edit\n");
+    write(&env.path("beta/README"), "beta edit, longer\n");
+    env.ok(&["sync", "flush", "web"]);
+    let web = session(&env.sessions(), "web").clone();
+    let conflicts = web["conflicts"].as_array().expect("conflicts");
+    assert_eq!(conflicts.len(), 1, "{web}");
+    assert_eq!(conflicts[0]["root"], "README");
+    assert_eq!(conflicts[0]["alphaChanges"][0]["path"], "README");
+    assert_eq!(conflicts[0]["alphaChanges"][0]["new"]["kind"], "file");
+    assert_eq!(conflicts[0]["betaChanges"][0]["old"]["kind"], "file");
+    let list = env.ok(&["sync", "list"]);
+    assert!(list.contains("Conflicts: 1") && list.contains("(alpha) README (File ("), "{list}");
+    assert_eq!(fs::read_to_string(env.path("beta/README")).expect("kept"), "beta edit, longer\n");
+
+    // Resolve by hand; reset forgets the ancestor and the next cycle agrees again.
+    write(&env.path("beta/README"), "alpha edit\n");
+    env.ok(&["sync", "reset", "web"]);
+    env.ok(&["sync", "flush", "web"]);
+    let web = session(&env.sessions(), "web").clone();
+    assert_eq!(web["conflicts"], Value::Array(Vec::new()), "{web}");
+    assert_eq!(read_tree(&env.path("beta")), read_tree(&env.path("alpha")));
+
+    // History: the audit trail of all of the above, oldest first.
+    let history = env.ok(&["sync", "history", "web"]);
+    let kinds = ["created", "scan-completed", "staged", "transition-applied", "ancestor-updated",
+        "paused", "resumed", "flush-requested", "conflicts-recorded", "reset", "checkpoint"];
+    for kind in kinds {
+        assert!(history.contains(kind), "{kind} in\n{history}");
+    }
+    assert!(history.contains("+ while-paused (<non-existent> -> File ("), "{history}");
+    let records: Vec<Value> = serde_json::from_str(&env.ok(&["sync", "history", "web", "--json"])).expect("json");
+    assert_eq!(records[0]["kind"], "created");
+    assert_eq!(records[0]["labels"]["env"], "dev");
+    let positions: Vec<usize> = ["paused", "resumed", "reset"]
+        .iter()
+        .map(|kind| records.iter().position(|r| r["kind"] == *kind).expect(kind))
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    let limited: Vec<Value> = serde_json::from_str(&env.ok(&["sync", "history", "web", "--json", "--limit", "3"])).expect("json");
+    assert_eq!(limited.len(), 3);
+    assert_eq!(limited[2], records[records.len() - 1]);
+    let future: Vec<Value> = serde_json::from_str(&env.ok(&["sync", "history", "web", "--json", "--since", "2999-01-01T00:00:00Z"])).expect("json");
+    assert!(future.is_empty());
+
+    // Terminate: gone from the list, files untouched, history still readable.
+    env.ok(&["sync", "terminate", "web"]);
+    assert!(env.sessions().is_empty());
+    assert!(env.ok(&["sync", "list"]).contains("No synchronization sessions found"));
+    assert_eq!(read_tree(&env.path("beta")), read_tree(&env.path("alpha")));
+    assert!(env.ok(&["sync", "history", &identifier]).contains("terminated"));
+    env.fails(&["sync", "flush", "web"], "specification \"web\" did not match any sessions");
+}
+
+#[test]
+fn sessions_survive_a_daemon_restart_with_their_configuration() {
+    let env = DaemonEnv::new();
+    write(&env.path("alpha/a"), "a");
+    env.ok(&["sync", "create", "alpha", "beta", "-n", "keep", "-l", "k=v", "--mode", "one-way-replica", "-i", "*.log"]);
+    env.ok(&["sync", "create", "alpha", "other", "-n", "idle", "--paused"]);
+    env.ok(&["sync", "flush", "keep"]);
+    env.ok(&["daemon", "stop"]);
+    assert!(!env.data().join("daemon/daemon.sock").exists());
+    write(&env.path("alpha/b"), "b");
+    write(&env.path("alpha/skip.log"), "ignored");
+    // The next command starts the daemon again, which replays both sessions.
+    let before = env.ok(&["daemon", "start"]);
+    assert!(before.contains("Started"), "{before}");
+    env.ok(&["sync", "flush", "keep"]);
+    let sessions = env.sessions();
+    let keep = session(&sessions, "keep");
+    assert_eq!(keep["mode"], "one-way-replica");
+    assert_eq!(keep["labels"]["k"], "v");
+    assert_eq!(keep["ignore"]["paths"][0], "*.log");
+    assert_eq!(session(&sessions, "idle")["paused"], true);
+    assert_eq!(fs::read_to_string(env.path("beta/b")).expect("synced after restart"), "b");
+    assert!(!env.path("beta/skip.log").exists());
+    assert!(!env.path("other").exists(), "a paused session stays paused across restarts");
+    // Creation order is kept.
+    assert_eq!(sessions[0]["name"], "keep");
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let env = DaemonEnv::new();
+    env.ok(&["sync", "create", "alpha", "beta", "--name", "web", "--paused"]);
+    let cases: &[(&[&str], &str)] = &[
+        (&["sync", "create", "alpha", "host:/srv"], "invalid endpoint url \"host:/srv\": ssh endpoints"),
+        (&["sync", "create", "docker://box/app", "beta"], "docker endpoints"),
+        (&["sync", "create", "alpha", "alpha/inner"], "overlap"),
+        (&["sync", "create", "alpha", "beta", "--name", "2fast"], "invalid session name \"2fast\""),
+        (&["sync", "create", "alpha", "beta", "--name", "a_b"], "invalid session name \"a_b\""),
+        (&["sync", "create", "alpha", "beta", "-l", "bad_=x"], "invalid label \"bad_=x\""),
+        (&["sync", "create", "alpha", "beta", "--watch-mode", "sometimes"], "unknown watch mode \"sometimes\""),
+        (&["sync", "create", "alpha", "beta", "--watch-polling-interval", "0"], "at least 1 second"),
+        (&["sync", "pause", "nope"], "specification \"nope\" did not match any sessions"),
+        (&["sync", "pause", "web", "--all"], "use only one of"),
+        (&["sync", "pause"], "no sessions selected"),
+        (&["sync", "pause", "--label-selector", "env in (a"], "invalid label selector \"env in (a\""),
+        (&["sync", "pause", "--label-selector", "env=prod"], "label selector \"env=prod\" did not match any sessions"),
+        (&["sync", "list", "--template", "{{ .Name }}"], "unsupported template"),
+        (&["sync", "history", "nope"], "did not match any sessions"),
+        (&["sync", "history", "web", "--since", "yesterday-ish"], "invalid --since \"yesterday-ish\""),
+        (&["sync", "flush", "web"], "paused"),
+    ];
+    for (args, message) in cases {
+        env.fails(args, message);
+    }
+    assert!(!env.path("beta").exists(), "a failed command created beta");
+    assert_eq!(env.sessions().len(), 1, "a failed create left a session behind");
+    env.ok(&["daemon", "stop"]);
+
+    // With autostart disabled and no daemon, commands say how to start it.
+    let run = env.command(&["sync", "list"]).env("MUTAGEN_DISABLE_AUTOSTART", "1").output().expect("run");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(stderr.contains("unable to reach the daemon") && stderr.contains("mutagen daemon start"), "{stderr}");
+    env.fails(&["daemon", "status"], "the daemon is not running");
+}
+
+#[test]
+fn one_daemon_per_user_and_only_the_owner_reaches_it() {
+    let env = DaemonEnv::new();
+    let started = env.ok(&["daemon", "start"]);
+    assert!(started.contains("Started Mutagen daemon (pid"), "{started}");
+    assert!(env.ok(&["daemon", "start"]).contains("already running"));
+    assert!(env.ok(&["daemon", "status"]).contains("Daemon running: pid"));
+
+    // A second daemon in the foreground refuses to start and leaves the first one working.
+    env.fails(&["daemon", "run"], "another daemon (pid");
+    assert!(env.ok(&["daemon", "status"]).contains("Daemon running"));
+
+    // The directories are 0700 and the socket 0600.
+    let mode = |path: &std::path::Path| fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&env.data()), 0o700);
+    assert_eq!(mode(&env.data().join("daemon")), 0o700);
+    assert_eq!(mode(&env.data().join("daemon/daemon.sock")), 0o600);
+
+    // Another user cannot connect (when the test can become one: root with setpriv).
+    let is_root = rustix::process::geteuid().is_root();
+    let setpriv = std::path::Path::new("/usr/bin/setpriv").exists();
+    if is_root && setpriv {
+        let socket = env.data().join("daemon/daemon.sock");
+        let output = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_mutagen"))
+            .args(["daemon", "status"])
+            .env("MUTAGEN_DATA_DIRECTORY", env.data())
+            .output()
+            .expect("setpriv");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("Permission denied") || stderr.contains("permission denied"), "{stderr}");
+        assert!(socket.exists());
+    } else {
+        eprintln!("skipped the other-user connection check (needs root and setpriv)");
+    }
+    let stopped = env.ok(&["daemon", "stop"]);
+    assert!(stopped.contains("Stopped"), "{stopped}");
+    assert!(env.ok(&["daemon", "stop"]).contains("not running"));
+}
+
+#[test]
+fn a_corrupt_journal_stops_the_daemon_with_an_error_naming_the_session() {
+    let env = DaemonEnv::new();
+    let created = env.ok(&["sync", "create", "alpha", "beta", "--paused"]);
+    let identifier = created.trim().strip_prefix("Created session ").expect("id").to_owned();
+    env.ok(&["daemon", "stop"]);
+    {
+        let db = sled::open(env.data().join("journal")).expect("raw sled");
+        let tree = db.open_tree(format!("session/{identifier}")).expect("tree");
+        let mut key = vec![b'r'];
+        key.extend(0u64.to_be_bytes());
+        tree.insert(key, vec![1u8, 0xff, 0xff, 0xff]).expect("garble");
+        db.flush().expect("flush");
+    }
+    let run = env.run(&["daemon", "run"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains(&identifier), "{}", run.stderr);
+    assert!(run.stderr.contains(&env.data().join("journal").display().to_string()), "{}", run.stderr);
+    assert!(run.stderr.contains("is corrupt at record 0"), "{}", run.stderr);
+    // Autostart reports the same cause.
+    let run = env.run(&["sync", "list"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("is corrupt"), "{}", run.stderr);
+}
