@@ -24,12 +24,23 @@ fn a_session_goes_through_its_whole_lifecycle() {
     // Create (auto-starting the daemon), with a name and labels, in no-watch mode so that
     // only flushes cycle.
     let run = env.run(&[
-        "sync", "create", "alpha", "beta", "--name", "web", "-l", "env=dev", "-l", "team",
-        "--watch-mode", "no-watch",
+        "sync",
+        "create",
+        "alpha",
+        "beta",
+        "--name",
+        "web",
+        "-l",
+        "env=dev",
+        "-l",
+        "team",
+        "--watch-mode",
+        "no-watch",
     ]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("Started Mutagen daemon in background"), "{}", run.stderr);
-    let identifier = run.stdout.trim().strip_prefix("Created session ").expect("created").to_owned();
+    let identifier =
+        run.stdout.trim().strip_prefix("Created session ").expect("created").to_owned();
     assert!(mutagen_session::is_identifier(&identifier), "{identifier}");
 
     // Flush waits for a complete cycle: the tree is on beta when it returns.
@@ -52,7 +63,10 @@ fn a_session_goes_through_its_whole_lifecycle() {
         let endpoint = &web[side];
         assert_eq!(endpoint["connected"], true, "{side}");
         assert_eq!(endpoint["scanned"], true, "{side}");
-        assert_eq!((endpoint["directories"].as_u64(), endpoint["files"].as_u64()), (Some(2), Some(2)));
+        assert_eq!(
+            (endpoint["directories"].as_u64(), endpoint["files"].as_u64()),
+            (Some(2), Some(2))
+        );
         assert_eq!(endpoint["symbolicLinks"], 0);
         assert_eq!(endpoint["totalFileSize"], 19);
         assert_eq!(endpoint["scanProblems"], Value::Array(Vec::new()));
@@ -60,13 +74,24 @@ fn a_session_goes_through_its_whole_lifecycle() {
     }
     assert!(web["alpha"]["url"].as_str().expect("url").ends_with("/alpha"));
     let template = env.ok(&["sync", "list", "--template", "{{ json . }}"]);
-    assert_eq!(serde_json::from_str::<Value>(&template).expect("json")[0]["identifier"], identifier.as_str());
+    assert_eq!(
+        serde_json::from_str::<Value>(&template).expect("json")[0]["identifier"],
+        identifier.as_str()
+    );
 
     // Human list.
     let list = env.ok(&["sync", "list", "--long"]);
-    for expected in ["Name: web", &format!("Identifier: {identifier}"), "env: dev", "team: <empty>",
-        "Synchronization mode: two-way-safe", "Watch mode: no-watch", "Connected: Yes",
-        "2 files (19 B)", "Status: Watching for changes"] {
+    for expected in [
+        "Name: web",
+        &format!("Identifier: {identifier}"),
+        "env: dev",
+        "team: <empty>",
+        "Synchronization mode: two-way-safe",
+        "Watch mode: no-watch",
+        "Connected: Yes",
+        "2 files (19 B)",
+        "Status: Watching for changes",
+    ] {
         assert!(list.contains(expected), "{expected:?} in\n{list}");
     }
 
@@ -108,13 +133,25 @@ fn a_session_goes_through_its_whole_lifecycle() {
 
     // History: the audit trail of all of the above, oldest first.
     let history = env.ok(&["sync", "history", "web"]);
-    let kinds = ["created", "scan-completed", "staged", "transition-applied", "ancestor-updated",
-        "paused", "resumed", "flush-requested", "conflicts-recorded", "reset", "checkpoint"];
+    let kinds = [
+        "created",
+        "scan-completed",
+        "staged",
+        "transition-applied",
+        "ancestor-updated",
+        "paused",
+        "resumed",
+        "flush-requested",
+        "conflicts-recorded",
+        "reset",
+        "checkpoint",
+    ];
     for kind in kinds {
         assert!(history.contains(kind), "{kind} in\n{history}");
     }
     assert!(history.contains("+ while-paused (<non-existent> -> File ("), "{history}");
-    let records: Vec<Value> = serde_json::from_str(&env.ok(&["sync", "history", "web", "--json"])).expect("json");
+    let records: Vec<Value> =
+        serde_json::from_str(&env.ok(&["sync", "history", "web", "--json"])).expect("json");
     assert_eq!(records[0]["kind"], "created");
     assert_eq!(records[0]["labels"]["env"], "dev");
     let positions: Vec<usize> = ["paused", "resumed", "reset"]
@@ -122,10 +159,20 @@ fn a_session_goes_through_its_whole_lifecycle() {
         .map(|kind| records.iter().position(|r| r["kind"] == *kind).expect(kind))
         .collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
-    let limited: Vec<Value> = serde_json::from_str(&env.ok(&["sync", "history", "web", "--json", "--limit", "3"])).expect("json");
+    let limited: Vec<Value> =
+        serde_json::from_str(&env.ok(&["sync", "history", "web", "--json", "--limit", "3"]))
+            .expect("json");
     assert_eq!(limited.len(), 3);
     assert_eq!(limited[2], records[records.len() - 1]);
-    let future: Vec<Value> = serde_json::from_str(&env.ok(&["sync", "history", "web", "--json", "--since", "2999-01-01T00:00:00Z"])).expect("json");
+    let future: Vec<Value> = serde_json::from_str(&env.ok(&[
+        "sync",
+        "history",
+        "web",
+        "--json",
+        "--since",
+        "2999-01-01T00:00:00Z",
+    ]))
+    .expect("json");
     assert!(future.is_empty());
 
     // Terminate: gone from the list, files untouched, history still readable.
@@ -141,7 +188,20 @@ fn a_session_goes_through_its_whole_lifecycle() {
 fn sessions_survive_a_daemon_restart_with_their_configuration() {
     let env = DaemonEnv::new();
     write(&env.path("alpha/a"), "a");
-    env.ok(&["sync", "create", "alpha", "beta", "-n", "keep", "-l", "k=v", "--mode", "one-way-replica", "-i", "*.log"]);
+    env.ok(&[
+        "sync",
+        "create",
+        "alpha",
+        "beta",
+        "-n",
+        "keep",
+        "-l",
+        "k=v",
+        "--mode",
+        "one-way-replica",
+        "-i",
+        "*.log",
+    ]);
     env.ok(&["sync", "create", "alpha", "other", "-n", "idle", "--paused"]);
     env.ok(&["sync", "flush", "keep"]);
     env.ok(&["daemon", "stop"]);
@@ -170,22 +230,40 @@ fn bad_input_gets_clear_errors() {
     let env = DaemonEnv::new();
     env.ok(&["sync", "create", "alpha", "beta", "--name", "web", "--paused"]);
     let cases: &[(&[&str], &str)] = &[
-        (&["sync", "create", "alpha", "host:/srv"], "invalid endpoint url \"host:/srv\": ssh endpoints"),
+        (
+            &["sync", "create", "alpha", "host:/srv"],
+            "invalid endpoint url \"host:/srv\": ssh endpoints",
+        ),
         (&["sync", "create", "docker://box/app", "beta"], "docker endpoints"),
         (&["sync", "create", "alpha", "alpha/inner"], "overlap"),
         (&["sync", "create", "alpha", "beta", "--name", "2fast"], "invalid session name \"2fast\""),
         (&["sync", "create", "alpha", "beta", "--name", "a_b"], "invalid session name \"a_b\""),
         (&["sync", "create", "alpha", "beta", "-l", "bad_=x"], "invalid label \"bad_=x\""),
-        (&["sync", "create", "alpha", "beta", "--watch-mode", "sometimes"], "unknown watch mode \"sometimes\""),
-        (&["sync", "create", "alpha", "beta", "--watch-polling-interval", "0"], "at least 1 second"),
+        (
+            &["sync", "create", "alpha", "beta", "--watch-mode", "sometimes"],
+            "unknown watch mode \"sometimes\"",
+        ),
+        (
+            &["sync", "create", "alpha", "beta", "--watch-polling-interval", "0"],
+            "at least 1 second",
+        ),
         (&["sync", "pause", "nope"], "specification \"nope\" did not match any sessions"),
         (&["sync", "pause", "web", "--all"], "use only one of"),
         (&["sync", "pause"], "no sessions selected"),
-        (&["sync", "pause", "--label-selector", "env in (a"], "invalid label selector \"env in (a\""),
-        (&["sync", "pause", "--label-selector", "env=prod"], "label selector \"env=prod\" did not match any sessions"),
+        (
+            &["sync", "pause", "--label-selector", "env in (a"],
+            "invalid label selector \"env in (a\"",
+        ),
+        (
+            &["sync", "pause", "--label-selector", "env=prod"],
+            "label selector \"env=prod\" did not match any sessions",
+        ),
         (&["sync", "list", "--template", "{{ .Name }}"], "unsupported template"),
         (&["sync", "history", "nope"], "did not match any sessions"),
-        (&["sync", "history", "web", "--since", "yesterday-ish"], "invalid --since \"yesterday-ish\""),
+        (
+            &["sync", "history", "web", "--since", "yesterday-ish"],
+            "invalid --since \"yesterday-ish\"",
+        ),
         (&["sync", "flush", "web"], "paused"),
     ];
     for (args, message) in cases {
@@ -196,10 +274,14 @@ fn bad_input_gets_clear_errors() {
     env.ok(&["daemon", "stop"]);
 
     // With autostart disabled and no daemon, commands say how to start it.
-    let run = env.command(&["sync", "list"]).env("MUTAGEN_DISABLE_AUTOSTART", "1").output().expect("run");
+    let run =
+        env.command(&["sync", "list"]).env("MUTAGEN_DISABLE_AUTOSTART", "1").output().expect("run");
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1));
-    assert!(stderr.contains("unable to reach the daemon") && stderr.contains("mutagen daemon start"), "{stderr}");
+    assert!(
+        stderr.contains("unable to reach the daemon") && stderr.contains("mutagen daemon start"),
+        "{stderr}"
+    );
     env.fails(&["daemon", "status"], "the daemon is not running");
 }
 
@@ -216,7 +298,8 @@ fn one_daemon_per_user_and_only_the_owner_reaches_it() {
     assert!(env.ok(&["daemon", "status"]).contains("Daemon running"));
 
     // The directories are 0700 and the socket 0600.
-    let mode = |path: &std::path::Path| fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
+    let mode =
+        |path: &std::path::Path| fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
     assert_eq!(mode(&env.data()), 0o700);
     assert_eq!(mode(&env.data().join("daemon")), 0o700);
     assert_eq!(mode(&env.data().join("daemon/daemon.sock")), 0o600);
@@ -235,7 +318,10 @@ fn one_daemon_per_user_and_only_the_owner_reaches_it() {
             .expect("setpriv");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{stderr}");
-        assert!(stderr.contains("Permission denied") || stderr.contains("permission denied"), "{stderr}");
+        assert!(
+            stderr.contains("Permission denied") || stderr.contains("permission denied"),
+            "{stderr}"
+        );
         assert!(socket.exists());
     } else {
         eprintln!("skipped the other-user connection check (needs root and setpriv)");
@@ -262,7 +348,11 @@ fn a_corrupt_journal_stops_the_daemon_with_an_error_naming_the_session() {
     let run = env.run(&["daemon", "run"]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains(&identifier), "{}", run.stderr);
-    assert!(run.stderr.contains(&env.data().join("journal").display().to_string()), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&env.data().join("journal").display().to_string()),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("is corrupt at record 0"), "{}", run.stderr);
     // Autostart reports the same cause.
     let run = env.run(&["sync", "list"]);
