@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`event`]: [`Record`] (time, cycle, [`Event`]) and its on-disk encoding: one format
 //!   version byte, then postcard. The disk format is independent of the daemon's wire format.
-//! - [`state`]: [`SessionState`] and the fold ([`SessionState::apply`]).
+//! - [`state`]: [`SessionState`] and the fold ([`SessionState::step`]).
 //! - [`store`]: [`Journal`] (one sled database) and [`SessionLog`] (one session's tree).
 //!
 //! # Invariants
