@@ -49,12 +49,13 @@ pub fn problem(problem: &Problem) -> Value {
     json!({"path": problem.path, "error": problem.error})
 }
 
-fn endpoint(endpoint: &EndpointInfo) -> Value {
+fn endpoint(info: &EndpointInfo) -> Value {
+    let endpoint = &info.state;
     json!({
         "protocol": "local",
-        "path": endpoint.url,
-        "url": endpoint.url,
-        "connected": endpoint.connected,
+        "path": info.url,
+        "url": info.url,
+        "connected": info.connected,
         "scanned": endpoint.scanned,
         "directories": endpoint.directories,
         "files": endpoint.files,

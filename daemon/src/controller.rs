@@ -148,13 +148,7 @@ fn describe(state: &SessionState, status: Status, connected: bool) -> SessionInf
     let side = |url: &str, side: &mutagen_journal::SideState| EndpointInfo {
         url: url.to_owned(),
         connected,
-        scanned: side.scanned,
-        directories: side.directories,
-        files: side.files,
-        symbolic_links: side.symbolic_links,
-        total_file_size: side.total_file_size,
-        scan_problems: side.scan_problems.clone(),
-        transition_problems: side.transition_problems.clone(),
+        state: side.clone(),
     };
     SessionInfo {
         identifier: state.identifier.clone(),
@@ -538,12 +532,15 @@ fn run_cycle(
             for (side, side_report) in [(Side::Alpha, &report.alpha), (Side::Beta, &report.beta)] {
                 let listed = if side == Side::Alpha { &mut guard.alpha } else { &mut guard.beta };
                 listed.connected = true;
-                listed.scanned = true;
-                listed.directories = side_report.directories;
-                listed.files = side_report.files;
-                listed.symbolic_links = side_report.symbolic_links;
-                listed.total_file_size = side_report.total_file_size;
-                listed.scan_problems.clone_from(&side_report.scan_problems);
+                listed.state = mutagen_journal::SideState {
+                    scanned: true,
+                    directories: side_report.directories,
+                    files: side_report.files,
+                    symbolic_links: side_report.symbolic_links,
+                    total_file_size: side_report.total_file_size,
+                    scan_problems: side_report.scan_problems.clone(),
+                    transition_problems: std::mem::take(&mut listed.state.transition_problems),
+                };
                 let event = Event::ScanCompleted {
                     side,
                     directories: side_report.directories,

@@ -10,8 +10,8 @@
 //! This wire format is independent of the journal's disk format.
 
 use mutagen_endpoint::{Side, StagingProgress};
-use mutagen_journal::Record;
-use mutagen_reconcile::{Conflict, Problem};
+use mutagen_journal::{Record, SideState};
+use mutagen_reconcile::Conflict;
 use mutagen_session::{Configuration, Labels, SessionSpec};
 use serde::{Deserialize, Serialize};
 
@@ -204,20 +204,8 @@ pub struct EndpointInfo {
     pub url: String,
     /// Whether the endpoint is connected.
     pub connected: bool,
-    /// Whether a scan completed.
-    pub scanned: bool,
-    /// Directories in the latest scan.
-    pub directories: u64,
-    /// Files in the latest scan.
-    pub files: u64,
-    /// Symbolic links in the latest scan.
-    pub symbolic_links: u64,
-    /// Bytes in files.
-    pub total_file_size: u64,
-    /// Problems of the latest scan.
-    pub scan_problems: Vec<Problem>,
-    /// Problems of the latest transition.
-    pub transition_problems: Vec<Problem>,
+    /// The latest scan's counts and problems, and the latest transition's problems.
+    pub state: SideState,
 }
 
 /// A session, as listed.

@@ -139,6 +139,7 @@ fn endpoint(out: &mut String, title: &str, endpoint: &EndpointInfo, long: bool) 
         endpoint.url,
         yes(endpoint.connected)
     ));
+    let endpoint = &endpoint.state;
     if endpoint.scanned {
         out.push_str(&format!(
             "\tSynchronizable contents:\n\t\t{}\n\t\t{} ({})\n\t\t{}\n",
@@ -238,7 +239,7 @@ fn status_line(session: &SessionInfo) -> String {
     }
     let problems = [&session.alpha, &session.beta]
         .iter()
-        .any(|e| !e.scan_problems.is_empty() || !e.transition_problems.is_empty());
+        .any(|e| !e.state.scan_problems.is_empty() || !e.state.transition_problems.is_empty());
     if problems {
         line.push_str("[!] ");
     }
