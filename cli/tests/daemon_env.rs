@@ -54,7 +54,10 @@ impl DaemonEnv {
     /// Runs and requires success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let run = self.run(args);
-        assert_eq!(run.code, 0, "{args:?}: {}{}", run.stdout, run.stderr);
+        if run.code != 0 {
+            let log = fs::read_to_string(self.data().join("daemon/daemon.log")).unwrap_or_default();
+            panic!("{args:?} failed: {}{}\ndaemon log:\n{log}", run.stdout, run.stderr);
+        }
         run.stdout
     }
 
@@ -82,15 +85,17 @@ impl DaemonEnv {
         let pid = self.pid().expect("daemon pid");
         let status = Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
         assert!(status.success());
-        // Wait until the process is gone (the lock is released with it).
+        // Wait until every thread is gone: the leader turns zombie before the other threads
+        // have closed the process's files, so wait for the lock it held to be free instead.
+        let lock = fs::File::open(self.data().join("daemon/daemon.lock")).expect("lock file");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if stat.contains(") Z ") {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        while rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "daemon {pid} still holds its lock");
+            std::thread::sleep(Duration::from_millis(5));
         }
+        let _ = rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock);
     }
 }
 
