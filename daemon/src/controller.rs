@@ -60,11 +60,11 @@ impl Engine {
     /// Appends a record and folds it into the state.
     fn record(&mut self, event: Event) -> Result<(), JournalError> {
         let record = Record::now(self.state.cycle, event);
-        self.log.append(&record)?;
+        let number = self.log.append(&record)?;
         SessionState::step_applied(&mut self.state, &record).map_err(|e| JournalError::Corrupt {
             session: self.state.identifier.clone(),
             directory: self.log.journal().directory().to_owned(),
-            record: 0,
+            record: number,
             detail: e.to_string(),
         })
     }
@@ -498,11 +498,11 @@ fn run_cycle(
     let mut write_error: Option<JournalError> = None;
     let mut append = |log: &mut SessionLog, state: &mut SessionState, event: Event| {
         let record = Record::now(state.cycle, event);
-        let result = log.append(&record).map(drop).and_then(|()| {
+        let result = log.append(&record).and_then(|number| {
             SessionState::step_applied(state, &record).map_err(|e| JournalError::Corrupt {
                 session: state.identifier.clone(),
                 directory: log.journal().directory().to_owned(),
-                record: 0,
+                record: number,
                 detail: e.to_string(),
             })
         });

@@ -101,55 +101,6 @@ impl SessionState {
     /// # Errors
     /// [`FoldError`] when the record cannot follow the state.
     pub fn step(state: &mut Option<SessionState>, record: &Record) -> Result<(), FoldError> {
-        SessionState::step_with(state, record, true)
-    }
-
-    /// Like [`SessionState::step`], except that an `AncestorUpdated` record only counts the
-    /// cycle: for a caller whose `ancestor` already holds the result (the synchronizer applied
-    /// and validated the delta), so that it is not applied twice.
-    ///
-    /// # Errors
-    /// [`FoldError`] when the record cannot follow the state.
-    pub fn step_applied(state: &mut SessionState, record: &Record) -> Result<(), FoldError> {
-        let mut wrapped = Some(std::mem::replace(state, SessionState::placeholder()));
-        let result = SessionState::step_with(&mut wrapped, record, false);
-        if let Some(updated) = wrapped {
-            *state = updated;
-        }
-        result
-    }
-
-    fn placeholder() -> SessionState {
-        SessionState {
-            identifier: String::new(),
-            creation_time: 0,
-            creating_version: String::new(),
-            spec: SessionSpec {
-                alpha: String::new(),
-                beta: String::new(),
-                name: String::new(),
-                labels: Default::default(),
-                paused: false,
-                configuration: Default::default(),
-            },
-            paused: false,
-            ancestor: None,
-            cycle: 0,
-            successful_cycles: 0,
-            halted: None,
-            last_error: None,
-            conflicts: Vec::new(),
-            alpha: SideState::default(),
-            beta: SideState::default(),
-            terminated: false,
-        }
-    }
-
-    fn step_with(
-        state: &mut Option<SessionState>,
-        record: &Record,
-        apply_ancestor: bool,
-    ) -> Result<(), FoldError> {
         match (&record.event, state.as_mut()) {
             (Event::Created { identifier, version, spec }, None) => {
                 *state = Some(SessionState {
@@ -178,7 +129,27 @@ impl SessionState {
             (event, None) => Err(FoldError::MissingCreation(event.kind())),
             (event, Some(state)) => {
                 state.cycle = state.cycle.max(record.cycle);
-                state.apply(event, apply_ancestor)
+                state.apply(event, true)
+            }
+        }
+    }
+
+    /// Like [`SessionState::step`], except that an `AncestorUpdated` record only counts the
+    /// cycle: for a caller whose `ancestor` already holds the result (the synchronizer applied
+    /// and validated the delta), so that it is not applied twice.
+    ///
+    /// # Errors
+    /// [`FoldError`] when the record cannot follow the state.
+    pub fn step_applied(state: &mut SessionState, record: &Record) -> Result<(), FoldError> {
+        match &record.event {
+            Event::Created { .. } => Err(FoldError::CreatedTwice),
+            Event::Checkpoint(checkpoint) => {
+                *state = (**checkpoint).clone();
+                Ok(())
+            }
+            event => {
+                state.cycle = state.cycle.max(record.cycle);
+                state.apply(event, false)
             }
         }
     }
