@@ -63,6 +63,7 @@ fn endpoint(info: &EndpointInfo) -> Value {
         "totalFileSize": endpoint.total_file_size,
         "scanProblems": endpoint.scan_problems.iter().map(problem).collect::<Vec<_>>(),
         "transitionProblems": endpoint.transition_problems.iter().map(problem).collect::<Vec<_>>(),
+        "watchProblem": info.watch_problem,
     })
 }
 

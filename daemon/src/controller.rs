@@ -10,7 +10,7 @@
 //!   conflicts and problems) is not journaled: it is a poll, not a cycle.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mutagen_endpoint::{
     CycleReport, Endpoint, Ignorer, LocalEndpoint, LocalOptions, Phase, Progress, ScanOptions,
@@ -119,6 +119,7 @@ pub fn spawn(
         journal_next: true,
         failures: 0,
         cycles_since_compaction: 0,
+        watch_problems: [None, None],
     };
     tokio::spawn(controller.run());
     Ok(Handle { identifier, info, commands: sender })
@@ -136,6 +137,7 @@ fn endpoint(
     options.scan =
         ScanOptions { symlink_mode: configuration.symlink_mode, ignorer: Arc::new(ignorer) };
     options.read_only = side == Side::Alpha && !configuration.mode.is_bidirectional();
+    options.watch = configuration.watch_mode == WatchMode::Portable;
     let root = match side {
         Side::Alpha => &state.spec.alpha,
         Side::Beta => &state.spec.beta,
@@ -149,6 +151,7 @@ fn describe(state: &SessionState, status: Status, connected: bool) -> SessionInf
         url: url.to_owned(),
         connected,
         state: side.clone(),
+        watch_problem: None,
     };
     SessionInfo {
         identifier: state.identifier.clone(),
@@ -195,7 +198,33 @@ struct Controller {
     journal_next: bool,
     failures: u32,
     cycles_since_compaction: u64,
+    /// The endpoints' watch problems, as last published (alpha, beta).
+    watch_problems: [Option<String>; 2],
 }
+
+/// How the controller waits between cycles.
+enum Waiting {
+    /// For a command only.
+    Commands,
+    /// For a command, or until the delay passed (then cycle).
+    Delay(Duration),
+    /// For a command, or for the endpoints to report a change (checked at least at the
+    /// interval).
+    Changes(Duration),
+}
+
+/// What ended a wait for changes.
+enum Waited {
+    /// A command (`None`: the manager is gone).
+    Command(Option<Command>),
+    /// An endpoint changed.
+    Changed,
+    /// Checking an endpoint failed.
+    Failed(String),
+}
+
+/// How long a burst of events may go on before it is looked at.
+const COALESCE: Duration = Duration::from_millis(10);
 
 /// Whether the controller goes on.
 #[derive(PartialEq, Eq)]
@@ -215,6 +244,8 @@ impl Controller {
         if let Some(state) = self.state() {
             let connected = !state.paused;
             let mut described = describe(state, status, connected);
+            described.alpha.watch_problem = self.watch_problems[0].clone();
+            described.beta.watch_problem = self.watch_problems[1].clone();
             let mut guard = lock(&self.info);
             described.staging = guard
                 .staging
@@ -268,13 +299,24 @@ impl Controller {
             if status != self.status {
                 self.publish(status);
             }
-            let delay = self.delay(blocked);
-            let command = match delay {
-                Some(delay) => tokio::select! {
+            let command = match self.waiting(blocked) {
+                Waiting::Commands => self.commands.recv().await,
+                Waiting::Delay(delay) => tokio::select! {
                     command = self.commands.recv() => command,
                     () = tokio::time::sleep(delay) => { wake = true; continue; }
                 },
-                None => self.commands.recv().await,
+                Waiting::Changes(interval) => match self.wait_for_changes(interval).await {
+                    Waited::Command(command) => command,
+                    Waited::Changed => {
+                        wake = true;
+                        continue;
+                    }
+                    Waited::Failed(message) => {
+                        tracing::warn!("checking for changes failed: {message}");
+                        self.failures += 1;
+                        continue;
+                    }
+                },
             };
             match command {
                 Some(command) => {
@@ -287,22 +329,79 @@ impl Controller {
         }
     }
 
-    /// How long to wait for a command before the next cycle (`None`: only a command).
-    fn delay(&self, blocked: bool) -> Option<Duration> {
-        let configuration = &self.state()?.spec.configuration;
+    /// How to wait before the next cycle.
+    fn waiting(&self, blocked: bool) -> Waiting {
+        let Some(state) = self.state() else { return Waiting::Commands };
         if blocked {
-            return None;
+            return Waiting::Commands;
         }
         if self.failures > 0 {
             let backoff = Duration::from_secs(1 << self.failures.min(4));
-            return Some(backoff.min(MAX_BACKOFF));
+            return Waiting::Delay(backoff.min(MAX_BACKOFF));
         }
+        let configuration = &state.spec.configuration;
+        let interval = Duration::from_secs(u64::from(configuration.watch_polling_interval.max(1)));
         match configuration.watch_mode {
-            WatchMode::NoWatch => None,
-            WatchMode::Portable | WatchMode::ForcePoll => {
-                Some(Duration::from_secs(u64::from(configuration.watch_polling_interval)))
+            WatchMode::NoWatch => Waiting::Commands,
+            WatchMode::Portable | WatchMode::ForcePoll => Waiting::Changes(interval),
+        }
+    }
+
+    /// Waits on a blocking thread for the endpoints to change, until a command arrives.
+    async fn wait_for_changes(&mut self, interval: Duration) -> Waited {
+        let Some(mut engine) = self.engine.take() else { return Waited::Command(None) };
+        let (interrupt, interrupted) = crossbeam_channel::bounded(1);
+        let mut task = tokio::task::spawn_blocking(move || {
+            let result = watch_for_changes(&mut engine, &interrupted, interval);
+            (engine, result)
+        });
+        let (command, joined) = tokio::select! {
+            command = self.commands.recv() => {
+                let _ = interrupt.send(());
+                (Some(command), (&mut task).await)
+            }
+            joined = &mut task => (None, joined),
+        };
+        match joined {
+            Ok((engine, result)) => {
+                self.engine = Some(engine);
+                self.note_watch_problems();
+                match (command, result) {
+                    (Some(command), _) => Waited::Command(command),
+                    (None, Ok(())) => Waited::Changed,
+                    (None, Err(message)) => Waited::Failed(message),
+                }
+            }
+            Err(error) => {
+                tracing::error!("session controller failed: {error}");
+                let mut guard = lock(&self.info);
+                guard.status = Status::Disconnected;
+                guard.last_error = Some(format!("internal error: {error}; restart the daemon"));
+                Waited::Command(None)
             }
         }
+    }
+
+    /// Publishes the endpoints' watch problems when they changed, logging each change once.
+    fn note_watch_problems(&mut self) {
+        let Some(engine) = &self.engine else { return };
+        let now = [engine.alpha.watch_problem(), engine.beta.watch_problem()];
+        if now == self.watch_problems {
+            return;
+        }
+        let sides = ["alpha", "beta"].into_iter().zip(self.watch_problems.iter().zip(&now));
+        for (side, (before, after)) in sides {
+            match (before, after) {
+                (_, Some(problem)) if before.as_ref() != Some(problem) => {
+                    tracing::warn!("{side}: watching degraded to full rescans: {problem}");
+                }
+                (Some(_), None) => tracing::info!("{side}: native watching restored"),
+                _ => {}
+            }
+        }
+        self.watch_problems = now;
+        let status = self.status;
+        self.publish(status);
     }
 
     /// Runs `work` on the engine on a blocking thread.
@@ -319,6 +418,7 @@ impl Controller {
         match joined {
             Ok((engine, result)) => {
                 self.engine = Some(engine);
+                self.note_watch_problems();
                 Some(result)
             }
             Err(error) => {
@@ -475,6 +575,56 @@ impl Controller {
         }
         let status = self.idle_status();
         self.publish(status);
+    }
+}
+
+/// Waits until an endpoint reports a change, checking each one when its watcher wakes it
+/// (after letting a burst of events settle) and all of them at every `interval`. Also returns
+/// (`Ok`) when `interrupt` receives a message; `Err` when a check fails.
+fn watch_for_changes(
+    engine: &mut Engine,
+    interrupt: &crossbeam_channel::Receiver<()>,
+    interval: Duration,
+) -> Result<(), String> {
+    let check =
+        |endpoint: &mut LocalEndpoint| endpoint.check().map_err(|error| render_error(&error));
+    let mut deadline = Instant::now() + interval;
+    loop {
+        let (alpha, beta) = (engine.alpha.wakeups(), engine.beta.wakeups());
+        let mut select = crossbeam_channel::Select::new();
+        let interrupted = select.recv(interrupt);
+        let alpha_index = alpha.as_ref().map(|wakeups| select.recv(wakeups));
+        if let Some(wakeups) = &beta {
+            select.recv(wakeups);
+        }
+        let Ok(operation) = select.select_deadline(deadline) else {
+            // Both are checked: a polling endpoint rescans either way.
+            let changed = check(&mut engine.alpha)? | check(&mut engine.beta)?;
+            if changed {
+                return Ok(());
+            }
+            deadline = Instant::now() + interval;
+            continue;
+        };
+        let index = operation.index();
+        if index == interrupted {
+            let _ = operation.recv(interrupt);
+            return Ok(());
+        }
+        let (endpoint, wakeups) = if Some(index) == alpha_index {
+            (&mut engine.alpha, &alpha)
+        } else {
+            (&mut engine.beta, &beta)
+        };
+        if let Some(wakeups) = wakeups {
+            let _ = operation.recv(wakeups);
+        }
+        if interrupt.recv_timeout(COALESCE).is_ok() {
+            return Ok(());
+        }
+        if check(endpoint)? {
+            return Ok(());
+        }
     }
 }
 

@@ -206,6 +206,9 @@ pub struct EndpointInfo {
     pub connected: bool,
     /// The latest scan's counts and problems, and the latest transition's problems.
     pub state: SideState,
+    /// Why changes on this endpoint are found by full rescans instead of its native watch
+    /// (portable watch mode only).
+    pub watch_problem: Option<String>,
 }
 
 /// A session, as listed.

@@ -4,8 +4,6 @@
 //! SSH or in a container) implements the same trait by sending one request message per call and
 //! reading the response, so the controller never knows where an endpoint lives.
 
-use std::time::Duration;
-
 use mutagen_reconcile::{Change, Digest, Entry, Problem};
 
 use crate::rsync::Signature;
@@ -146,12 +144,25 @@ pub type EndpointResult<T> = Result<T, EndpointError>;
 ///   threads at once.
 /// - `stage` and `transition` require a `scan` since the previous `transition`: they compare
 ///   against that scan.
-/// - `poll` blocks until the content probably changed or `timeout` passed.
+/// - A watching endpoint announces possible changes on its [`Endpoint::wakeups`] channel; the
+///   controller then asks [`Endpoint::check`] whether something really changed. Endpoints
+///   without a channel are checked periodically.
 /// - After an `Err`, only `shutdown` is meaningful; the controller reconnects.
 pub trait Endpoint: Send {
-    /// Blocks until the root's content may have changed since the last scan, or until
-    /// `timeout` elapsed; returns whether a change was seen.
-    fn poll(&mut self, timeout: Duration) -> EndpointResult<bool>;
+    /// Returns a channel that receives a message when the root's content may have changed
+    /// (a watcher saw events); `None` when the endpoint must be checked periodically.
+    fn wakeups(&self) -> Option<crossbeam_channel::Receiver<()>> {
+        None
+    }
+
+    /// Returns whether the root's content changed since the last `scan`: a watching endpoint
+    /// rescans what its watcher reported, others rescan everything.
+    fn check(&mut self) -> EndpointResult<bool>;
+
+    /// Describes a degraded watch (why changes are found by full rescans), if there is one.
+    fn watch_problem(&self) -> Option<String> {
+        None
+    }
 
     /// Scans the root.
     fn scan(&mut self) -> EndpointResult<Snapshot>;

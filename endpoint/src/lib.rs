@@ -36,6 +36,7 @@ pub mod scan;
 pub mod staging;
 pub mod synchronizer;
 pub mod transition;
+pub mod watch;
 
 mod fsutil;
 

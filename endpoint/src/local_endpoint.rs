@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mutagen_reconcile::{Change, Digest, Entry};
+use mutagen_reconcile::{Change, Entry, apply_change, join_path};
 
 use crate::endpoint::{
     Endpoint, EndpointError, EndpointResult, Snapshot, StageRequest, TransitionResult, Transmission,
@@ -15,6 +15,7 @@ use crate::rsync::{self, Signature};
 use crate::scan::{self, Cache, ScanOptions};
 use crate::staging::Staging;
 use crate::transition::{self, Modes};
+use crate::watch::Watcher;
 
 /// Size of the chunks a local endpoint supplies.
 const CHUNK: usize = 1 << 20;
@@ -34,8 +35,9 @@ pub struct LocalOptions {
     pub read_only: bool,
     /// Permission bits for created files and directories.
     pub modes: Modes,
-    /// How often `poll` rescans.
-    pub poll_interval: Duration,
+    /// Watch the root natively and rescan only what changed (else every check is a full
+    /// rescan).
+    pub watch: bool,
     /// Files at least this large that already exist at a path are received as deltas against
     /// the existing file (`None`: always whole files).
     pub delta_minimum: Option<u64>,
@@ -49,7 +51,7 @@ impl LocalOptions {
             staging_directory,
             read_only: false,
             modes: Modes::default(),
-            poll_interval: Duration::from_secs(10),
+            watch: false,
             delta_minimum: Some(DELTA_MINIMUM),
         }
     }
@@ -65,13 +67,26 @@ pub struct LocalEndpoint {
     options: LocalOptions,
     /// Records of the most recent scan, used to skip hashing unchanged files.
     cache: Cache,
-    /// A fingerprint of the most recent `scan`'s content, for `poll` to compare with (a copy
-    /// of the tree would double the memory held per endpoint).
-    last_fingerprint: Option<Digest>,
+    /// The endpoint's view of the root: the latest scan, updated by rescans of what the
+    /// watcher reported and by this endpoint's own transitions. `None`: a full scan is needed.
+    view: Option<Snapshot>,
+    /// Whether `view` changed since the last `scan` handed it out.
+    changed: bool,
     /// Whether a scan happened since the last transition (so `cache` describes this cycle).
     scanned: bool,
     staging: Staging,
+    /// The native watch, when `options.watch` is set and it could be established.
+    watcher: Option<Watcher>,
+    /// Why the watch is degraded (full rescans), if it is.
+    watch_problem: Option<String>,
+    /// When the watch was last (re-)established or attempted.
+    watch_attempt: Option<Instant>,
+    /// Full scans done so far (the first one included).
+    full_scans: u64,
 }
+
+/// How long a failed watch waits before it is attempted again.
+const WATCH_RETRY: Duration = Duration::from_secs(10);
 
 impl LocalEndpoint {
     /// Returns an endpoint for `root` (which need not exist yet).
@@ -81,10 +96,122 @@ impl LocalEndpoint {
             root,
             options,
             cache: Cache::default(),
-            last_fingerprint: None,
+            view: None,
+            changed: false,
             scanned: false,
             staging,
+            watcher: None,
+            watch_problem: None,
+            watch_attempt: None,
+            full_scans: 0,
         }
+    }
+
+    /// Full scans done so far (the first one included); the others were accelerated.
+    pub fn full_scans(&self) -> u64 {
+        self.full_scans
+    }
+
+    /// Returns the native watcher, if one is running (tests use it to stall events).
+    #[doc(hidden)]
+    pub fn watcher(&self) -> Option<&Watcher> {
+        self.watcher.as_ref()
+    }
+
+    /// Starts the native watch if it is wanted and not running (at most every
+    /// [`WATCH_RETRY`] after a failure). A new watch invalidates the view: events from before
+    /// it are lost.
+    fn ensure_watcher(&mut self) {
+        if !self.options.watch || self.watcher.is_some() {
+            return;
+        }
+        if self.watch_attempt.is_some_and(|at| at.elapsed() < WATCH_RETRY) {
+            return;
+        }
+        self.watch_attempt = Some(Instant::now());
+        let barrier = self.options.staging_directory.with_extension("watch");
+        match Watcher::new(&self.root, &barrier) {
+            Ok(watcher) => {
+                self.watcher = Some(watcher);
+                self.watch_problem = None;
+            }
+            Err(problem) => self.watch_problem = Some(problem),
+        }
+        self.view = None;
+    }
+
+    /// Brings the view up to date: from the watcher's report when there is a trusted one,
+    /// else by a full scan. `barrier`: first wait for every event queued so far.
+    fn refresh(&mut self, barrier: bool) -> EndpointResult<()> {
+        self.ensure_watcher();
+        let Some(watcher) = &self.watcher else { return self.full_scan() };
+        if barrier {
+            watcher.barrier();
+        }
+        let pending = watcher.take();
+        if pending.rescan || pending.rewatch {
+            // Watches may be missing for directories whose events were lost.
+            if let Err(problem) = watcher.watch_root() {
+                self.watcher = None;
+                self.watch_problem = Some(problem);
+            } else {
+                self.watch_problem = pending.reason;
+            }
+            return self.full_scan();
+        }
+        if pending.dirty.is_empty() && self.view.is_some() {
+            return Ok(());
+        }
+        let previous = self.view.take().and_then(|view| view.content);
+        let rescanned = scan::rescan(
+            &self.root,
+            &self.options.scan,
+            previous,
+            &mut self.cache,
+            &pending.dirty,
+            &pending.created,
+            &|path| watcher.watch_directory(path),
+        );
+        match rescanned {
+            Some(rescan) => {
+                self.changed |= rescan.changed;
+                self.view = Some(rescan.snapshot);
+                self.watch_problem = None;
+                Ok(())
+            }
+            None => self.full_scan(),
+        }
+    }
+
+    /// Replaces the view with a full scan.
+    fn full_scan(&mut self) -> EndpointResult<()> {
+        let output = scan::scan(&self.root, &self.options.scan, &self.cache)?;
+        self.full_scans += 1;
+        self.cache = output.cache;
+        let previous = self.view.take().map(|view| view.content);
+        // No previous view: nothing to compare with, so assume a change.
+        self.changed |= previous.as_ref() != Some(&output.snapshot.content);
+        self.view = Some(output.snapshot);
+        Ok(())
+    }
+
+    /// Records a transition's results in the view, so that the events it caused find nothing
+    /// new; drops the cache records of files it removed.
+    fn apply_to_view(&mut self, changes: &[Change], results: &[Option<Entry>]) {
+        let Some(view) = &mut self.view else { return };
+        for (change, result) in changes.iter().zip(results) {
+            if let Some(old) = &change.old {
+                forget_removed(&mut self.cache, &change.path, old, result.as_ref());
+            }
+            if apply_change(&mut view.content, &change.path, result.clone()).is_err() {
+                self.view = None;
+                return;
+            }
+        }
+        *view = match view.content.take() {
+            Some(content) => scan::summarize(content, &self.cache),
+            None => Snapshot::default(),
+        };
     }
 
     /// Returns the root.
@@ -165,30 +292,24 @@ impl LocalEndpoint {
 }
 
 impl Endpoint for LocalEndpoint {
-    /// Rescans every `poll_interval` (reusing cached digests) until the content differs from
-    /// the last `scan`.
-    fn poll(&mut self, timeout: Duration) -> EndpointResult<bool> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(false);
-            }
-            std::thread::sleep(self.options.poll_interval.min(deadline - now));
-            let output = scan::scan(&self.root, &self.options.scan, &self.cache)?;
-            self.cache = output.cache;
-            if self.last_fingerprint != Some(fingerprint(output.snapshot.content.as_ref())) {
-                return Ok(true);
-            }
-        }
+    fn wakeups(&self) -> Option<crossbeam_channel::Receiver<()>> {
+        self.watcher.as_ref().map(Watcher::wakeups)
+    }
+
+    fn check(&mut self) -> EndpointResult<bool> {
+        self.refresh(false)?;
+        Ok(self.changed)
+    }
+
+    fn watch_problem(&self) -> Option<String> {
+        self.watch_problem.clone()
     }
 
     fn scan(&mut self) -> EndpointResult<Snapshot> {
-        let output = scan::scan(&self.root, &self.options.scan, &self.cache)?;
-        self.cache = output.cache;
-        self.last_fingerprint = Some(fingerprint(output.snapshot.content.as_ref()));
+        self.refresh(true)?;
+        self.changed = false;
         self.scanned = true;
-        Ok(output.snapshot)
+        Ok(self.view.clone().unwrap_or_default())
     }
 
     fn stage(&mut self, requests: Vec<StageRequest>) -> EndpointResult<Vec<StageRequest>> {
@@ -243,8 +364,9 @@ impl Endpoint for LocalEndpoint {
             &self.cache,
             &mut self.staging,
             self.options.modes,
-            changes,
+            changes.clone(),
         );
+        self.apply_to_view(&changes, &result.results);
         // Files placed from verified staged content need no hashing by the next scan.
         self.cache.records.extend(placed);
         self.staging.clear()?;
@@ -280,97 +402,72 @@ fn supply_delta(
     }
 }
 
-/// Returns a digest of a tree's structure and content: equal trees, equal fingerprints.
-fn fingerprint(content: Option<&Entry>) -> Digest {
-    fn feed_text(hasher: &mut blake3::Hasher, text: &str) {
-        hasher.update(&(text.len() as u64).to_le_bytes());
-        hasher.update(text.as_bytes());
-    }
-    fn feed(hasher: &mut blake3::Hasher, entry: &Entry) {
-        match entry {
-            Entry::Directory(children) => {
-                hasher.update(b"d");
-                hasher.update(&(children.len() as u64).to_le_bytes());
-                for (name, child) in children {
-                    feed_text(hasher, name);
-                    feed(hasher, child);
-                }
-            }
-            Entry::File { digest, executable } => {
-                hasher.update(b"f");
-                hasher.update(&digest.0);
-                hasher.update(&[u8::from(*executable)]);
-            }
-            Entry::SymbolicLink { target } => {
-                hasher.update(b"l");
-                feed_text(hasher, target);
-            }
-            Entry::Untracked => {
-                hasher.update(b"u");
-            }
-            Entry::Problematic { problem } => {
-                hasher.update(b"p");
-                feed_text(hasher, problem);
+/// Drops the cache records of the files under `path` in `old` that are not files in `now`.
+fn forget_removed(cache: &mut Cache, path: &str, old: &Entry, now: Option<&Entry>) {
+    match (old, now) {
+        (Entry::File { .. }, Some(Entry::File { .. })) => {}
+        (Entry::File { .. }, _) => {
+            cache.records.remove(path);
+        }
+        (Entry::Directory(children), now) => {
+            for (name, child) in children {
+                let now_child = match now {
+                    Some(Entry::Directory(now_children)) => now_children.get(name),
+                    _ => None,
+                };
+                forget_removed(cache, &join_path(path, name), child, now_child);
             }
         }
+        _ => {}
     }
-    let mut hasher = blake3::Hasher::new();
-    match content {
-        None => {
-            hasher.update(b"-");
-        }
-        Some(entry) => feed(&mut hasher, entry),
-    }
-    Digest(*hasher.finalize().as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
 
-    #[test]
-    fn fingerprints_tell_trees_apart() {
-        let file = |d: u8, x: bool| Entry::File { digest: Digest([d; 32]), executable: x };
-        let dir = |pairs: &[(&str, Entry)]| {
-            let children: BTreeMap<_, _> =
-                pairs.iter().map(|(n, e)| ((*n).to_owned(), e.clone())).collect();
-            Entry::Directory(children)
-        };
-        let trees = [
-            None,
-            Some(dir(&[])),
-            Some(dir(&[("a", file(1, false))])),
-            Some(dir(&[("a", file(1, true))])),
-            Some(dir(&[("b", file(1, false))])),
-            Some(dir(&[("a", dir(&[]))])),
-            Some(dir(&[("a", dir(&[])), ("b", dir(&[]))])),
-            Some(dir(&[("ab", dir(&[]))])),
-            Some(dir(&[("a", Entry::Untracked)])),
-            Some(dir(&[("a", Entry::SymbolicLink { target: "x".into() })])),
-            Some(dir(&[("a", Entry::Problematic { problem: "x".into() })])),
-        ];
-        let prints: Vec<Digest> = trees.iter().map(|t| fingerprint(t.as_ref())).collect();
-        for (i, a) in prints.iter().enumerate() {
-            for b in &prints[i + 1..] {
-                assert_ne!(a, b);
-            }
+    /// Waits for a watching endpoint's wakeup (a polling one has none) and checks.
+    fn changed_soon(endpoint: &mut LocalEndpoint) -> bool {
+        if let Some(wakeups) = endpoint.wakeups() {
+            let _ = wakeups.recv_timeout(Duration::from_secs(5));
         }
-        assert_eq!(fingerprint(trees[3].as_ref()), fingerprint(trees[3].clone().as_ref()));
+        endpoint.check().expect("check")
     }
 
     #[test]
-    fn poll_reports_a_change_and_times_out_without_one() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("root");
-        std::fs::create_dir(&root).expect("root");
-        let mut options = LocalOptions::new(dir.path().join("staging"));
-        options.poll_interval = Duration::from_millis(5);
-        let mut endpoint = LocalEndpoint::new(root.clone(), options);
-        endpoint.scan().expect("scan");
-        assert!(!endpoint.poll(Duration::from_millis(30)).expect("poll"), "nothing changed");
-        std::fs::write(root.join("new"), "x").expect("write");
-        assert!(endpoint.poll(Duration::from_secs(5)).expect("poll"), "change not seen");
+    fn check_reports_changes_but_not_the_endpoints_own_transitions() {
+        for watch in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let root = dir.path().join("root");
+            std::fs::create_dir(&root).expect("root");
+            let mut options = LocalOptions::new(dir.path().join("staging"));
+            options.watch = watch;
+            let mut endpoint = LocalEndpoint::new(root.clone(), options);
+            endpoint.scan().expect("scan");
+            assert_eq!(endpoint.watcher().is_some(), watch);
+            assert!(!endpoint.check().expect("check"), "nothing changed (watch: {watch})");
+
+            std::fs::write(root.join("new"), "x").expect("write");
+            assert!(changed_soon(&mut endpoint), "change not seen (watch: {watch})");
+            let snapshot = endpoint.scan().expect("scan");
+            assert_eq!(snapshot.files, 1);
+            assert!(!endpoint.check().expect("check"), "a scan resets the flag");
+
+            // Our own transition: a directory created by the endpoint.
+            let change = Change {
+                path: "made".into(),
+                old: None,
+                new: Some(Entry::Directory(Default::default())),
+            };
+            let result = endpoint.transition(vec![change]).expect("transition");
+            assert!(result.problems.is_empty(), "{:?}", result.problems);
+            assert!(root.join("made").is_dir());
+            if watch {
+                // Its events arrive, and the rescan they cause finds what the view expects.
+                let _ = endpoint.wakeups().expect("wakeups").recv_timeout(Duration::from_secs(5));
+            }
+            assert!(!endpoint.check().expect("check"), "own transition seen as a change");
+            assert_eq!(endpoint.scan().expect("scan").directories, 2);
+        }
     }
 }

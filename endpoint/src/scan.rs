@@ -10,7 +10,8 @@
 //! - Names starting with `.mutagen-temporary-` are ours and skipped.
 //! - Directories are walked in parallel (rayon), and files are hashed where they are found.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::CStr;
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -169,9 +170,207 @@ pub fn scan(root: &Path, options: &ScanOptions, previous: &Cache) -> EndpointRes
     Ok(ScanOutput { snapshot: summarize(content, &cache), cache })
 }
 
+/// The result of an accelerated rescan.
+#[derive(Debug)]
+pub struct Rescan {
+    /// The root's content now.
+    pub snapshot: Snapshot,
+    /// Whether it differs from the previous content.
+    pub changed: bool,
+}
+
+/// Rescans only the directories in `dirty` (root-relative, "" for the root), taking every
+/// other subtree from `previous` as it is, and updates `cache` to describe the new tree.
+///
+/// Directories at paths in `created` are read in full. `watch_new` is called with the
+/// absolute path of each directory read in full (it was not a directory in `previous`, or it
+/// is in `created`), before its contents are read. Returns `None` when an accelerated rescan cannot
+/// be done (the root is not a directory in `previous` or on disk): a full scan is needed.
+///
+/// # Invariant
+/// If `previous` was the tree on disk when the dirty directories started being recorded, and
+/// every directory whose listing or entries changed since is in `dirty`, the result equals
+/// what a full [`scan`] would return.
+pub fn rescan(
+    root: &Path,
+    options: &ScanOptions,
+    previous: Option<Entry>,
+    cache: &mut Cache,
+    dirty: &BTreeSet<String>,
+    created: &BTreeSet<String>,
+    watch_new: &dyn Fn(&Path),
+) -> Option<Rescan> {
+    let Some(Entry::Directory(children)) = previous else { return None };
+    let stat = rustix::fs::lstat(root).ok()?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::Directory {
+        return None;
+    }
+    let dir = fsutil::open_directory(CWD, root).ok()?;
+    let scanner =
+        Scanner { options, previous: cache, root_device: stat.st_dev, records: Mutex::default() };
+    let updater = Updater {
+        scanner: &scanner,
+        root,
+        dirty,
+        created,
+        watch_new,
+        purged: RefCell::default(),
+        changed: Cell::new(false),
+    };
+    let content = updater.update(dir.as_fd(), "", children, false).ok()?;
+    let (purged, changed) = (updater.purged.into_inner(), updater.changed.get());
+    let records = scanner.records.into_inner().unwrap_or_else(|poison| poison.into_inner());
+    for path in purged {
+        cache.records.remove(&path);
+    }
+    cache.records.extend(records);
+    Some(Rescan { snapshot: summarize(Entry::Directory(content), cache), changed })
+}
+
+/// The state of one accelerated rescan.
+struct Updater<'a, 's> {
+    scanner: &'a Scanner<'s>,
+    root: &'a Path,
+    dirty: &'a BTreeSet<String>,
+    created: &'a BTreeSet<String>,
+    watch_new: &'a dyn Fn(&Path),
+    /// Paths of files that are gone (their cache records go too).
+    purged: RefCell<Vec<String>>,
+    changed: Cell<bool>,
+}
+
+impl Updater<'_, '_> {
+    /// Whether a dirty directory lies strictly below `path`.
+    fn dirty_below(&self, path: &str) -> bool {
+        let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
+        self.dirty
+            .range::<str, _>((std::ops::Bound::Excluded(path), std::ops::Bound::Unbounded))
+            .next()
+            .is_some_and(|next| next.starts_with(&prefix))
+    }
+
+    /// Returns the new contents of the directory at `path`, open as `dir`, whose previous
+    /// contents were `old`. Re-reads it if it is dirty (or `force`d), else only descends to
+    /// dirty directories below it. On error, the records of everything in `old` are purged.
+    fn update(
+        &self,
+        dir: std::os::fd::BorrowedFd<'_>,
+        path: &str,
+        mut old: BTreeMap<String, Entry>,
+        force: bool,
+    ) -> std::io::Result<BTreeMap<String, Entry>> {
+        if !force && !self.dirty.contains(path) {
+            for (name, entry) in &mut old {
+                let Entry::Directory(children) = entry else { continue };
+                let child_path = join_path(path, name);
+                if !self.dirty.contains(&child_path) && !self.dirty_below(&child_path) {
+                    continue;
+                }
+                let children = std::mem::take(children);
+                let updated = fsutil::open_directory(dir, name.as_str())
+                    .inspect_err(|_| self.purge_children(&child_path, &children))
+                    .and_then(|child| self.update(child.as_fd(), &child_path, children, false));
+                match updated {
+                    Ok(contents) => *entry = Entry::Directory(contents),
+                    // The directory is not what it was, yet its parent was not reported (its
+                    // event is still on the way): read the parent again.
+                    Err(_) => return self.update(dir, path, old, true),
+                }
+            }
+            return Ok(old);
+        }
+        let names = match fsutil::read_names(dir) {
+            Ok(names) => names,
+            Err(error) => {
+                self.purge_children(path, &old);
+                return Err(error);
+            }
+        };
+        let mut contents = BTreeMap::new();
+        for raw in &names {
+            if raw.to_bytes().starts_with(TEMPORARY_PREFIX.as_bytes()) {
+                continue;
+            }
+            let child_path = join_path(path, raw.to_str().unwrap_or_default());
+            let previous = raw.to_str().ok().and_then(|name| old.remove(name));
+            // A directory that was created (or moved in) since the previous scan is read in
+            // full even if the previous scan already saw it: its watch may be younger than
+            // some of its contents.
+            let (previous_children, previous) = match previous {
+                Some(Entry::Directory(children)) if !self.created.contains(&child_path) => {
+                    (Some(children), None)
+                }
+                other => (None, other),
+            };
+            let was_directory = previous_children.is_some();
+            let previous_children = RefCell::new(previous_children);
+            let mut subdirectory =
+                |child: std::os::fd::BorrowedFd<'_>, child_path: &str| match previous_children
+                    .borrow_mut()
+                    .take()
+                {
+                    Some(children) => self.update(child, child_path, children, false),
+                    None => {
+                        (self.watch_new)(&self.root.join(child_path));
+                        self.scanner.directory(child, child_path)
+                    }
+                };
+            let scanned = self.scanner.child_with(dir, path, raw, &mut subdirectory);
+            // Children not handed to a subdirectory update (the entry is no longer a
+            // directory) are gone.
+            if let Some(children) = previous_children.into_inner() {
+                self.purge_children(&child_path, &children);
+            }
+            let Some((name, entry)) = scanned else {
+                if was_directory || previous.is_some() {
+                    self.changed.set(true);
+                }
+                if let Some(previous) = &previous {
+                    self.purge(&child_path, previous);
+                }
+                continue;
+            };
+            let same = match (&previous, &entry) {
+                (None, Entry::Directory(_)) => was_directory,
+                (None, _) => false,
+                (Some(previous), entry) => previous == entry,
+            };
+            if !same {
+                self.changed.set(true);
+                if let Some(previous) =
+                    previous.as_ref().filter(|_| !matches!(entry, Entry::File { .. }))
+                {
+                    self.purge(&child_path, previous);
+                }
+            }
+            contents.insert(name, entry);
+        }
+        for (name, previous) in old {
+            self.changed.set(true);
+            self.purge(&join_path(path, &name), &previous);
+        }
+        Ok(contents)
+    }
+
+    /// Forgets the cache records of the files in a subtree that is gone.
+    fn purge(&self, path: &str, entry: &Entry) {
+        match entry {
+            Entry::File { .. } => self.purged.borrow_mut().push(path.to_owned()),
+            Entry::Directory(children) => self.purge_children(path, children),
+            _ => {}
+        }
+    }
+
+    fn purge_children(&self, path: &str, children: &BTreeMap<String, Entry>) {
+        for (name, child) in children {
+            self.purge(&join_path(path, name), child);
+        }
+    }
+}
+
 /// Counts a scanned tree. Every file entry has exactly one cache record, so the total size is
 /// the sum of the records' sizes and the walk needs no paths (it runs on every scan).
-fn summarize(content: Entry, cache: &Cache) -> Snapshot {
+pub(crate) fn summarize(content: Entry, cache: &Cache) -> Snapshot {
     fn count(entry: &Entry, snapshot: &mut Snapshot) {
         match entry {
             Entry::Directory(children) => {
@@ -195,6 +394,10 @@ fn summarize(content: Entry, cache: &Cache) -> Snapshot {
 fn problematic(problem: impl Into<String>) -> Entry {
     Entry::Problematic { problem: problem.into() }
 }
+
+/// Reads the contents of an open directory at a root-relative path.
+type ReadDirectory<'a> =
+    dyn FnMut(std::os::fd::BorrowedFd<'_>, &str) -> std::io::Result<BTreeMap<String, Entry>> + 'a;
 
 struct Scanner<'a> {
     options: &'a ScanOptions,
@@ -226,6 +429,18 @@ impl Scanner<'_> {
         parent: &str,
         raw: &CStr,
     ) -> Option<(String, Entry)> {
+        self.child_with(dir, parent, raw, &mut |dir, path| self.directory(dir, path))
+    }
+
+    /// Scans one directory entry, reading a directory's contents with `subdirectory`; `None`
+    /// if the entry vanished meanwhile.
+    fn child_with(
+        &self,
+        dir: std::os::fd::BorrowedFd<'_>,
+        parent: &str,
+        raw: &CStr,
+        subdirectory: &mut ReadDirectory<'_>,
+    ) -> Option<(String, Entry)> {
         let Ok(name) = raw.to_str() else {
             let lossy = format!("{} (non-UTF-8)", String::from_utf8_lossy(raw.to_bytes()));
             return Some((lossy, problematic("name is not valid utf-8")));
@@ -250,7 +465,7 @@ impl Scanner<'_> {
                 problematic("scan crossed filesystem boundary")
             }
             FileType::Directory => match fsutil::open_directory(dir, raw)
-                .and_then(|child| self.directory(child.as_fd(), &path))
+                .and_then(|child| subdirectory(child.as_fd(), &path))
             {
                 Ok(contents) => Entry::Directory(contents),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,

@@ -163,8 +163,8 @@ struct Intercept<'a, F> {
 }
 
 impl<F: FnMut(&Path) + Send> Endpoint for Intercept<'_, F> {
-    fn poll(&mut self, timeout: std::time::Duration) -> mutagen_endpoint::EndpointResult<bool> {
-        self.inner.poll(timeout)
+    fn check(&mut self) -> mutagen_endpoint::EndpointResult<bool> {
+        self.inner.check()
     }
     fn scan(&mut self) -> mutagen_endpoint::EndpointResult<mutagen_endpoint::Snapshot> {
         self.inner.scan()

@@ -137,7 +137,7 @@ fn a_single_file_root_is_synchronized() {
 struct Malicious;
 
 impl mutagen_endpoint::Endpoint for Malicious {
-    fn poll(&mut self, _: std::time::Duration) -> mutagen_endpoint::EndpointResult<bool> {
+    fn check(&mut self) -> mutagen_endpoint::EndpointResult<bool> {
         Ok(false)
     }
     fn scan(&mut self) -> mutagen_endpoint::EndpointResult<mutagen_endpoint::Snapshot> {

@@ -133,12 +133,21 @@ fn problems(out: &mut String, title: &str, problems: &[Problem], long: bool) {
     }
 }
 
-fn endpoint(out: &mut String, title: &str, endpoint: &EndpointInfo, long: bool) {
+fn endpoint(
+    out: &mut String,
+    title: &str,
+    endpoint: &EndpointInfo,
+    configuration: &mutagen_session::Configuration,
+    long: bool,
+) {
     out.push_str(&format!(
         "{title}:\n\tURL: {}\n\tConnected: {}\n",
         endpoint.url,
         yes(endpoint.connected)
     ));
+    if long {
+        out.push_str(&format!("\tWatching: {}\n", watching(endpoint, configuration)));
+    }
     let endpoint = &endpoint.state;
     if endpoint.scanned {
         out.push_str(&format!(
@@ -151,6 +160,21 @@ fn endpoint(out: &mut String, title: &str, endpoint: &EndpointInfo, long: bool) 
     }
     problems(out, "Scan problems", &endpoint.scan_problems, long);
     problems(out, "Transition problems", &endpoint.transition_problems, long);
+}
+
+/// Describes how changes on an endpoint are found.
+pub fn watching(endpoint: &EndpointInfo, configuration: &mutagen_session::Configuration) -> String {
+    let interval = configuration.watch_polling_interval;
+    match (configuration.watch_mode, &endpoint.watch_problem) {
+        (mutagen_session::WatchMode::NoWatch, _) => "no (changes are found on flush)".to_owned(),
+        (mutagen_session::WatchMode::ForcePoll, _) => {
+            format!("polling (full rescans every {interval} s)")
+        }
+        (mutagen_session::WatchMode::Portable, None) => "native (inotify)".to_owned(),
+        (mutagen_session::WatchMode::Portable, Some(problem)) => {
+            format!("degraded to full rescans every {interval} s: {problem}")
+        }
+    }
 }
 
 /// Renders one session in upstream's layout.
@@ -195,8 +219,8 @@ pub fn describe(session: &SessionInfo, long: bool) -> String {
         ));
         out.push_str(&format!("Successful cycles: {}\n", session.successful_cycles));
     }
-    endpoint(&mut out, "Alpha", &session.alpha, long);
-    endpoint(&mut out, "Beta", &session.beta, long);
+    endpoint(&mut out, "Alpha", &session.alpha, &session.configuration, long);
+    endpoint(&mut out, "Beta", &session.beta, &session.configuration, long);
     if !session.conflicts.is_empty() {
         out.push_str(&format!("Conflicts: {}\n", session.conflicts.len()));
         for conflict in session.conflicts.iter().take(SHOWN) {
