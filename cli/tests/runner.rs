@@ -4,3 +4,4 @@ mod daemon_env;
 mod test_crash;
 mod test_daemon;
 mod test_sync_once;
+mod test_watch;

@@ -393,9 +393,9 @@ impl Controller {
         for (side, (before, after)) in sides {
             match (before, after) {
                 (_, Some(problem)) if before.as_ref() != Some(problem) => {
-                    tracing::warn!("{side}: watching degraded to full rescans: {problem}");
+                    tracing::warn!("{side}: watching: {problem}");
                 }
-                (Some(_), None) => tracing::info!("{side}: native watching restored"),
+                (Some(_), None) => tracing::info!("{side}: watching natively again"),
                 _ => {}
             }
         }

@@ -159,7 +159,8 @@ pub trait Endpoint: Send {
     /// rescans what its watcher reported, others rescan everything.
     fn check(&mut self) -> EndpointResult<bool>;
 
-    /// Describes a degraded watch (why changes are found by full rescans), if there is one.
+    /// Describes a watch that is missing or had to fall back to full rescans, if there is
+    /// one (for the user).
     fn watch_problem(&self) -> Option<String> {
         None
     }

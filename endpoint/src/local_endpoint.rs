@@ -77,8 +77,10 @@ pub struct LocalEndpoint {
     staging: Staging,
     /// The native watch, when `options.watch` is set and it could be established.
     watcher: Option<Watcher>,
-    /// Why the watch is degraded (full rescans), if it is.
+    /// Why there is no watch (changes are found by full rescans), if there is none.
     watch_problem: Option<String>,
+    /// Fallbacks from the watch to a full rescan, and the latest one's cause.
+    fallbacks: (u64, Option<String>),
     /// When the watch was last (re-)established or attempted.
     watch_attempt: Option<Instant>,
     /// Full scans done so far (the first one included).
@@ -102,6 +104,7 @@ impl LocalEndpoint {
             staging,
             watcher: None,
             watch_problem: None,
+            fallbacks: (0, None),
             watch_attempt: None,
             full_scans: 0,
         }
@@ -154,9 +157,9 @@ impl LocalEndpoint {
             if let Err(problem) = watcher.watch_root() {
                 self.watcher = None;
                 self.watch_problem = Some(problem);
-            } else {
-                self.watch_problem = pending.reason;
             }
+            self.fallbacks.0 += 1;
+            self.fallbacks.1 = pending.reason;
             return self.full_scan();
         }
         if pending.dirty.is_empty() && self.view.is_some() {
@@ -176,7 +179,6 @@ impl LocalEndpoint {
             Some(rescan) => {
                 self.changed |= rescan.changed;
                 self.view = Some(rescan.snapshot);
-                self.watch_problem = None;
                 Ok(())
             }
             None => self.full_scan(),
@@ -302,7 +304,17 @@ impl Endpoint for LocalEndpoint {
     }
 
     fn watch_problem(&self) -> Option<String> {
-        self.watch_problem.clone()
+        if let Some(problem) = &self.watch_problem {
+            return Some(format!("full rescans at the polling interval, not watching: {problem}"));
+        }
+        match &self.fallbacks {
+            (0, _) => None,
+            (count, reason) => Some(format!(
+                "native (inotify); fell back to a full rescan {count} time{}, last because {}",
+                if *count == 1 { "" } else { "s" },
+                reason.as_deref().unwrap_or("events were lost")
+            )),
+        }
     }
 
     fn scan(&mut self) -> EndpointResult<Snapshot> {

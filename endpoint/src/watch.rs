@@ -73,6 +73,7 @@ impl Shared {
 
     fn handle(&self, event: notify::Result<notify::Event>) {
         let mut state = self.lock();
+        let mut relevant = true;
         match event {
             Err(error) => {
                 let reason = match error.kind {
@@ -89,6 +90,7 @@ impl Shared {
                 mark_rescan(&mut state.pending, "the event queue overflowed".to_owned());
             }
             Ok(event) => {
+                relevant = false;
                 if !changes_content(&event.kind) {
                     return;
                 }
@@ -101,24 +103,26 @@ impl Shared {
                         }
                         continue;
                     }
-                    self.mark(&mut state.pending, path, &event.kind);
+                    relevant |= self.mark(&mut state.pending, path, &event.kind);
                 }
             }
         }
         drop(state);
-        // A full channel already holds a wakeup.
-        let _ = self.wakeup.try_send(());
+        if relevant {
+            // A full channel already holds a wakeup.
+            let _ = self.wakeup.try_send(());
+        }
     }
 
-    /// Marks the directory holding `path` dirty.
-    fn mark(&self, pending: &mut Pending, path: &Path, kind: &EventKind) {
-        let Ok(relative) = path.strip_prefix(&self.root) else { return };
+    /// Marks the directory holding `path` dirty; returns whether `path` concerns the root.
+    fn mark(&self, pending: &mut Pending, path: &Path, kind: &EventKind) -> bool {
+        let Ok(relative) = path.strip_prefix(&self.root) else { return false };
         let Some(relative) = relative.to_str() else {
             // A non-UTF-8 name: its parent's listing still shows it as problematic.
             if let Some(parent) = relative.parent().and_then(Path::to_str) {
                 pending.dirty.insert(parent.to_owned());
             }
-            return;
+            return true;
         };
         if relative.is_empty() {
             // The root itself: its metadata changed, or it went away.
@@ -134,18 +138,18 @@ impl Shared {
             } else {
                 pending.dirty.insert(String::new());
             }
-            return;
+            return true;
         }
         let (parent, name) = match relative.rsplit_once('/') {
             Some((parent, name)) => (parent, name),
             None => ("", relative),
         };
         if name.starts_with(TEMPORARY_PREFIX) {
-            return;
+            return false;
         }
         if pending.dirty.len() >= MAX_DIRTY {
             mark_rescan(pending, "too many changed directories at once".to_owned());
-            return;
+            return true;
         }
         if !pending.rescan {
             pending.dirty.insert(parent.to_owned());
@@ -160,6 +164,7 @@ impl Shared {
                 pending.created.insert(relative.to_owned());
             }
         }
+        true
     }
 }
 

@@ -100,8 +100,17 @@ impl Pair {
         Pair::with_scan(mode, ScanOptions::default())
     }
 
+    /// Like [`Pair::new`], with both endpoints watching their roots natively.
+    pub fn watched(mode: Mode) -> Pair {
+        Pair::with_options(mode, ScanOptions::default(), true)
+    }
+
     /// Like [`Pair::new`], with scan options (ignores, symbolic link mode).
     pub fn with_scan(mode: Mode, scan: ScanOptions) -> Pair {
+        Pair::with_options(mode, scan, false)
+    }
+
+    fn with_options(mode: Mode, scan: ScanOptions, watch: bool) -> Pair {
         let dir = tempfile::tempdir().expect("tempdir");
         let (alpha, beta) = (dir.path().join("alpha"), dir.path().join("beta"));
         fs::create_dir(&alpha).expect("alpha");
@@ -109,6 +118,7 @@ impl Pair {
             let mut options = LocalOptions::new(dir.path().join(format!("staging-{side}")));
             options.scan = scan.clone();
             options.read_only = read_only;
+            options.watch = watch;
             LocalEndpoint::new(root.to_path_buf(), options)
         };
         let alpha_endpoint = endpoint(&alpha, "alpha", !mode.is_bidirectional());

@@ -2,3 +2,4 @@
 
 mod test_local_sync;
 mod test_safety;
+mod test_watch;

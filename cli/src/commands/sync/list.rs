@@ -171,9 +171,7 @@ pub fn watching(endpoint: &EndpointInfo, configuration: &mutagen_session::Config
             format!("polling (full rescans every {interval} s)")
         }
         (mutagen_session::WatchMode::Portable, None) => "native (inotify)".to_owned(),
-        (mutagen_session::WatchMode::Portable, Some(problem)) => {
-            format!("degraded to full rescans every {interval} s: {problem}")
-        }
+        (mutagen_session::WatchMode::Portable, Some(problem)) => problem.clone(),
     }
 }
 
