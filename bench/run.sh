@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# The daemon against rsync and Unison, local to local, in one run, on deterministic trees:
+#   1. initial sync (mutagen sync create + flush; rsync -a; unison -batch)
+#   2. a no-change cycle (mutagen sync flush; rsync / unison re-runs with nothing to do)
+#   3. change propagation latency in portable watch mode: one file edited on alpha, time until
+#      beta has the new content, p50/p95/max over EDITS edits at random places (no flush)
+#   4. one byte flipped in the middle of a 50 MB file: time and bytes transferred
+#   5. the daemon's resident memory with a watched session of the large tree, and the CPU
+#      time it spends idle over IDLE seconds
+# Cases 1-4 run on the small tree (10,000 files in ~2,500 directories + three 50 MB files),
+# cases 1-3 and 5 on the large one (100,000 files).
+#
+#   bench/run.sh                                   # both trees
+#   TREES=small REPS=5 bench/run.sh                # only the small tree
+#
+# env: BENCH_DIR (default /dev/shm/mutagen-bench, wiped), TREES="small large", REPS=3,
+#      EDITS=100, IDLE=60, SMALL_FILES=10000, LARGE_FILES=100000, BIGMB=50
+# Installs rsync, unison and python3 from Debian if missing; builds mutagen in release mode.
+# Prints one markdown table per tree.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+B="${BENCH_DIR:-/dev/shm/mutagen-bench}"
+TREES="${TREES:-small large}"; REPS="${REPS:-3}"; EDITS="${EDITS:-100}"; IDLE="${IDLE:-60}"
+SMALL_FILES="${SMALL_FILES:-10000}"; LARGE_FILES="${LARGE_FILES:-100000}"; BIGMB="${BIGMB:-50}"
+export LC_ALL=C
+
+need=()
+command -v rsync >/dev/null || need+=(rsync)
+command -v unison >/dev/null || need+=(unison)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+(cd "$ROOT" && cargo build --release --locked -q --bin mutagen)
+MUTAGEN="$ROOT/target/release/mutagen"
+
+rm -rf "$B"; mkdir -p "$B"
+export MUTAGEN_DATA_DIRECTORY="$B/mutagen-data"
+export UNISON="$B/unison-home"
+export MUTAGEN_DISABLE_AUTOSTART=1
+trap '"$MUTAGEN" daemon stop >/dev/null 2>&1 || true; rm -rf "$B"' EXIT
+
+# generate DIR FILES BIG: the tree of ../shared/recipes/peer-bench.sh (seeded).
+generate() {
+  python3 - "$1" "$2" "$3" "$BIGMB" <<'PY'
+import os, random, sys
+root, n, nbig, bigmb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rng = random.Random(12345)
+for i in range(n):
+    d = os.path.join(root, f"d{i % 20:02d}", f"e{(i // 20) % 25:02d}", f"g{(i // 500) % 4}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i:05d}.txt"), "wb") as f:
+        f.write(rng.randbytes(rng.randint(64, 4096)))
+os.makedirs(os.path.join(root, "big"), exist_ok=True)
+for k in range(nbig):
+    r = random.Random(1000 + k)
+    with open(os.path.join(root, "big", f"big{k}.bin"), "wb") as f:
+        for _ in range(bigmb):
+            f.write(r.randbytes(1 << 20))
+PY
+}
+
+now() { date +%s.%N; }
+# measure LABEL SETUP CMD: SETUP untimed, CMD timed, REPS times; prints a table row with the
+# median, min and max.
+measure() {
+  local label="$1" setup="$2" cmd="$3" times=() t0 t1
+  for _ in $(seq 1 "$REPS"); do
+    eval "$setup"
+    t0=$(now); eval "$cmd" > "$B/last.out" 2>&1 || { echo "FAILED: $label"; cat "$B/last.out"; exit 1; }; t1=$(now)
+    times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.4f", b-a}')")
+  done
+  printf '%s\n' "${times[@]}" | sort -n | awk -v l="$label" '{a[NR]=$1} END {
+    m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2
+    printf "| %-44s | %9.1f ms | %9.1f | %9.1f |\n", l, m*1000, a[1]*1000, a[NR]*1000 }'
+}
+row() { printf "| %-44s | %12s | %9s | %9s |\n" "$1" "$2" "${3:-}" "${4:-}"; }
+
+SRC="$B/src"; DST="$B/dst"
+clean() {
+  "$MUTAGEN" sync terminate --all >/dev/null 2>&1 || true
+  rm -rf "$DST" "$UNISON"; mkdir -p "$UNISON"; sync
+}
+session() {  # session NAME [flags...]: create SRC -> DST and wait for the first cycle
+  local name="$1"; shift
+  "$MUTAGEN" sync create "$SRC" "$DST" --name "$name" "$@" >/dev/null
+  "$MUTAGEN" sync flush "$name" >/dev/null
+}
+unison_run() { unison -batch -times -perms 0 "$SRC" "$DST"; }
+
+# flip FILE K: flips one byte in the middle of FILE (distinct offset per K) and gives it a
+# distinct whole-second mtime (rsync's quick check misses same-second, same-size edits).
+flip() {
+  python3 - "$1" "$2" <<'PY'
+import os, sys, time
+path, k = sys.argv[1], int(sys.argv[2])
+with open(path, "r+b") as f:
+    f.seek(0, 2); offset = f.tell() // 2 + k * 4099
+    f.seek(offset); byte = f.read(1); f.seek(offset); f.write(bytes([byte[0] ^ 0xFF]))
+t = int(time.time()) + 10 + k
+os.utime(path, (t, t))
+PY
+}
+FLIPS=0
+flip_big() { FLIPS=$((FLIPS + 1)); flip "$SRC/big/big0.bin" "$FLIPS"; }
+
+# latency: edits EDITS random files on alpha (seeded) and polls beta for each new content.
+latency() {
+  python3 - "$SRC" "$DST" "$EDITS" <<'PY'
+import os, random, sys, time
+src, dst, edits = sys.argv[1], sys.argv[2], int(sys.argv[3])
+files = sorted(os.path.relpath(os.path.join(d, f), src)
+               for d, _, fs in os.walk(src) for f in fs if f.endswith(".txt"))
+rng = random.Random(4242)
+samples = []
+for i in range(edits):
+    rel = rng.choice(files)
+    content = f"edit {i} {rng.random()}\n".encode() * rng.randint(1, 40)
+    target = os.path.join(dst, rel)
+    start = time.perf_counter()
+    with open(os.path.join(src, rel), "wb") as f:
+        f.write(content)
+    deadline = start + 30
+    while True:
+        try:
+            with open(target, "rb") as f:
+                if f.read() == content:
+                    break
+        except OSError:
+            pass
+        if time.perf_counter() > deadline:
+            sys.exit(f"edit {i} of {rel} never arrived")
+        time.sleep(0.0002)
+    samples.append(time.perf_counter() - start)
+    time.sleep(0.05)
+samples.sort()
+pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))] * 1000
+print(f"{pick(0.5):.1f} {pick(0.95):.1f} {samples[-1] * 1000:.1f}")
+PY
+}
+
+daemon_pid() { cat "$MUTAGEN_DATA_DIRECTORY/daemon/daemon.lock"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+run_tree() {
+  local label="$1" files="$2" big="$3"
+  rm -rf "$SRC"; generate "$SRC" "$files" "$big"; sync
+  echo
+  echo "### $label tree: $(find "$SRC" -type f | wc -l) files, $(find "$SRC" -type d | wc -l) directories, $(du -sm "$SRC" | cut -f1) MB, on $(df --output=fstype "$B" | tail -1), REPS=$REPS"
+  echo
+  echo "| case                                         |       median |       min |       max |"
+  echo "|----------------------------------------------|-------------:|----------:|----------:|"
+  "$MUTAGEN" daemon start >/dev/null
+
+  measure "initial sync: mutagen (create + flush)" clean "session bench --watch-mode no-watch"
+  measure "initial sync: rsync -a" clean "rsync -a '$SRC/' '$DST/'"
+  measure "initial sync: unison -batch" "clean; mkdir -p '$DST'" "unison_run"
+
+  clean; session bench
+  measure "no-change cycle: mutagen sync flush" : "'$MUTAGEN' sync flush bench"
+  clean; rsync -a "$SRC/" "$DST/"
+  measure "no-change re-run: rsync -a" : "rsync -a '$SRC/' '$DST/'"
+  clean; mkdir -p "$DST"; unison_run >/dev/null 2>&1
+  measure "no-change re-run: unison -batch" : "unison_run"
+
+  clean; session watched
+  read -r p50 p95 max < <(latency)
+  row "latency, $EDITS edits, portable watching: p50" "$p50 ms"
+  row "latency: p95" "$p95 ms"
+  row "latency: max" "$max ms"
+  row "latency: rsync / unison" "n/a (no watch mode)"
+
+  if [ "$big" -gt 0 ]; then
+    clean; session flips --watch-mode no-watch
+    measure "1-byte edit in 50 MB: mutagen sync flush" flip_big "'$MUTAGEN' sync flush flips"
+    local bytes
+    bytes=$("$MUTAGEN" sync history flips --json | python3 -c '
+import json, sys
+staged = [r for r in json.load(sys.stdin) if r["kind"] == "staged"]
+print(staged[-1]["bytes"])')
+    row "  bytes sent, mutagen (last run)" "$bytes B"
+    clean; rsync -a "$SRC/" "$DST/"
+    measure "1-byte edit in 50 MB: rsync --no-whole-file" flip_big "rsync -a --no-whole-file --stats '$SRC/' '$DST/'"
+    row "  bytes sent, rsync (last run)" "$(grep -oP 'Literal data: \K[0-9,]+' "$B/last.out" | tr -d ,) B"
+    clean; mkdir -p "$DST"; unison_run >/dev/null 2>&1
+    measure "1-byte edit in 50 MB: unison -batch" flip_big "unison_run"
+  fi
+
+  if [ "$label" = large ]; then
+    clean; session resident
+    sleep 2
+    local pid rss hwm before after
+    pid=$(daemon_pid)
+    before=$(cpu_ticks "$pid")
+    sleep "$IDLE"
+    after=$(cpu_ticks "$pid")
+    rss=$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
+    hwm=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
+    row "daemon RSS, watched session (peak)" "$rss MB" "($hwm)"
+    row "daemon CPU idle over ${IDLE} s" "$(( (after - before) * 1000 / $(getconf CLK_TCK) )) ms"
+  fi
+  clean
+  "$MUTAGEN" daemon stop >/dev/null
+}
+
+for tree in $TREES; do
+  case "$tree" in
+    small) run_tree small "$SMALL_FILES" 3 ;;
+    large) run_tree large "$LARGE_FILES" 0 ;;
+    *) echo "unknown tree $tree (small, large)" >&2; exit 1 ;;
+  esac
+done
