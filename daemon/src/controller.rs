@@ -718,8 +718,8 @@ fn run_cycle(
             append(log, state, Event::Staged { side, files, bytes });
         }
     });
-    let (ancestor, halted) = (synchronizer.ancestor().cloned(), synchronizer.halted());
-    drop(synchronizer);
+    let halted = synchronizer.halted();
+    let ancestor = synchronizer.into_ancestor();
     engine.state.ancestor = ancestor;
     if let Some(error) = write_error {
         return Outcome::Failed(format!("unable to write the journal: {error}"));

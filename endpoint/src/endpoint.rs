@@ -4,6 +4,8 @@
 //! SSH or in a container) implements the same trait by sending one request message per call and
 //! reading the response, so the controller never knows where an endpoint lives.
 
+use std::sync::Arc;
+
 use mutagen_reconcile::{Change, Digest, Entry, Problem};
 
 use crate::rsync::Signature;
@@ -165,8 +167,15 @@ pub trait Endpoint: Send {
         None
     }
 
-    /// Scans the root.
-    fn scan(&mut self) -> EndpointResult<Snapshot>;
+    /// Scans the root. The snapshot is shared: an endpoint may keep it as its own view of
+    /// the root without a copy.
+    fn scan(&mut self) -> EndpointResult<Arc<Snapshot>>;
+
+    /// Whether this endpoint's snapshots are built by this process from the file system (and
+    /// need no validation); snapshots from elsewhere (an agent) are untrusted input.
+    fn trusted(&self) -> bool {
+        false
+    }
 
     /// Prepares to receive the files in `requests` and returns the ones that must be supplied
     /// by the other endpoint (the rest were already staged or found locally by digest).

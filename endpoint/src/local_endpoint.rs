@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mutagen_reconcile::{Change, Entry, apply_change, join_path};
@@ -69,7 +70,7 @@ pub struct LocalEndpoint {
     cache: Cache,
     /// The endpoint's view of the root: the latest scan, updated by rescans of what the
     /// watcher reported and by this endpoint's own transitions. `None`: a full scan is needed.
-    view: Option<Snapshot>,
+    view: Option<Arc<Snapshot>>,
     /// Whether `view` changed since the last `scan` handed it out.
     changed: bool,
     /// Whether a scan happened since the last transition (so `cache` describes this cycle).
@@ -165,7 +166,7 @@ impl LocalEndpoint {
         if pending.dirty.is_empty() && self.view.is_some() {
             return Ok(());
         }
-        let previous = self.view.take().and_then(|view| view.content);
+        let previous = self.view.take().and_then(|view| Arc::unwrap_or_clone(view).content);
         let rescanned = scan::rescan(
             &self.root,
             &self.options.scan,
@@ -178,7 +179,7 @@ impl LocalEndpoint {
         match rescanned {
             Some(rescan) => {
                 self.changed |= rescan.changed;
-                self.view = Some(rescan.snapshot);
+                self.view = Some(Arc::new(rescan.snapshot));
                 Ok(())
             }
             None => self.full_scan(),
@@ -190,17 +191,22 @@ impl LocalEndpoint {
         let output = scan::scan(&self.root, &self.options.scan, &self.cache)?;
         self.full_scans += 1;
         self.cache = output.cache;
-        let previous = self.view.take().map(|view| view.content);
+        let previous = self.view.take();
         // No previous view: nothing to compare with, so assume a change.
-        self.changed |= previous.as_ref() != Some(&output.snapshot.content);
-        self.view = Some(output.snapshot);
+        self.changed |= previous.is_none_or(|view| view.content != output.snapshot.content);
+        self.view = Some(Arc::new(output.snapshot));
         Ok(())
     }
 
     /// Records a transition's results in the view, so that the events it caused find nothing
     /// new; drops the cache records of files it removed.
     fn apply_to_view(&mut self, changes: &[Change], results: &[Option<Entry>]) {
+        if changes.is_empty() {
+            return;
+        }
         let Some(view) = &mut self.view else { return };
+        // The cycle's own reference is gone by now, so this does not copy.
+        let view = Arc::make_mut(view);
         for (change, result) in changes.iter().zip(results) {
             if let Some(old) = &change.old {
                 forget_removed(&mut self.cache, &change.path, old, result.as_ref());
@@ -317,7 +323,11 @@ impl Endpoint for LocalEndpoint {
         }
     }
 
-    fn scan(&mut self) -> EndpointResult<Snapshot> {
+    fn trusted(&self) -> bool {
+        true
+    }
+
+    fn scan(&mut self) -> EndpointResult<Arc<Snapshot>> {
         self.refresh(true)?;
         self.changed = false;
         self.scanned = true;

@@ -13,10 +13,11 @@
 //! - root type change: a transition would replace a root with another kind of entry.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mutagen_reconcile::{
-    ApplyError, Change, Conflict, Entry, EntryError, Mode, Problem, apply_change, reconcile,
+    ApplyError, Change, Conflict, Entry, EntryError, Mode, Problem, reconcile, replace_at,
 };
 use serde::{Deserialize, Serialize};
 
@@ -274,6 +275,12 @@ impl Synchronizer {
         self.ancestor.as_ref()
     }
 
+    /// Returns the ancestor, consuming the synchronizer (a caller that keeps the ancestor
+    /// between cycles avoids a copy).
+    pub fn into_ancestor(self) -> Option<Entry> {
+        self.ancestor
+    }
+
     /// Returns why the synchronizer is halted, if it is.
     pub fn halted(&self) -> Option<HaltReason> {
         self.halted
@@ -313,7 +320,7 @@ impl Synchronizer {
         observer(Progress::Phase(Phase::Scanning));
         let (alpha_snapshot, beta_snapshot, mut report) = scan_both(alpha, beta)?;
         observer(Progress::Scanned(&report));
-        let (alpha_content, beta_content) = (alpha_snapshot.content, beta_snapshot.content);
+        let (alpha_content, beta_content) = (&alpha_snapshot.content, &beta_snapshot.content);
         if root_emptied(self.ancestor.as_ref(), alpha_content.as_ref(), beta_content.as_ref()) {
             return Ok(self.halt(report, HaltReason::RootEmptied));
         }
@@ -324,6 +331,9 @@ impl Synchronizer {
             beta_content.as_ref(),
             self.mode,
         );
+        // Endpoints may share their snapshots with their own view of the root, which their
+        // transitions update: release them so that no copy is made.
+        drop((alpha_snapshot, beta_snapshot));
         report.conflicts = reconciliation.conflicts;
         let transitions =
             reconciliation.alpha_transitions.iter().chain(&reconciliation.beta_transitions);
@@ -387,19 +397,32 @@ impl Synchronizer {
         report
     }
 
-    /// Applies the delta to a copy of the ancestor and keeps it only if it is valid.
+    /// Applies the delta to the ancestor, all of it or (on error) none of it.
+    ///
+    /// The ancestor is valid and every change's path was produced by reconciling valid
+    /// trees, so checking each change's new content keeps the whole ancestor valid without
+    /// walking it (it can hold millions of entries, and this runs every cycle).
     fn update_ancestor(&mut self, delta: &[Change]) -> Result<(), CycleError> {
-        let mut ancestor = self.ancestor.clone();
         for change in delta {
-            apply_change(&mut ancestor, &change.path, change.new.clone())
-                .map_err(CycleError::Ancestor)?;
+            // Transition results only ever hold synchronizable content; check them anyway,
+            // since a remote endpoint's results are untrusted input.
+            if let Some(new) = &change.new {
+                new.validate(true).map_err(CycleError::InvalidAncestor)?;
+            }
         }
-        if let Some(tree) = &ancestor {
-            // Transition results only ever hold synchronizable content; check it anyway, since
-            // a remote endpoint's results are untrusted input.
-            tree.validate(true).map_err(CycleError::InvalidAncestor)?;
+        let mut undo = Vec::with_capacity(delta.len());
+        for change in delta {
+            match replace_at(&mut self.ancestor, &change.path, change.new.clone()) {
+                Ok(previous) => undo.push((change.path.as_str(), previous)),
+                Err(error) => {
+                    for (path, previous) in undo.into_iter().rev() {
+                        // Restoring what was just there cannot fail.
+                        let _ = replace_at(&mut self.ancestor, path, previous);
+                    }
+                    return Err(CycleError::Ancestor(error));
+                }
+            }
         }
-        self.ancestor = ancestor;
         Ok(())
     }
 }
@@ -408,7 +431,8 @@ impl Synchronizer {
 fn scan_both(
     alpha: &mut dyn Endpoint,
     beta: &mut dyn Endpoint,
-) -> Result<(Snapshot, Snapshot, CycleReport), CycleError> {
+) -> Result<(Arc<Snapshot>, Arc<Snapshot>, CycleReport), CycleError> {
+    let trusted = [alpha.trusted(), beta.trusted()];
     let timed = |endpoint: &mut dyn Endpoint| {
         let start = Instant::now();
         endpoint.scan().map(|snapshot| (snapshot, start.elapsed()))
@@ -422,8 +446,9 @@ fn scan_both(
     let scan_error = |side| move |source| CycleError::Endpoint { side, operation: "scan", source };
     let (alpha_snapshot, alpha_duration) = alpha_scan.map_err(scan_error(Side::Alpha))?;
     let (beta_snapshot, beta_duration) = beta_scan.map_err(scan_error(Side::Beta))?;
-    for (side, snapshot) in [(Side::Alpha, &alpha_snapshot), (Side::Beta, &beta_snapshot)] {
-        if let Some(content) = &snapshot.content {
+    let sides = [(Side::Alpha, &alpha_snapshot), (Side::Beta, &beta_snapshot)];
+    for ((side, snapshot), trusted) in sides.into_iter().zip(trusted) {
+        if let Some(content) = snapshot.content.as_ref().filter(|_| !trusted) {
             content
                 .validate(false)
                 .map_err(|source| CycleError::InvalidSnapshot { side, source })?;

@@ -51,14 +51,16 @@ pub struct Pending {
 #[derive(Debug, Default)]
 struct State {
     pending: Pending,
-    /// Barrier events seen so far.
+    /// The highest barrier number seen so far.
     barriers: u64,
+    /// The last barrier number handed out.
+    barriers_issued: u64,
 }
 
 #[derive(Debug)]
 struct Shared {
     root: PathBuf,
-    barrier_file: PathBuf,
+    barrier_directory: PathBuf,
     state: Mutex<State>,
     barrier_seen: Condvar,
     wakeup: Sender<()>,
@@ -95,10 +97,9 @@ impl Shared {
                     return;
                 }
                 for path in &event.paths {
-                    if *path == self.barrier_file {
-                        // Exactly one per barrier write.
-                        if event.kind == EventKind::Access(AccessKind::Close(AccessMode::Write)) {
-                            state.barriers += 1;
+                    if path.parent() == Some(&self.barrier_directory) {
+                        if let Some(number) = barrier_number(path) {
+                            state.barriers = state.barriers.max(number);
                             self.barrier_seen.notify_all();
                         }
                         continue;
@@ -168,6 +169,11 @@ impl Shared {
     }
 }
 
+/// Returns the number of a barrier file (`barrier-N`).
+fn barrier_number(path: &Path) -> Option<u64> {
+    path.file_name()?.to_str()?.strip_prefix("barrier-")?.parse().ok()
+}
+
 fn mark_rescan(pending: &mut Pending, reason: String) {
     pending.rescan = true;
     pending.dirty.clear();
@@ -209,7 +215,7 @@ impl Watcher {
         let (wakeup, wakeups) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
             root: root.to_owned(),
-            barrier_file: barrier_directory.join("barrier"),
+            barrier_directory: barrier_directory.to_owned(),
             state: Mutex::default(),
             barrier_seen: Condvar::new(),
             wakeup,
@@ -219,7 +225,11 @@ impl Watcher {
             let shared = shared.clone();
             move |event| shared.handle(event)
         };
-        let config = notify::Config::default().with_follow_symlinks(false);
+        // Opening and reading files (our own scans do it all the time) changes nothing: keep
+        // those events in the kernel.
+        let config = notify::Config::default()
+            .with_follow_symlinks(false)
+            .with_event_kinds(notify::EventKindMask::CORE);
         let mut inner = notify::RecommendedWatcher::new(handler, config)
             .map_err(|e| format!("unable to start watching: {e}"))?;
         inner
@@ -287,17 +297,24 @@ impl Watcher {
     /// Waits until every event queued before the call has been handled. On failure the
     /// pending state asks for a full rescan.
     pub fn barrier(&self) {
-        let before = self.shared.lock().barriers;
-        if let Err(error) = std::fs::write(&self.shared.barrier_file, b"") {
-            let reason = format!("unable to write {}: {error}", self.shared.barrier_file.display());
+        let number = {
+            let mut state = self.shared.lock();
+            state.barriers_issued += 1;
+            state.barriers_issued
+        };
+        // Each barrier is a new name, so its creation event is unmistakable.
+        let file = self.barrier_directory.join(format!("barrier-{number}"));
+        if let Err(error) = std::fs::File::create(&file) {
+            let reason = format!("unable to write {}: {error}", file.display());
             mark_rescan(&mut self.shared.lock().pending, reason);
             return;
         }
+        let _ = std::fs::remove_file(&file);
         let state = self.shared.lock();
         let (mut state, timeout) = self
             .shared
             .barrier_seen
-            .wait_timeout_while(state, BARRIER_TIMEOUT, |state| state.barriers == before)
+            .wait_timeout_while(state, BARRIER_TIMEOUT, |state| state.barriers < number)
             .unwrap_or_else(PoisonError::into_inner);
         if timeout.timed_out() {
             mark_rescan(&mut state.pending, "the watcher did not answer in time".to_owned());

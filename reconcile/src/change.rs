@@ -125,9 +125,17 @@ pub fn apply_change(
     path: &str,
     new: Option<Entry>,
 ) -> Result<(), ApplyError> {
+    replace_at(tree, path, new).map(drop)
+}
+
+/// Like [`apply_change`], returning what was at `path` (so that the change can be undone).
+pub fn replace_at(
+    tree: &mut Option<Entry>,
+    path: &str,
+    new: Option<Entry>,
+) -> Result<Option<Entry>, ApplyError> {
     if path.is_empty() {
-        *tree = new;
-        return Ok(());
+        return Ok(std::mem::replace(tree, new));
     }
     let missing = || ApplyError::MissingParent { path: path.to_owned() };
     let (parent_path, name) = path.rsplit_once('/').unwrap_or(("", path));
@@ -143,11 +151,10 @@ pub fn apply_change(
     let Entry::Directory(contents) = parent else {
         return Err(missing());
     };
-    match new {
+    Ok(match new {
         Some(entry) => contents.insert(name.to_owned(), entry),
         None => contents.remove(name),
-    };
-    Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -278,12 +278,35 @@ impl Entry {
 
     /// Returns the problematic entries under (and including) this one as `(path, message)`.
     pub fn problems(&self, path: &str) -> Vec<crate::Problem> {
-        let mut problems = Vec::new();
-        self.walk(path, &mut |path, entry| {
-            if let Entry::Problematic { problem } = entry {
-                problems.push(crate::Problem::new(path, problem.clone()));
+        // Runs on every scan: paths are joined only for problematic entries.
+        fn collect<'a>(
+            entry: &'a Entry,
+            names: &mut Vec<&'a str>,
+            base: &str,
+            problems: &mut Vec<crate::Problem>,
+        ) {
+            match entry {
+                Entry::Problematic { problem } => {
+                    let relative = names.join("/");
+                    let path = if relative.is_empty() {
+                        base.to_owned()
+                    } else {
+                        join_path(base, &relative)
+                    };
+                    problems.push(crate::Problem::new(path, problem.clone()));
+                }
+                Entry::Directory(children) => {
+                    for (name, child) in children {
+                        names.push(name);
+                        collect(child, names, base, problems);
+                        names.pop();
+                    }
+                }
+                _ => {}
             }
-        });
+        }
+        let mut problems = Vec::new();
+        collect(self, &mut Vec::new(), path, &mut problems);
         problems
     }
 

@@ -29,7 +29,7 @@ pub mod invariants;
 pub mod mode;
 pub mod reconcile;
 
-pub use change::{ApplyError, Change, Conflict, Problem, apply, apply_change, diff};
+pub use change::{ApplyError, Change, Conflict, Problem, apply, apply_change, diff, replace_at};
 pub use entry::{Digest, Entry, EntryError, EntryKind, join_path, validate_name};
 pub use mode::{Mode, ParseModeError};
 pub use reconcile::{Reconciliation, reconcile};

@@ -176,7 +176,9 @@ impl<F: FnMut(&Path) + Send> Endpoint for Intercept<'_, F> {
     fn check(&mut self) -> mutagen_endpoint::EndpointResult<bool> {
         self.inner.check()
     }
-    fn scan(&mut self) -> mutagen_endpoint::EndpointResult<mutagen_endpoint::Snapshot> {
+    fn scan(
+        &mut self,
+    ) -> mutagen_endpoint::EndpointResult<std::sync::Arc<mutagen_endpoint::Snapshot>> {
         self.inner.scan()
     }
     fn stage(

@@ -140,13 +140,18 @@ impl mutagen_endpoint::Endpoint for Malicious {
     fn check(&mut self) -> mutagen_endpoint::EndpointResult<bool> {
         Ok(false)
     }
-    fn scan(&mut self) -> mutagen_endpoint::EndpointResult<mutagen_endpoint::Snapshot> {
+    fn scan(
+        &mut self,
+    ) -> mutagen_endpoint::EndpointResult<std::sync::Arc<mutagen_endpoint::Snapshot>> {
         let file = mutagen_reconcile::Entry::File {
             digest: mutagen_reconcile::Digest([7; 32]),
             executable: false,
         };
         let content = mutagen_reconcile::Entry::Directory([("../escape".to_owned(), file)].into());
-        Ok(mutagen_endpoint::Snapshot { content: Some(content), ..Default::default() })
+        Ok(std::sync::Arc::new(mutagen_endpoint::Snapshot {
+            content: Some(content),
+            ..Default::default()
+        }))
     }
     fn stage(
         &mut self,

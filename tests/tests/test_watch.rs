@@ -27,9 +27,9 @@ fn an_event_queue_overflow_leads_to_a_full_rescan_with_a_correct_result() {
     assert_eq!(read_tree(&pair.alpha), read_tree(&pair.beta));
     let full_scans = pair.alpha_endpoint.full_scans();
 
-    // Stall the event handler and make more events than the kernel queues: each empty file
-    // in a watched directory costs at least three (create, open, close), and the queue drops
-    // everything past its limit, replacing it with one overflow event.
+    // Stall the event handler and make more events than the kernel queues: each one-byte
+    // file in a watched directory costs two (create, modify), and the queue drops everything
+    // past its limit, replacing it with one overflow event.
     let limit: usize = fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
         .ok()
         .and_then(|text| text.trim().parse().ok())
@@ -40,7 +40,7 @@ fn an_event_queue_overflow_leads_to_a_full_rescan_with_a_correct_result() {
         let _stalled = watcher.stall_events();
         for index in 0..files {
             let directory = pair.alpha.join(format!("burst/{:03}", index % 100));
-            fs::write(directory.join(format!("f{index}")), b"").expect("write");
+            fs::write(directory.join(format!("f{index}")), b"x").expect("write");
         }
         fs::remove_dir_all(pair.alpha.join("old")).expect("remove");
         fs::write(pair.alpha.join("edited"), "after").expect("edit");
