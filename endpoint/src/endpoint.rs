@@ -24,10 +24,13 @@ pub struct Snapshot {
     pub symbolic_links: u64,
     /// Total size of the regular files, in bytes.
     pub total_file_size: u64,
+    /// The problematic entries, as problems (kept with the counts, so that a cycle need not
+    /// walk the tree for them; recomputed for untrusted endpoints).
+    pub problems: Vec<Problem>,
 }
 
 impl Snapshot {
-    /// Returns the problematic entries of the scan, as problems.
+    /// Computes the problematic entries of the scan, as problems.
     pub fn problems(&self) -> Vec<Problem> {
         self.content.as_ref().map(|content| content.problems("")).unwrap_or_default()
     }

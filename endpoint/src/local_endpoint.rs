@@ -166,7 +166,7 @@ impl LocalEndpoint {
         if pending.dirty.is_empty() && self.view.is_some() {
             return Ok(());
         }
-        let previous = self.view.take().and_then(|view| Arc::unwrap_or_clone(view).content);
+        let previous = self.view.take().map(Arc::unwrap_or_clone).unwrap_or_default();
         let rescanned = scan::rescan(
             &self.root,
             &self.options.scan,
@@ -338,7 +338,8 @@ impl Endpoint for LocalEndpoint {
         self.require_scan("stage")?;
         // A previous round may have been cut off mid-file.
         self.staging.abort_receive();
-        let local_copies = self.cache.paths_by_digest();
+        let wanted = requests.iter().map(|request| request.digest).collect();
+        let local_copies = self.cache.paths_by_digest(&wanted);
         let mut seen = HashSet::new();
         let mut needed = Vec::new();
         for request in requests {

@@ -11,7 +11,7 @@
 //! - Directories are walked in parallel (rayon), and files are hashed where they are found.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::CStr;
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -131,9 +131,16 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// Returns a map from digest to one path holding that content.
-    pub fn paths_by_digest(&self) -> HashMap<Digest, &str> {
-        self.records.iter().map(|(path, record)| (record.digest, path.as_str())).collect()
+    /// Returns, for each of `digests` that some file has, one path holding that content.
+    pub fn paths_by_digest(&self, digests: &HashSet<Digest>) -> HashMap<Digest, &str> {
+        if digests.is_empty() {
+            return HashMap::new();
+        }
+        self.records
+            .iter()
+            .filter(|(_, record)| digests.contains(&record.digest))
+            .map(|(path, record)| (record.digest, path.as_str()))
+            .collect()
     }
 }
 
@@ -194,13 +201,16 @@ pub struct Rescan {
 pub fn rescan(
     root: &Path,
     options: &ScanOptions,
-    previous: Option<Entry>,
+    previous: Snapshot,
     cache: &mut Cache,
     dirty: &BTreeSet<String>,
     created: &BTreeSet<String>,
     watch_new: &dyn Fn(&Path),
 ) -> Option<Rescan> {
-    let Some(Entry::Directory(children)) = previous else { return None };
+    let Snapshot { content: Some(Entry::Directory(children)), .. } = previous else {
+        return None;
+    };
+    let counts = Snapshot { content: None, ..previous };
     let stat = rustix::fs::lstat(root).ok()?;
     if FileType::from_raw_mode(stat.st_mode) != FileType::Directory {
         return None;
@@ -224,7 +234,13 @@ pub fn rescan(
         cache.records.remove(&path);
     }
     cache.records.extend(records);
-    Some(Rescan { snapshot: summarize(Entry::Directory(content), cache), changed })
+    let snapshot = if changed {
+        summarize(Entry::Directory(content), cache)
+    } else {
+        // The same entries (same digests, so the same sizes): the same counts.
+        Snapshot { content: Some(Entry::Directory(content)), ..counts }
+    };
+    Some(Rescan { snapshot, changed })
 }
 
 /// The state of one accelerated rescan.
@@ -381,11 +397,17 @@ pub(crate) fn summarize(content: Entry, cache: &Cache) -> Snapshot {
             }
             Entry::File { .. } => snapshot.files += 1,
             Entry::SymbolicLink { .. } => snapshot.symbolic_links += 1,
-            Entry::Untracked | Entry::Problematic { .. } => {}
+            Entry::Untracked => {}
+            // Marks that there are problems; they are listed (with paths) by a second walk,
+            // which most trees do not need.
+            Entry::Problematic { .. } => snapshot.total_file_size = 1,
         }
     }
     let mut snapshot = Snapshot::default();
     count(&content, &mut snapshot);
+    if snapshot.total_file_size != 0 {
+        snapshot.problems = content.problems("");
+    }
     snapshot.total_file_size = cache.records.values().map(|record| record.size).sum();
     snapshot.content = Some(content);
     snapshot

@@ -141,13 +141,13 @@ pub struct SideReport {
 }
 
 impl SideReport {
-    fn from_scan(snapshot: &Snapshot, scan_duration: Duration) -> SideReport {
+    fn from_scan(snapshot: &Snapshot, scan_duration: Duration, trusted: bool) -> SideReport {
         SideReport {
             directories: snapshot.directories,
             files: snapshot.files,
             symbolic_links: snapshot.symbolic_links,
             total_file_size: snapshot.total_file_size,
-            scan_problems: snapshot.problems(),
+            scan_problems: if trusted { snapshot.problems.clone() } else { snapshot.problems() },
             scan_duration,
             ..SideReport::default()
         }
@@ -455,8 +455,8 @@ fn scan_both(
         }
     }
     let report = CycleReport {
-        alpha: SideReport::from_scan(&alpha_snapshot, alpha_duration),
-        beta: SideReport::from_scan(&beta_snapshot, beta_duration),
+        alpha: SideReport::from_scan(&alpha_snapshot, alpha_duration, trusted[0]),
+        beta: SideReport::from_scan(&beta_snapshot, beta_duration, trusted[1]),
         ..CycleReport::default()
     };
     Ok((alpha_snapshot, beta_snapshot, report))

@@ -28,6 +28,7 @@ fn messages_round_trip() {
         files: 1,
         symbolic_links: 1,
         total_file_size: 9,
+        problems: vec![mutagen_reconcile::Problem::new("p", "unreadable")],
     });
     let request = StageRequest::new("d/f", Digest([9; 32]));
     let signature = mutagen_endpoint::rsync::signature(&[1u8; 3000][..], 3000).expect("signature");

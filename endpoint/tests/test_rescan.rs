@@ -111,7 +111,7 @@ proptest! {
         let rescanned = rescan(
             &root,
             &options,
-            before.snapshot.content.clone(),
+            before.snapshot.clone(),
             &mut cache,
             &dirty,
             &created,

@@ -63,6 +63,10 @@ pub fn reconcile(
     reconciler.out
 }
 
+fn all_directories(ancestor: Option<&Entry>, alpha: Option<&Entry>, beta: Option<&Entry>) -> bool {
+    [ancestor, alpha, beta].iter().all(|entry| matches!(entry, Some(Entry::Directory(_))))
+}
+
 fn is_problematic(entry: Option<&Entry>) -> bool {
     matches!(entry, Some(Entry::Problematic { .. }))
 }
@@ -101,8 +105,10 @@ impl Reconciler {
     ) {
         // All three agree on the whole subtree: nothing can change below. (The ancestor holds
         // only synchronizable content, so neither side has anything unsynchronizable here.)
-        // Comparing allocates nothing, unlike the walk it saves.
-        if ancestor == alpha && alpha == beta {
+        // Comparing allocates nothing, unlike the walk it saves. Three directories are
+        // compared child by child instead (in `agreement`): comparing them whole first would
+        // compare the entries before a difference again at every level of its path.
+        if !all_directories(ancestor, alpha, beta) && ancestor == alpha && alpha == beta {
             return;
         }
         // Problematic content blocks only its own path: the scan problem reports it, and
@@ -149,12 +155,14 @@ impl Reconciler {
         let (ancestor_children, alpha_children, beta_children) =
             (children(ancestor), children(alpha), children(beta));
         for name in union_names(&[ancestor_children, alpha_children, beta_children]) {
-            self.reconcile(
-                &join_path(path, name),
-                ancestor_children.and_then(|c| c.get(name)),
-                alpha_children.and_then(|c| c.get(name)),
-                beta_children.and_then(|c| c.get(name)),
-            );
+            let ancestor = ancestor_children.and_then(|c| c.get(name));
+            let alpha = alpha_children.and_then(|c| c.get(name));
+            let beta = beta_children.and_then(|c| c.get(name));
+            // The common case, settled without building the child's path.
+            if !all_directories(ancestor, alpha, beta) && ancestor == alpha && alpha == beta {
+                continue;
+            }
+            self.reconcile(&join_path(path, name), ancestor, alpha, beta);
         }
     }
 
