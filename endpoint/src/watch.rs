@@ -20,7 +20,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use notify::event::{AccessKind, AccessMode, EventKind, RenameMode};
+use notify::event::{EventKind, RenameMode};
 use notify::{RecursiveMode, Watcher as _};
 
 use crate::scan::TEMPORARY_PREFIX;
@@ -77,25 +77,14 @@ impl Shared {
         let mut state = self.lock();
         let mut relevant = true;
         match event {
-            Err(error) => {
-                let reason = match error.kind {
-                    notify::ErrorKind::MaxFilesWatch => {
-                        "the inotify watch limit is reached (raise fs.inotify.max_user_watches)"
-                            .to_owned()
-                    }
-                    _ => format!("watcher error: {error}"),
-                };
-                mark_rescan(&mut state.pending, reason);
-            }
+            Err(error) => mark_rescan(&mut state.pending, describe(&error, "watcher error")),
             Ok(event) if event.need_rescan() => {
                 self.overflows.fetch_add(1, Ordering::Relaxed);
                 mark_rescan(&mut state.pending, "the event queue overflowed".to_owned());
             }
             Ok(event) => {
+                // Open and read events are not even asked for (`EventKindMask::CORE`).
                 relevant = false;
-                if !changes_content(&event.kind) {
-                    return;
-                }
                 for path in &event.paths {
                     if path.parent() == Some(&self.barrier_directory) {
                         if let Some(number) = barrier_number(path) {
@@ -181,21 +170,20 @@ fn mark_rescan(pending: &mut Pending, reason: String) {
     pending.reason = Some(reason);
 }
 
-/// Whether an event kind may mean different content (opening or reading a file does not).
-fn changes_content(kind: &EventKind) -> bool {
-    !matches!(
-        kind,
-        EventKind::Access(
-            AccessKind::Open(_) | AccessKind::Read | AccessKind::Close(AccessMode::Read)
-        )
-    )
+/// Describes a watch error for the user; `context` says what failed.
+fn describe(error: &notify::Error, context: &str) -> String {
+    match error.kind {
+        notify::ErrorKind::MaxFilesWatch => {
+            "the inotify watch limit is reached (raise fs.inotify.max_user_watches)".to_owned()
+        }
+        _ => format!("{context}: {error}"),
+    }
 }
 
 /// A recursive native watch on a root.
 pub struct Watcher {
     inner: Mutex<notify::RecommendedWatcher>,
     shared: Arc<Shared>,
-    barrier_directory: PathBuf,
     wakeups: Receiver<()>,
 }
 
@@ -239,12 +227,7 @@ impl Watcher {
             // Best effort: without it, a replaced root is noticed by the next barrier's rescan.
             let _ = inner.watch(parent, RecursiveMode::NonRecursive);
         }
-        let watcher = Watcher {
-            inner: Mutex::new(inner),
-            shared,
-            barrier_directory: barrier_directory.to_owned(),
-            wakeups,
-        };
+        let watcher = Watcher { inner: Mutex::new(inner), shared, wakeups };
         watcher.watch_root()?;
         Ok(watcher)
     }
@@ -259,11 +242,7 @@ impl Watcher {
             Err(e) if matches!(&e.kind, notify::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound) => {
                 Ok(())
             }
-            Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
-                Err("the inotify watch limit is reached (raise fs.inotify.max_user_watches)"
-                    .to_owned())
-            }
-            Err(e) => Err(format!("unable to watch {}: {e}", self.shared.root.display())),
+            Err(e) => Err(describe(&e, &format!("unable to watch {}", self.shared.root.display()))),
         }
     }
 
@@ -277,13 +256,7 @@ impl Watcher {
             Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => {}
             Err(e) => {
                 drop(inner);
-                let reason = match e.kind {
-                    notify::ErrorKind::MaxFilesWatch => {
-                        "the inotify watch limit is reached (raise fs.inotify.max_user_watches)"
-                            .to_owned()
-                    }
-                    _ => format!("unable to watch {}: {e}", path.display()),
-                };
+                let reason = describe(&e, &format!("unable to watch {}", path.display()));
                 mark_rescan(&mut self.shared.lock().pending, reason);
             }
         }
@@ -303,7 +276,7 @@ impl Watcher {
             state.barriers_issued
         };
         // Each barrier is a new name, so its creation event is unmistakable.
-        let file = self.barrier_directory.join(format!("barrier-{number}"));
+        let file = self.shared.barrier_directory.join(format!("barrier-{number}"));
         if let Err(error) = std::fs::File::create(&file) {
             let reason = format!("unable to write {}: {error}", file.display());
             mark_rescan(&mut self.shared.lock().pending, reason);
@@ -343,6 +316,6 @@ impl Watcher {
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.barrier_directory);
+        let _ = std::fs::remove_dir_all(&self.shared.barrier_directory);
     }
 }
