@@ -200,18 +200,19 @@ impl LocalEndpoint {
 
     /// Records a transition's results in the view, so that the events it caused find nothing
     /// new; drops the cache records of files it removed.
-    fn apply_to_view(&mut self, changes: &[Change], results: &[Option<Entry>]) {
-        if changes.is_empty() {
+    /// `replaced` holds each change's path and what the scan saw there.
+    fn apply_to_view(&mut self, replaced: &[(String, Option<Entry>)], results: &[Option<Entry>]) {
+        if replaced.is_empty() {
             return;
         }
         let Some(view) = &mut self.view else { return };
         // The cycle's own reference is gone by now, so this does not copy.
         let view = Arc::make_mut(view);
-        for (change, result) in changes.iter().zip(results) {
-            if let Some(old) = &change.old {
-                forget_removed(&mut self.cache, &change.path, old, result.as_ref());
+        for ((path, old), result) in replaced.iter().zip(results) {
+            if let Some(old) = old {
+                forget_removed(&mut self.cache, path, old, result.as_ref());
             }
-            if apply_change(&mut view.content, &change.path, result.clone()).is_err() {
+            if apply_change(&mut view.content, path, result.clone()).is_err() {
                 self.view = None;
                 return;
             }
@@ -382,16 +383,20 @@ impl Endpoint for LocalEndpoint {
     fn transition(&mut self, changes: Vec<Change>) -> EndpointResult<TransitionResult> {
         self.require_scan("transition")?;
         self.scanned = false;
+        // What the view needs afterwards: not the new content, which can be the whole tree.
+        let replaced: Vec<(String, Option<Entry>)> =
+            changes.iter().map(|change| (change.path.clone(), change.old.clone())).collect();
         let (result, placed) = transition::transition(
             &self.root,
             &self.cache,
             &mut self.staging,
             self.options.modes,
-            changes.clone(),
+            changes,
         );
-        self.apply_to_view(&changes, &result.results);
-        // Files placed from verified staged content need no hashing by the next scan.
+        // Files placed from verified staged content need no hashing by the next scan (and
+        // their sizes count in the view's totals).
         self.cache.records.extend(placed);
+        self.apply_to_view(&replaced, &result.results);
         self.staging.clear()?;
         Ok(result)
     }

@@ -73,3 +73,20 @@ fn an_event_queue_overflow_leads_to_a_full_rescan_with_a_correct_result() {
     assert_eq!(fs::read_to_string(pair.beta.join("burst/new/late")).expect("late"), "late");
     assert_eq!(pair.alpha_endpoint.full_scans(), full_scans, "recovery should not repeat");
 }
+
+#[test]
+fn a_watched_view_counts_what_its_own_transitions_placed() {
+    let mut pair = Pair::watched(Mode::TwoWaySafe);
+    write(&pair.alpha, "d/hello", "hello");
+    pair.cycle();
+    // Beta exists and is watched now: later transitions update its view instead of a full
+    // rescan, and its counts and totals must still be those of the disk.
+    write(&pair.alpha, "d/world", "world!");
+    pair.cycle();
+    let beta = pair.beta_endpoint.scan().expect("scan");
+    assert_eq!((beta.directories, beta.files, beta.total_file_size), (2, 2, 11));
+    fs::remove_file(pair.alpha.join("d/hello")).expect("remove");
+    pair.cycle();
+    let beta = pair.beta_endpoint.scan().expect("scan");
+    assert_eq!((beta.directories, beta.files, beta.total_file_size), (2, 1, 6));
+}
