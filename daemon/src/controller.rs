@@ -373,13 +373,18 @@ impl Controller {
                 }
             }
             Err(error) => {
-                tracing::error!("session controller failed: {error}");
-                let mut guard = lock(&self.info);
-                guard.status = Status::Disconnected;
-                guard.last_error = Some(format!("internal error: {error}; restart the daemon"));
+                self.lost_engine(&error);
                 Waited::Command(None)
             }
         }
+    }
+
+    /// Reports a blocking task that panicked with the engine: the session stops here.
+    fn lost_engine(&self, error: &tokio::task::JoinError) {
+        tracing::error!("session controller failed: {error}");
+        let mut guard = lock(&self.info);
+        guard.status = Status::Disconnected;
+        guard.last_error = Some(format!("internal error: {error}; restart the daemon"));
     }
 
     /// Publishes the endpoints' watch problems when they changed, logging each change once.
@@ -422,10 +427,7 @@ impl Controller {
                 Some(result)
             }
             Err(error) => {
-                tracing::error!("session controller failed: {error}");
-                let mut guard = lock(&self.info);
-                guard.status = Status::Disconnected;
-                guard.last_error = Some(format!("internal error: {error}; restart the daemon"));
+                self.lost_engine(&error);
                 None
             }
         }
