@@ -34,32 +34,14 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 (cd "$ROOT" && cargo build --release --locked -q --bin mutagen)
 MUTAGEN="$ROOT/target/release/mutagen"
+# shellcheck source=bench/common.sh
+. "$HERE/common.sh"
 
 rm -rf "$B"; mkdir -p "$B"
 export MUTAGEN_DATA_DIRECTORY="$B/mutagen-data"
 export UNISON="$B/unison-home"
 export MUTAGEN_DISABLE_AUTOSTART=1
 trap '"$MUTAGEN" daemon stop >/dev/null 2>&1 || true; rm -rf "$B"' EXIT
-
-# generate DIR FILES BIG: the tree of ../shared/recipes/peer-bench.sh (seeded).
-generate() {
-  python3 - "$1" "$2" "$3" "$BIGMB" <<'PY'
-import os, random, sys
-root, n, nbig, bigmb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-rng = random.Random(12345)
-for i in range(n):
-    d = os.path.join(root, f"d{i % 20:02d}", f"e{(i // 20) % 25:02d}", f"g{(i // 500) % 4}")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, f"f{i:05d}.txt"), "wb") as f:
-        f.write(rng.randbytes(rng.randint(64, 4096)))
-os.makedirs(os.path.join(root, "big"), exist_ok=True)
-for k in range(nbig):
-    r = random.Random(1000 + k)
-    with open(os.path.join(root, "big", f"big{k}.bin"), "wb") as f:
-        for _ in range(bigmb):
-            f.write(r.randbytes(1 << 20))
-PY
-}
 
 now() { date +%s.%N; }
 # measure LABEL SETUP CMD: SETUP untimed, CMD timed, REPS times; prints a table row with the
@@ -89,21 +71,8 @@ session() {  # session NAME [flags...]: create SRC -> DST and wait for the first
 }
 unison_run() { unison -batch -times -perms 0 "$SRC" "$DST"; }
 
-# flip FILE K: flips one byte in the middle of FILE (distinct offset per K) and gives it a
-# distinct whole-second mtime (rsync's quick check misses same-second, same-size edits).
-flip() {
-  python3 - "$1" "$2" <<'PY'
-import os, sys, time
-path, k = sys.argv[1], int(sys.argv[2])
-with open(path, "r+b") as f:
-    f.seek(0, 2); offset = f.tell() // 2 + k * 4099
-    f.seek(offset); byte = f.read(1); f.seek(offset); f.write(bytes([byte[0] ^ 0xFF]))
-t = int(time.time()) + 10 + k
-os.utime(path, (t, t))
-PY
-}
 FLIPS=0
-flip_big() { FLIPS=$((FLIPS + 1)); flip "$SRC/big/big0.bin" "$FLIPS"; }
+flip_big() { FLIPS=$((FLIPS + 1)); flip_file "$SRC/big/big0.bin" "$FLIPS"; }
 
 # latency: edits EDITS random files on alpha (seeded) and polls beta for each new content.
 latency() {
@@ -145,7 +114,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 run_tree() {
   local label="$1" files="$2" big="$3"
-  rm -rf "$SRC"; generate "$SRC" "$files" "$big"; sync
+  rm -rf "$SRC"; generate "$SRC" "$files" "$big" "$BIGMB"; sync
   echo
   echo "### $label tree: $(find "$SRC" -type f | wc -l) files, $(find "$SRC" -type d | wc -l) directories, $(du -sm "$SRC" | cut -f1) MB, on $(df --output=fstype "$B" | tail -1), REPS=$REPS"
   echo

@@ -23,24 +23,11 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 (cd "$ROOT" && cargo build --release --locked -q --bin mutagen)
 MUTAGEN="$ROOT/target/release/mutagen"
+# shellcheck source=bench/common.sh
+. "$HERE/common.sh"
 
 rm -rf "$B"; mkdir -p "$B"
-python3 - "$B/src" "$NFILES" "$NBIG" "$BIGMB" <<'PY'
-import os, random, sys
-root, n, nbig, bigmb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-rng = random.Random(12345)
-for i in range(n):
-    d = os.path.join(root, f"d{i % 20:02d}", f"e{(i // 20) % 25:02d}", f"g{(i // 500) % 4}")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, f"f{i:05d}.txt"), "wb") as f:
-        f.write(rng.randbytes(rng.randint(64, 4096)))
-os.makedirs(os.path.join(root, "big"), exist_ok=True)
-for k in range(nbig):
-    r = random.Random(1000 + k)
-    with open(os.path.join(root, "big", f"big{k}.bin"), "wb") as f:
-        for _ in range(bigmb):
-            f.write(r.randbytes(1 << 20))
-PY
+generate "$B/src" "$NFILES" "$NBIG" "$BIGMB"
 echo "tree: $(find "$B/src" -type f | wc -l) files, $(find "$B/src" -type d | wc -l) directories, $(du -sm "$B/src" | cut -f1) MB, on $(df --output=fstype "$B" | tail -1)"
 
 export MUTAGEN_DATA_DIRECTORY="$B/mutagen-data"
@@ -78,18 +65,7 @@ if [ "$NBIG" -gt 0 ]; then
   # each time (rsync's quick check misses same-second, same-size edits). rsync runs with
   # --no-whole-file: for local copies it skips its delta algorithm by default.
   FLIPS=0
-  flip() {
-    FLIPS=$((FLIPS + 1))
-    python3 - "$B/src/big/big0.bin" "$FLIPS" <<'PY'
-import os, sys, time
-path, k = sys.argv[1], int(sys.argv[2])
-with open(path, "r+b") as f:
-    f.seek(0, 2); offset = f.tell() // 2 + k * 4099
-    f.seek(offset); byte = f.read(1); f.seek(offset); f.write(bytes([byte[0] ^ 0xFF]))
-t = int(time.time()) + 10 + k
-os.utime(path, (t, t))
-PY
-  }
+  flip() { FLIPS=$((FLIPS + 1)); flip_file "$B/src/big/big0.bin" "$FLIPS"; }
   fresh; "$MUTAGEN" sync once "$B/src" "$B/dst" >/dev/null
   measure "1-byte edit in 50 MB: mutagen sync once" flip "'$MUTAGEN' sync once '$B/src' '$B/dst'"
   echo "  mutagen, last run: $(grep -o 'Beta:.*' "$B/last.out")"
