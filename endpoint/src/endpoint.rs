@@ -134,9 +134,13 @@ pub enum EndpointError {
         #[source]
         source: std::io::Error,
     },
-    /// The transmission stream was out of order or malformed.
+    /// The transmission stream was out of order or malformed, or the connection to a remote
+    /// endpoint failed.
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// A remote endpoint reported that the operation failed (its message, lowercase).
+    #[error("{0}")]
+    Remote(String),
 }
 
 /// A shorthand for results of endpoint operations.

@@ -1,0 +1,62 @@
+//! `mutagen-agent`: runs on the remote host (over SSH, in a container) and serves one endpoint
+//! over its standard input and output.
+//!
+//! It is a dependency firewall: it links the endpoint and the protocol only (no journal, no
+//! daemon, no tokio), and it is built statically (`-C target-feature=+crt-static`), so that it
+//! runs on any x86_64 Linux, a libc-less container included. It resolves `~user` from
+//! `/etc/passwd` itself, so it needs no name-service library.
+//!
+//! Usage: `mutagen-agent endpoint` (serve), `mutagen-agent version`. It exits as soon as its
+//! input closes, so nothing is left running after a link cut, a terminate or a daemon stop.
+
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+
+use mutagen_protocol::{AgentEnvironment, build_of, serve, server::hello};
+
+fn main() -> ExitCode {
+    let command = std::env::args().nth(1).unwrap_or_default();
+    match command.as_str() {
+        "version" => {
+            println!("mutagen-agent {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        "endpoint" => match run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("mutagen-agent: {message}");
+                ExitCode::FAILURE
+            }
+        },
+        _ => {
+            eprintln!("usage: mutagen-agent endpoint|version");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let environment = AgentEnvironment::from_process()?;
+    let executable = std::env::current_exe()
+        .map_err(|e| format!("unable to find the agent's executable: {e}"))?;
+    let build = build_of(&executable)
+        .map_err(|e| format!("unable to read {}: {e}", executable.display()))?;
+    let hello = hello(build);
+    // Raw descriptors: the standard library's stdout would flush at every newline byte.
+    let duplicate = |fd: std::os::fd::BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .map(std::fs::File::from)
+            .map_err(|e| format!("unable to use the standard streams: {e}"))
+    };
+    let input = duplicate(std::io::stdin().as_fd())?;
+    let output = duplicate(std::io::stdout().as_fd())?;
+    serve(
+        Box::new(input),
+        Box::new(output),
+        &hello,
+        &environment,
+        // The daemon is gone: nothing may keep running on its behalf.
+        Box::new(|| std::process::exit(0)),
+    )
+    .map_err(|e| format!("unable to talk to the daemon: {e}"))
+}

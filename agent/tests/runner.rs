@@ -1,0 +1,3 @@
+//! The real `mutagen-agent` binary, spawned as a process.
+
+mod test_agent;

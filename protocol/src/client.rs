@@ -1,0 +1,461 @@
+//! The daemon's side: [`RemoteEndpoint`], the [`Endpoint`] contract served by an agent.
+//!
+//! # Theory of operation
+//! - [`handshake`] reads the agent's [`MAGIC`] (skipping what a login shell may print first)
+//!   and its [`Hello`]; the transport compares the build and reinstalls on a mismatch.
+//! - A reader thread decodes every frame from the agent. Wakeups go to the endpoint's wakeup
+//!   channel; everything else to a response channel. When the stream ends the thread drops
+//!   the wakeup sender, so a controller waiting for changes notices a dead link at once.
+//! - Each call writes its request and waits for the answer on the response channel. An agent
+//!   that sends nothing at all (not even a heartbeat) for [`SILENCE`] is considered lost; a
+//!   [`Canceller`] ends the wait at once. After any failure the endpoint is broken: every
+//!   later call fails, as the [`Endpoint`] contract allows, and the controller reconnects.
+//!
+//! # Untrusted input
+//! Everything the agent sends is checked before it is used: frames are bounded
+//! ([`MAX_FRAME`]), snapshots are validated by the synchronizer (this endpoint is not
+//! `trusted`), staged requests must be among those asked, supply streams must answer the
+//! requests in order with no more data than announced, and delta signatures must be sane.
+//! Staged content is verified by digest by the receiving endpoint before it is placed.
+
+use std::collections::HashSet;
+use std::io::{BufWriter, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use mutagen_endpoint::{
+    Endpoint, EndpointError, EndpointResult, Snapshot, StageRequest, TransitionResult, Transmission,
+};
+use mutagen_reconcile::Change;
+
+use crate::ProtocolError;
+use crate::codec::{CHUNK, MAX_FRAME, read_frame, write_frame};
+use crate::messages::{EndpointOptions, Hello, MAGIC, Request, Response};
+
+/// How long an agent may stay completely silent while a request is outstanding.
+pub const SILENCE: Duration = Duration::from_secs(30);
+
+/// How many bytes before the magic are tolerated (a login banner).
+const PREAMBLE_LIMIT: usize = 64 * 1024;
+
+/// The largest hello frame.
+const HELLO_LIMIT: u32 = 4096;
+
+/// A byte stream to an agent process, as a transport opened it.
+pub struct AgentStream {
+    /// What the agent writes.
+    pub reader: Box<dyn Read + Send>,
+    /// What the agent reads.
+    pub writer: Box<dyn Write + Send>,
+    /// Kept as long as the stream is used; dropping it ends the agent process's transport
+    /// (the agent exits when its input closes).
+    pub guard: Box<dyn Send>,
+    /// The tail of what the agent wrote to its standard error, for error messages.
+    pub stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for AgentStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AgentStream")
+    }
+}
+
+impl AgentStream {
+    /// Returns the agent's standard error so far, trimmed, lossily decoded.
+    pub fn stderr_text(&self) -> String {
+        let guard = self.stderr.lock().unwrap_or_else(PoisonError::into_inner);
+        String::from_utf8_lossy(&guard).trim().to_owned()
+    }
+}
+
+/// Reads the agent's magic and hello.
+///
+/// # Errors
+/// [`ProtocolError::Closed`] when the stream ends first (with what was printed instead),
+/// [`ProtocolError::Handshake`] for a stream that does not start like an agent's.
+pub fn handshake(reader: &mut dyn Read) -> Result<Hello, ProtocolError> {
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(&MAGIC) {
+        match reader.read(&mut byte) {
+            Ok(0) => {
+                let printed = String::from_utf8_lossy(&seen).trim().to_owned();
+                return Err(ProtocolError::Closed(printed));
+            }
+            Ok(_) => seen.push(byte[0]),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(ProtocolError::Io(error)),
+        }
+        if seen.len() > PREAMBLE_LIMIT + MAGIC.len() {
+            return Err(ProtocolError::Handshake("no agent greeting in the first 64 KiB".into()));
+        }
+    }
+    match read_frame::<Hello>(reader, HELLO_LIMIT) {
+        Ok(Some(hello)) => Ok(hello),
+        Ok(None) => Err(ProtocolError::Closed(String::new())),
+        Err(error) => Err(ProtocolError::Handshake(format!("unreadable greeting: {error}"))),
+    }
+}
+
+/// Ends a [`RemoteEndpoint`]'s current and future calls from another thread.
+#[derive(Clone, Debug)]
+pub struct Canceller {
+    responses: Sender<Result<Response, ProtocolError>>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Canceller {
+    /// Makes the call in flight (if any) and every later call fail at once.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        let _ = self.responses.try_send(Err(ProtocolError::Cancelled));
+    }
+}
+
+/// An endpoint served by an agent over an [`AgentStream`].
+pub struct RemoteEndpoint {
+    writer: BufWriter<Box<dyn Write + Send>>,
+    responses: Receiver<Result<Response, ProtocolError>>,
+    canceller: Canceller,
+    wakeups: Receiver<()>,
+    watch_problem: Option<String>,
+    /// Where the agent runs, for messages (`user@host`).
+    description: String,
+    /// The root as the agent resolved it.
+    root: String,
+    broken: bool,
+    silence: Duration,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    _guard: Box<dyn Send>,
+}
+
+impl std::fmt::Debug for RemoteEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteEndpoint").field("description", &self.description).finish()
+    }
+}
+
+impl RemoteEndpoint {
+    /// Initializes the endpoint on an agent that has completed its [`handshake`].
+    ///
+    /// # Errors
+    /// The agent refused the options (an invalid root, say) or the stream failed.
+    pub fn initialize(
+        stream: AgentStream,
+        options: EndpointOptions,
+        description: String,
+    ) -> Result<RemoteEndpoint, ProtocolError> {
+        let AgentStream { mut reader, writer, guard, stderr } = stream;
+        let (responses_sender, responses) = crossbeam_channel::bounded(64);
+        let (wakeup_sender, wakeups) = crossbeam_channel::bounded(1);
+        let reader_responses = responses_sender.clone();
+        std::thread::Builder::new()
+            .name("remote-endpoint-reader".into())
+            .spawn(move || {
+                loop {
+                    match read_frame::<Response>(&mut reader, MAX_FRAME) {
+                        Ok(Some(Response::Wakeup)) => {
+                            let _ = wakeup_sender.try_send(());
+                        }
+                        Ok(Some(response)) => {
+                            if reader_responses.send(Ok(response)).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => {
+                            let _ =
+                                reader_responses.send(Err(ProtocolError::Closed(String::new())));
+                            return;
+                        }
+                        Err(error) => {
+                            let _ = reader_responses.send(Err(error));
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(ProtocolError::Io)?;
+        let canceller =
+            Canceller { responses: responses_sender, cancelled: Arc::new(AtomicBool::new(false)) };
+        let mut endpoint = RemoteEndpoint {
+            writer: BufWriter::with_capacity(1 << 18, writer),
+            responses,
+            canceller,
+            wakeups,
+            watch_problem: None,
+            description,
+            root: String::new(),
+            broken: false,
+            silence: SILENCE,
+            stderr,
+            _guard: guard,
+        };
+        match endpoint.call(&Request::Initialize(options)) {
+            Ok(Response::Initialized { root }) => {
+                endpoint.root = root;
+                Ok(endpoint)
+            }
+            Ok(other) => Err(ProtocolError::Unexpected(describe(&other))),
+            Err(EndpointError::Remote(message)) => Err(ProtocolError::Refused(message)),
+            Err(error) => Err(ProtocolError::Refused(error.to_string())),
+        }
+    }
+
+    /// Returns the root as the agent resolved it (absolute, on its host).
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// Returns a handle that cancels this endpoint's calls from another thread.
+    pub fn canceller(&self) -> Canceller {
+        self.canceller.clone()
+    }
+
+    /// Sets how long the agent may stay silent (tests shorten it).
+    pub fn set_silence(&mut self, silence: Duration) {
+        self.silence = silence;
+    }
+
+    fn fail(&mut self, error: ProtocolError) -> EndpointError {
+        self.broken = true;
+        let stderr = {
+            let guard = self.stderr.lock().unwrap_or_else(PoisonError::into_inner);
+            String::from_utf8_lossy(&guard).trim().to_owned()
+        };
+        let mut message =
+            format!("connection to the agent on {} failed: {error}", self.description);
+        if !stderr.is_empty() {
+            message.push_str(&format!(" (agent said: {})", tail(&stderr, 512)));
+        }
+        EndpointError::Remote(message)
+    }
+
+    fn write(&mut self, request: &Request, flush: bool) -> EndpointResult<()> {
+        if self.broken || self.canceller.cancelled.load(Ordering::SeqCst) {
+            return Err(self.fail(ProtocolError::Cancelled));
+        }
+        let mut result = write_frame(&mut self.writer, request);
+        if flush && result.is_ok() {
+            result = self.writer.flush().map_err(ProtocolError::Io);
+        }
+        result.map_err(|error| self.fail(error))
+    }
+
+    /// Reads the next response that is not a heartbeat.
+    fn next(&mut self) -> EndpointResult<Response> {
+        loop {
+            match self.responses.recv_timeout(self.silence) {
+                Ok(Ok(Response::Heartbeat)) => {}
+                Ok(Ok(Response::Error(message))) => return Err(EndpointError::Remote(message)),
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(error)) => return Err(self.fail(error)),
+                Err(RecvTimeoutError::Timeout) => {
+                    let silence = self.silence;
+                    return Err(self.fail(ProtocolError::Silent(silence)));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(self.fail(ProtocolError::Closed(String::new())));
+                }
+            }
+        }
+    }
+
+    fn call(&mut self, request: &Request) -> EndpointResult<Response> {
+        self.write(request, true)?;
+        self.next()
+    }
+
+    fn unexpected(&mut self, response: &Response) -> EndpointError {
+        self.fail(ProtocolError::Unexpected(describe(response)))
+    }
+}
+
+fn tail(text: &str, limit: usize) -> &str {
+    let mut start = text.len().saturating_sub(limit);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+fn describe(response: &Response) -> String {
+    let name = match response {
+        Response::Initialized { .. } => "initialized",
+        Response::Checked { .. } => "checked",
+        Response::Scanned { .. } => "scanned",
+        Response::Staged(_) => "staged",
+        Response::Transmission(_) => "transmission",
+        Response::Supplied => "supplied",
+        Response::Transitioned(_) => "transitioned",
+        Response::Done => "done",
+        Response::Error(_) => "error",
+        Response::Wakeup => "wakeup",
+        Response::Heartbeat => "heartbeat",
+    };
+    format!("an unexpected {name} message")
+}
+
+/// Checks a delta signature an agent computed for its base file: the supplier divides by the
+/// block size and allocates per block.
+fn valid_signature(request: &StageRequest) -> bool {
+    let Some(signature) = &request.base else { return true };
+    let block = signature.block_size;
+    (1..=(1 << 24)).contains(&block)
+        && (signature.blocks.is_empty() || (1..=block).contains(&signature.last_block_size))
+        && signature.blocks.len() <= (1 << 24)
+}
+
+/// Tracks a supply stream against the requests it must answer, in order.
+struct SupplyCheck<'a> {
+    requests: &'a [StageRequest],
+    next: usize,
+    /// Bytes still allowed for the open file (announced size minus data so far).
+    open: Option<u64>,
+}
+
+impl SupplyCheck<'_> {
+    fn accept(&mut self, transmission: &Transmission) -> Result<(), String> {
+        let expected = self.requests.get(self.next);
+        match (transmission, self.open) {
+            (Transmission::Begin { request, size }, None) => {
+                let asked = expected.ok_or("a file nobody asked for")?;
+                if (&request.path, request.digest) != (&asked.path, asked.digest) {
+                    return Err(format!(
+                        "{:?} out of order (expected {:?})",
+                        request.path, asked.path
+                    ));
+                }
+                self.open = Some(*size);
+            }
+            (Transmission::Unavailable { request, .. }, None) => {
+                let asked = expected.ok_or("a file nobody asked for")?;
+                if (&request.path, request.digest) != (&asked.path, asked.digest) {
+                    return Err(format!(
+                        "{:?} out of order (expected {:?})",
+                        request.path, asked.path
+                    ));
+                }
+                self.next += 1;
+            }
+            (Transmission::Data(data), Some(left)) => {
+                let length = data.len() as u64;
+                if data.len() > CHUNK || length > left {
+                    return Err("more data than the file's announced size".to_owned());
+                }
+                self.open = Some(left - length);
+            }
+            (Transmission::Blocks { .. }, Some(_)) => {}
+            (Transmission::End, Some(_)) => {
+                self.open = None;
+                self.next += 1;
+            }
+            _ => return Err("a transmission outside of a file".to_owned()),
+        }
+        Ok(())
+    }
+}
+
+impl Endpoint for RemoteEndpoint {
+    fn wakeups(&self) -> Option<Receiver<()>> {
+        Some(self.wakeups.clone())
+    }
+
+    fn check(&mut self) -> EndpointResult<bool> {
+        match self.call(&Request::Check)? {
+            Response::Checked { changed, watch_problem } => {
+                self.watch_problem = watch_problem;
+                Ok(changed)
+            }
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    fn watch_problem(&self) -> Option<String> {
+        self.watch_problem.clone()
+    }
+
+    fn scan(&mut self) -> EndpointResult<Arc<Snapshot>> {
+        match self.call(&Request::Scan)? {
+            Response::Scanned { snapshot, watch_problem } => {
+                self.watch_problem = watch_problem;
+                Ok(Arc::new(snapshot))
+            }
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    fn stage(&mut self, requests: Vec<StageRequest>) -> EndpointResult<Vec<StageRequest>> {
+        let asked: HashSet<(String, mutagen_reconcile::Digest)> =
+            requests.iter().map(|r| (r.path.clone(), r.digest)).collect();
+        match self.call(&Request::Stage(requests))? {
+            Response::Staged(needed) => {
+                let mut seen = HashSet::new();
+                for request in &needed {
+                    let key = (request.path.clone(), request.digest);
+                    if !asked.contains(&key) || !seen.insert(key) || !valid_signature(request) {
+                        let message = format!("staged an unrequested file {:?}", request.path);
+                        return Err(self.fail(ProtocolError::Unexpected(message)));
+                    }
+                }
+                Ok(needed)
+            }
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    fn supply(
+        &mut self,
+        requests: &[StageRequest],
+        sink: &mut dyn FnMut(Transmission) -> EndpointResult<()>,
+    ) -> EndpointResult<()> {
+        self.write(&Request::Supply(requests.to_vec()), true)?;
+        let mut check = SupplyCheck { requests, next: 0, open: None };
+        loop {
+            match self.next()? {
+                Response::Transmission(transmission) => {
+                    if let Err(message) = check.accept(&transmission) {
+                        return Err(self.fail(ProtocolError::Unexpected(message)));
+                    }
+                    if let Err(error) = sink(transmission) {
+                        // The rest of the stream is still on its way: this connection cannot
+                        // be used any more.
+                        self.broken = true;
+                        return Err(error);
+                    }
+                }
+                Response::Supplied if check.next == requests.len() && check.open.is_none() => {
+                    return Ok(());
+                }
+                Response::Supplied => {
+                    let message = "a supply stream that ended early".to_owned();
+                    return Err(self.fail(ProtocolError::Unexpected(message)));
+                }
+                other => return Err(self.unexpected(&other)),
+            }
+        }
+    }
+
+    fn receive(&mut self, transmission: Transmission) -> EndpointResult<()> {
+        let flush = matches!(transmission, Transmission::End | Transmission::Unavailable { .. });
+        self.write(&Request::Receive(transmission), flush)
+    }
+
+    fn transition(&mut self, changes: Vec<Change>) -> EndpointResult<TransitionResult> {
+        match self.call(&Request::Transition(changes))? {
+            Response::Transitioned(result) => Ok(result),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    fn shutdown(&mut self) -> EndpointResult<()> {
+        if self.broken {
+            return Ok(());
+        }
+        match self.call(&Request::Shutdown)? {
+            Response::Done => Ok(()),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The messages between the daemon's remote endpoint and the agent.
+//!
+//! # Compatibility
+//! The agent starts by writing [`MAGIC`] and then a [`Hello`] frame, whose shape is fixed
+//! forever: any daemon can read any agent's hello and then refuse (and reinstall) an agent of
+//! another protocol version or build. Everything after the hello is only promised between an
+//! agent and a daemon of the same build; [`PROTOCOL_VERSION`] is bumped whenever it changes,
+//! and golden files in `tests/golden/` pin the encoding so that no change is accidental.
+
+use mutagen_endpoint::{Snapshot, StageRequest, SymlinkMode, TransitionResult, Transmission};
+use mutagen_reconcile::Change;
+use serde::{Deserialize, Serialize};
+
+/// What an agent writes before anything else: it lets the daemon skip whatever a login shell
+/// printed first.
+pub const MAGIC: [u8; 8] = *b"\x00MUTAGNT";
+
+/// Bumped whenever a message after [`Hello`] changes.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The agent's first frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the agent.
+    pub protocol: u32,
+    /// The agent's program version.
+    pub version: String,
+    /// The BLAKE3 digest of the agent's own executable, in hex: the daemon compares it with the
+    /// digest of the agent binary it would install, so any other build is replaced.
+    pub build: String,
+}
+
+/// How the agent sets up its endpoint (the first request).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointOptions {
+    /// The root as the user wrote it: absolute, `~`, `~/x`, `~user/x`, or relative to the
+    /// remote home.
+    pub root: String,
+    /// A name for the staging area, unique per session and side (`[A-Za-z0-9_-]+`).
+    pub staging_name: String,
+    /// Ignore patterns (upstream syntax).
+    pub ignores: Vec<String>,
+    /// Whether version-control directories are ignored.
+    pub ignore_vcs: bool,
+    /// How symbolic links are handled.
+    pub symlink_mode: SymlinkMode,
+    /// Refuse `stage` and `transition` (alpha in one-way modes).
+    pub read_only: bool,
+    /// Watch the root natively.
+    pub watch: bool,
+}
+
+/// A request from the daemon.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Set up the endpoint; answered by [`Response::Initialized`].
+    Initialize(EndpointOptions),
+    /// [`mutagen_endpoint::Endpoint::check`]; answered by [`Response::Checked`].
+    Check,
+    /// Scan; answered by [`Response::Scanned`].
+    Scan,
+    /// Stage; answered by [`Response::Staged`].
+    Stage(Vec<StageRequest>),
+    /// Supply; answered by one [`Response::Transmission`] stream, then [`Response::Supplied`].
+    Supply(Vec<StageRequest>),
+    /// One transmission to receive; not answered (an error is reported by the next request).
+    Receive(Transmission),
+    /// Transition; answered by [`Response::Transitioned`].
+    Transition(Vec<Change>),
+    /// Release staged files; answered by [`Response::Done`].
+    Shutdown,
+}
+
+/// An answer from the agent, or a message it sends on its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The endpoint is ready.
+    Initialized {
+        /// The root, resolved to an absolute path on the agent's host.
+        root: String,
+    },
+    /// Whether the root changed since the last scan.
+    Checked {
+        /// It changed.
+        changed: bool,
+        /// The endpoint's watch problem, if any.
+        watch_problem: Option<String>,
+    },
+    /// A scan.
+    Scanned {
+        /// The snapshot.
+        snapshot: Snapshot,
+        /// The endpoint's watch problem, if any.
+        watch_problem: Option<String>,
+    },
+    /// The requests that must be supplied.
+    Staged(Vec<StageRequest>),
+    /// One transmission of a supply stream.
+    Transmission(Transmission),
+    /// The supply stream is complete.
+    Supplied,
+    /// A transition's result.
+    Transitioned(TransitionResult),
+    /// Done.
+    Done,
+    /// The request failed; the message is lowercase, for the user.
+    Error(String),
+    /// Unsolicited: the watcher saw changes (sent at most once between checks).
+    Wakeup,
+    /// Unsolicited: the agent is alive and working on the current request.
+    Heartbeat,
+}

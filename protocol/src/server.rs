@@ -1,0 +1,377 @@
+//! The agent's side: serve one endpoint over a byte stream.
+//!
+//! # Theory of operation
+//! - A reader thread decodes requests from the input stream into a channel. When the stream
+//!   ends (the daemon closed it, the link was cut) it calls `on_close` at once, even while a
+//!   request is being served: the agent binary exits there, so nothing is left running on the
+//!   remote host.
+//! - The serving thread takes requests one by one, and also the endpoint's watch wakeups,
+//!   which it forwards as one [`Response::Wakeup`] between two checks.
+//! - A heartbeat thread writes [`Response::Heartbeat`] every [`HEARTBEAT`] while a request is
+//!   being served, so the daemon can tell a long scan from a dead agent.
+//! - All writes go through one mutex-guarded buffered writer; a response is flushed as soon as
+//!   it is complete.
+
+use std::io::{BufWriter, Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use mutagen_endpoint::{Endpoint, Ignorer, LocalEndpoint, LocalOptions, ScanOptions};
+
+use crate::ProtocolError;
+use crate::codec::{MAX_FRAME, read_frame, write_frame};
+use crate::messages::{EndpointOptions, Hello, MAGIC, PROTOCOL_VERSION, Request, Response};
+
+/// How often a busy agent says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+type SharedWriter = Arc<Mutex<BufWriter<Box<dyn Write + Send>>>>;
+
+fn send(writer: &SharedWriter, response: &Response, flush: bool) -> Result<(), ProtocolError> {
+    let mut guard = writer.lock().unwrap_or_else(PoisonError::into_inner);
+    write_frame(&mut *guard, response)?;
+    if flush {
+        guard.flush().map_err(ProtocolError::Io)?;
+    }
+    Ok(())
+}
+
+/// Where the agent keeps its files on its host.
+#[derive(Clone, Debug)]
+pub struct AgentEnvironment {
+    /// The login user's home directory.
+    pub home: PathBuf,
+    /// The user database (`/etc/passwd`'s text), for `~user` roots.
+    pub passwd: String,
+    /// The agent's data directory (`~/.mutagen`); staging areas live below it.
+    pub data: PathBuf,
+}
+
+impl AgentEnvironment {
+    /// Reads the environment of this process: `$HOME` and `/etc/passwd`.
+    ///
+    /// # Errors
+    /// A message when `HOME` is not set.
+    pub fn from_process() -> Result<AgentEnvironment, String> {
+        let home = std::env::var_os("HOME")
+            .filter(|home| !home.is_empty())
+            .map(PathBuf::from)
+            .ok_or("HOME is not set on the remote host")?;
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let data = home.join(".mutagen");
+        Ok(AgentEnvironment { home, passwd, data })
+    }
+}
+
+/// Returns the absolute root a user's root text names on this host: `~` and `~/x` are below
+/// the home directory, `~user/x` below that user's home (from the user database, so that a
+/// static agent needs no name-service library), a relative path is relative to the home
+/// directory. The result is normalized lexically.
+///
+/// # Errors
+/// A lowercase message for an empty root, an unknown user or the file-system root.
+pub fn resolve_root(root: &str, environment: &AgentEnvironment) -> Result<PathBuf, String> {
+    if root.is_empty() {
+        return Err("the remote path is empty".to_owned());
+    }
+    let path = if let Some(rest) = root.strip_prefix('~') {
+        let (user, rest) = rest.split_once('/').unwrap_or((rest, ""));
+        let home = if user.is_empty() {
+            environment.home.clone()
+        } else {
+            home_of(user, &environment.passwd)
+                .ok_or_else(|| format!("unable to resolve ~{user}: no such user"))?
+        };
+        home.join(rest)
+    } else {
+        environment.home.join(root)
+    };
+    let mut normal = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    if normal.file_name().is_none() {
+        return Err(format!("root {root:?} is the file-system root"));
+    }
+    Ok(normal)
+}
+
+fn home_of(user: &str, passwd: &str) -> Option<PathBuf> {
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() >= 7 && fields[0] == user).then(|| PathBuf::from(fields[5]))
+    })
+}
+
+fn valid_staging_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Builds the endpoint an [`EndpointOptions`] asks for.
+///
+/// # Errors
+/// A lowercase message naming what is wrong.
+pub fn open_endpoint(
+    options: &EndpointOptions,
+    environment: &AgentEnvironment,
+) -> Result<(LocalEndpoint, PathBuf), String> {
+    if !valid_staging_name(&options.staging_name) {
+        return Err(format!("invalid staging name {:?}", options.staging_name));
+    }
+    let root = resolve_root(&options.root, environment)?;
+    let ignorer = Ignorer::new(&options.ignores, options.ignore_vcs).map_err(|e| e.to_string())?;
+    let staging = environment.data.join("staging").join(&options.staging_name);
+    let mut local = LocalOptions::new(staging);
+    local.scan = ScanOptions { symlink_mode: options.symlink_mode, ignorer: Arc::new(ignorer) };
+    local.read_only = options.read_only;
+    local.watch = options.watch;
+    Ok((LocalEndpoint::new(root.clone(), local), root))
+}
+
+/// Returns this agent's hello.
+pub fn hello(build: String) -> Hello {
+    Hello { protocol: PROTOCOL_VERSION, version: env!("CARGO_PKG_VERSION").to_owned(), build }
+}
+
+/// Serves one endpoint: writes the magic and `hello`, then answers requests until the input
+/// ends. `on_close` runs on the reader thread as soon as the input ends or breaks.
+///
+/// # Errors
+/// The first failure to write to the daemon (the stream is gone).
+pub fn serve(
+    mut input: Box<dyn Read + Send>,
+    output: Box<dyn Write + Send>,
+    hello: &Hello,
+    environment: &AgentEnvironment,
+    on_close: Box<dyn FnOnce() + Send>,
+) -> Result<(), ProtocolError> {
+    let writer: SharedWriter = Arc::new(Mutex::new(BufWriter::with_capacity(1 << 18, output)));
+    {
+        let mut guard = writer.lock().unwrap_or_else(PoisonError::into_inner);
+        guard.write_all(&MAGIC).map_err(ProtocolError::Io)?;
+        write_frame(&mut *guard, hello)?;
+        guard.flush().map_err(ProtocolError::Io)?;
+    }
+    let (requests, incoming) = crossbeam_channel::bounded::<Request>(16);
+    std::thread::Builder::new()
+        .name("agent-reader".into())
+        .spawn(move || {
+            while let Ok(Some(request)) = read_frame::<Request>(&mut input, MAX_FRAME) {
+                if requests.send(request).is_err() {
+                    break;
+                }
+            }
+            on_close();
+        })
+        .map_err(ProtocolError::Io)?;
+    let busy = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    {
+        let (writer, busy, done) = (writer.clone(), busy.clone(), done.clone());
+        std::thread::Builder::new()
+            .name("agent-heartbeat".into())
+            .spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    std::thread::sleep(HEARTBEAT);
+                    if busy.load(Ordering::Relaxed)
+                        && send(&writer, &Response::Heartbeat, true).is_err()
+                    {
+                        break;
+                    }
+                }
+            })
+            .map_err(ProtocolError::Io)?;
+    }
+    let result = Server { writer, endpoint: None, receive_error: None, wakeup_sent: false }.run(
+        &incoming,
+        &busy,
+        environment,
+    );
+    done.store(true, Ordering::Relaxed);
+    result
+}
+
+struct Server {
+    writer: SharedWriter,
+    endpoint: Option<LocalEndpoint>,
+    /// The first failure of a `Receive` since the last answered request.
+    receive_error: Option<String>,
+    /// Whether a wakeup was sent since the last check or scan.
+    wakeup_sent: bool,
+}
+
+impl Server {
+    fn run(
+        mut self,
+        incoming: &crossbeam_channel::Receiver<Request>,
+        busy: &AtomicBool,
+        environment: &AgentEnvironment,
+    ) -> Result<(), ProtocolError> {
+        loop {
+            let wakeups = self.endpoint.as_ref().and_then(Endpoint::wakeups);
+            let request = match &wakeups {
+                Some(wakeups) => crossbeam_channel::select! {
+                    recv(incoming) -> request => request,
+                    recv(wakeups) -> _ => {
+                        if !self.wakeup_sent {
+                            self.wakeup_sent = true;
+                            send(&self.writer, &Response::Wakeup, true)?;
+                        }
+                        continue;
+                    }
+                },
+                None => incoming.recv(),
+            };
+            let Ok(request) = request else { return Ok(()) };
+            busy.store(true, Ordering::Relaxed);
+            let result = self.handle(request, environment);
+            busy.store(false, Ordering::Relaxed);
+            result?;
+        }
+    }
+
+    fn handle(
+        &mut self,
+        request: Request,
+        environment: &AgentEnvironment,
+    ) -> Result<(), ProtocolError> {
+        if let Request::Receive(transmission) = request {
+            if self.receive_error.is_none() {
+                let result = match &mut self.endpoint {
+                    Some(endpoint) => endpoint.receive(transmission).map_err(|e| render(&e)),
+                    None => Err("receive requested before initialization".to_owned()),
+                };
+                self.receive_error = result.err();
+            }
+            return Ok(());
+        }
+        if let Some(error) = self.receive_error.take() {
+            return send(&self.writer, &Response::Error(error), true);
+        }
+        if let Request::Initialize(options) = &request {
+            let response = match open_endpoint(options, environment) {
+                Ok((endpoint, root)) => {
+                    self.endpoint = Some(endpoint);
+                    Response::Initialized { root: root.display().to_string() }
+                }
+                Err(message) => Response::Error(message),
+            };
+            return send(&self.writer, &response, true);
+        }
+        let Some(endpoint) = &mut self.endpoint else {
+            let message = "request before initialization".to_owned();
+            return send(&self.writer, &Response::Error(message), true);
+        };
+        let response = match request {
+            Request::Initialize(_) | Request::Receive(_) => return Ok(()),
+            Request::Check => {
+                self.wakeup_sent = false;
+                endpoint.check().map(|changed| Response::Checked {
+                    changed,
+                    watch_problem: endpoint.watch_problem(),
+                })
+            }
+            Request::Scan => {
+                self.wakeup_sent = false;
+                endpoint.scan().map(|snapshot| Response::Scanned {
+                    snapshot: Arc::unwrap_or_clone(snapshot),
+                    watch_problem: endpoint.watch_problem(),
+                })
+            }
+            Request::Stage(requests) => endpoint.stage(requests).map(Response::Staged),
+            Request::Supply(requests) => {
+                let writer = &self.writer;
+                let mut sink = |transmission| {
+                    send(writer, &Response::Transmission(transmission), false)
+                        .map_err(|e| mutagen_endpoint::EndpointError::Protocol(e.to_string()))
+                };
+                endpoint.supply(&requests, &mut sink).map(|()| Response::Supplied)
+            }
+            Request::Transition(changes) => {
+                endpoint.transition(changes).map(Response::Transitioned)
+            }
+            Request::Shutdown => endpoint.shutdown().map(|()| Response::Done),
+        };
+        let response = response.unwrap_or_else(|error| Response::Error(render(&error)));
+        send(&self.writer, &response, true)
+    }
+}
+
+fn render(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// Returns the hex BLAKE3 digest of a file (an agent's build identity).
+///
+/// # Errors
+/// The file cannot be read.
+pub fn build_of(path: &Path) -> std::io::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(std::fs::File::open(path)?)?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn environment() -> AgentEnvironment {
+        AgentEnvironment {
+            home: PathBuf::from("/home/me"),
+            passwd: "root:x:0:0:root:/root:/bin/sh\nsync:x:1000:1000::/srv/sync:/bin/sh\n".into(),
+            data: PathBuf::from("/home/me/.mutagen"),
+        }
+    }
+
+    #[test]
+    fn roots_resolve_against_homes() {
+        let env = environment();
+        for (root, expected) in [
+            ("~", "/home/me"),
+            ("~/", "/home/me"),
+            ("~/src/app", "/home/me/src/app"),
+            ("src/../app", "/home/me/app"),
+            ("/abs/./x", "/abs/x"),
+            ("~sync", "/srv/sync"),
+            ("~sync/project", "/srv/sync/project"),
+            ("~root/x", "/root/x"),
+        ] {
+            assert_eq!(resolve_root(root, &env).expect(root), Path::new(expected), "{root}");
+        }
+        for (root, message) in [
+            ("", "empty"),
+            ("~nobody/x", "no such user"),
+            ("/", "file-system root"),
+            ("~/../..", "file-system root"),
+            ("../..", "file-system root"),
+        ] {
+            let error = resolve_root(root, &env).expect_err(root);
+            assert!(error.contains(message), "{root}: {error}");
+        }
+    }
+
+    #[test]
+    fn staging_names_are_plain() {
+        assert!(valid_staging_name("sync_abc-alpha"));
+        for bad in ["", "../x", "a/b", ".", "a b"] {
+            assert!(!valid_staging_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Integration tests of the agent protocol: a real server loop and a real endpoint over a
+//! socket pair.
+
+mod test_remote;
