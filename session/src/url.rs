@@ -3,11 +3,129 @@
 //! Upstream's grammar: `docker://[user@]container/path` is Docker, a `:` before any `/` makes
 //! an scp-style SSH URL (`[user@]host[:port]:path`), anything else is a local path. Local paths
 //! expand a leading `~`, become absolute against the working directory and are normalized
-//! lexically. Remote transports do not exist yet, so SSH and Docker URLs are refused by name.
+//! lexically. SSH paths are kept as written: the agent resolves `~`, `~user` and relative
+//! paths against the remote home. Docker URLs are refused by name until that transport exists.
 
+use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::SessionError;
+
+/// An endpoint URL, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Url {
+    /// An absolute, normalized local path.
+    Local(PathBuf),
+    /// A path on a host reached over SSH.
+    Ssh(SshUrl),
+}
+
+/// `[user@]host[:port]:path`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SshUrl {
+    /// The login user; `None` lets ssh decide (its configuration, then the local user).
+    pub user: Option<String>,
+    /// The host, or an alias from the user's ssh configuration.
+    pub host: String,
+    /// The port; `None` lets ssh decide.
+    pub port: Option<u16>,
+    /// The remote path as written (never empty).
+    pub path: String,
+}
+
+impl fmt::Display for SshUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(user) = &self.user {
+            write!(f, "{user}@")?;
+        }
+        f.write_str(&self.host)?;
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
+        }
+        write!(f, ":{}", self.path)
+    }
+}
+
+impl Url {
+    /// Parses an endpoint URL as the user wrote it (`cwd` makes local paths absolute).
+    ///
+    /// # Errors
+    /// [`SessionError::InvalidUrl`] naming the URL and what is wrong.
+    pub fn parse(text: &str, cwd: &Path) -> Result<Url, SessionError> {
+        let invalid = |reason: &str| {
+            Err(SessionError::InvalidUrl { url: text.to_owned(), reason: reason.into() })
+        };
+        if text.to_ascii_lowercase().starts_with("docker://") {
+            return invalid("docker endpoints are not supported yet");
+        }
+        match text.find(':') {
+            Some(colon) if !text[..colon].contains('/') => parse_ssh(text).map(Url::Ssh),
+            _ => local_root(text, cwd).map(Url::Local),
+        }
+    }
+
+    /// Parses a URL stored in a session (local paths are absolute there).
+    ///
+    /// # Errors
+    /// As [`Url::parse`].
+    pub fn stored(text: &str) -> Result<Url, SessionError> {
+        Url::parse(text, Path::new("/"))
+    }
+
+    /// Returns the canonical text, as stored and listed.
+    pub fn to_text(&self) -> String {
+        match self {
+            Url::Local(path) => path.to_string_lossy().into_owned(),
+            Url::Ssh(ssh) => ssh.to_string(),
+        }
+    }
+
+    /// Returns the protocol name (`local`, `ssh`).
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            Url::Local(_) => "local",
+            Url::Ssh(_) => "ssh",
+        }
+    }
+}
+
+/// Parses `[user@]host[:port]:path`, upstream's rules: the user ends at an `@` before the
+/// first `:`; a segment of digits after the host is a port (0 means unset); the rest is the
+/// path, which may hold `:` and `@` and must not be empty.
+fn parse_ssh(text: &str) -> Result<SshUrl, SessionError> {
+    let invalid =
+        |reason: &str| SessionError::InvalidUrl { url: text.to_owned(), reason: reason.into() };
+    let first_colon = text.find(':').ok_or_else(|| invalid("missing ':' before the path"))?;
+    let (user, rest) = match text[..first_colon].find('@') {
+        Some(at) => {
+            let user = &text[..at];
+            if user.is_empty() {
+                return Err(invalid("empty user name"));
+            }
+            (Some(user.to_owned()), &text[at + 1..])
+        }
+        None => (None, text),
+    };
+    let (host, rest) =
+        rest.split_once(':').ok_or_else(|| invalid("missing ':' before the path"))?;
+    if host.is_empty() {
+        return Err(invalid("empty host name"));
+    }
+    if host.starts_with('-') {
+        return Err(invalid("a host name cannot start with '-'"));
+    }
+    let (port, path) = match rest.split_once(':') {
+        Some((digits, path)) if digits.bytes().all(|b| b.is_ascii_digit()) => {
+            let port: u16 = digits.parse().map_err(|_| invalid("invalid port"))?;
+            (Some(port).filter(|p| *p != 0), path)
+        }
+        _ => (None, rest),
+    };
+    if path.is_empty() {
+        return Err(invalid("the remote path is empty"));
+    }
+    Ok(SshUrl { user, host: host.to_owned(), port, path: path.to_owned() })
+}
 
 /// Parses a local root: rejects remote URLs, expands `~`, makes it absolute and normal.
 ///
@@ -21,12 +139,12 @@ pub fn local_root(text: &str, cwd: &Path) -> Result<PathBuf, SessionError> {
         return invalid("the url is empty");
     }
     if text.to_ascii_lowercase().starts_with("docker://") {
-        return invalid("docker endpoints are not supported yet: use a local path");
+        return invalid("docker endpoints are not supported here: use a local path");
     }
     if let Some(colon) = text.find(':')
         && !text[..colon].contains('/')
     {
-        return invalid("ssh endpoints are not supported yet: use a local path");
+        return invalid("ssh endpoints are not supported here: use a local path");
     }
     let expanded = match text.strip_prefix('~') {
         Some(rest) if rest.is_empty() || rest.starts_with('/') => {
@@ -117,7 +235,7 @@ mod tests {
         assert_eq!(local_root("./a:b", cwd).expect("colon after slash"), Path::new("/work/a:b"));
         for (bad, message) in [
             ("", "the url is empty"),
-            ("host:/path", "ssh endpoints are not supported"),
+            ("host:/path", "ssh endpoints are not supported here"),
             ("user@host:path", "ssh endpoints"),
             ("docker://c/path", "docker endpoints"),
             ("/", "cannot be the file-system root"),
@@ -125,6 +243,56 @@ mod tests {
         ] {
             let err = local_root(bad, cwd).expect_err(bad).to_string();
             assert!(err.contains(message) && err.contains(&format!("{bad:?}")), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn ssh_urls_follow_upstreams_grammar() {
+        let cwd = Path::new("/work");
+        let ssh = |user: Option<&str>, host: &str, port: Option<u16>, path: &str| {
+            Url::Ssh(SshUrl {
+                user: user.map(str::to_owned),
+                host: host.to_owned(),
+                port,
+                path: path.to_owned(),
+            })
+        };
+        for (text, expected, canonical) in [
+            ("host:path", ssh(None, "host", None, "path"), "host:path"),
+            ("me@host:~/src", ssh(Some("me"), "host", None, "~/src"), "me@host:~/src"),
+            (
+                "me@host:2222:/srv/x",
+                ssh(Some("me"), "host", Some(2222), "/srv/x"),
+                "me@host:2222:/srv/x",
+            ),
+            ("host:0:p", ssh(None, "host", None, "p"), "host:p"),
+            ("host:aaa:path", ssh(None, "host", None, "aaa:path"), "host:aaa:path"),
+            ("user@ho@st:path", ssh(Some("user"), "ho@st", None, "path"), "user@ho@st:path"),
+            ("C:/local/path", ssh(None, "C", None, "/local/path"), "C:/local/path"),
+            ("h:22:a@b:c", ssh(None, "h", Some(22), "a@b:c"), "h:22:a@b:c"),
+            ("/local:x", Url::Local(PathBuf::from("/local:x")), "/local:x"),
+            ("./a@b", Url::Local(PathBuf::from("/work/a@b")), "/work/a@b"),
+        ] {
+            let url = Url::parse(text, cwd).expect(text);
+            assert_eq!(url, expected, "{text}");
+            assert_eq!(url.to_text(), canonical, "{text}");
+            assert_eq!(Url::stored(&url.to_text()).expect("stored"), url, "{text}");
+        }
+        for (text, message) in [
+            ("@host:path", "empty user name"),
+            (":path", "empty host name"),
+            ("host:", "the remote path is empty"),
+            ("host:22:", "the remote path is empty"),
+            ("host:65536:p", "invalid port"),
+            ("host::p", "invalid port"),
+            ("-oProxyCommand=x:p", "cannot start with '-'"),
+            ("docker://c/x", "docker endpoints are not supported yet"),
+        ] {
+            let error = Url::parse(text, cwd).expect_err(text).to_string();
+            assert!(
+                error.contains(message) && error.contains(&format!("{text:?}")),
+                "{text}: {error}"
+            );
         }
     }
 

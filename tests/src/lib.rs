@@ -1,6 +1,8 @@
 //! Fixtures for end-to-end tests: a pair of real temporary roots driven by a
 //! [`Synchronizer`], and a comparable view of what is on disk.
 
+pub mod sshd;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

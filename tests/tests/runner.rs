@@ -2,4 +2,5 @@
 
 mod test_local_sync;
 mod test_safety;
+mod test_ssh_transport;
 mod test_watch;

@@ -1,0 +1,410 @@
+//! SSH through the system OpenSSH.
+//!
+//! # Theory of operation
+//! - [`SshPool`] keeps one master connection per (user, host, port). It starts `ssh -M`
+//!   itself (the program `ssh` from `PATH`, or from the directory the daemon was given), so the
+//!   user's `~/.ssh/config`, aliases, keys, agents, `ProxyJump` and known hosts apply as they
+//!   do for `ssh` on the command line. Commands then go through the master's control socket
+//!   with the `openssh` crate's native multiplexing (no ssh process per command).
+//! - The master runs in the foreground as the daemon's child and its own session runs
+//!   `cat >/dev/null` fed by a pipe from the daemon: when the daemon exits, even by `kill -9`,
+//!   the pipe closes, the remote `cat` ends and the master exits (`ControlPersist=no`) once its
+//!   last channel is gone. When the last [`Lease`] on a master is dropped, the master is killed.
+//! - Connections never prompt (`BatchMode=yes`): authentication that needs a password fails
+//!   with ssh's message instead of hanging.
+//! - An agent is started with `~/.mutagen/agents/<version>/mutagen-agent endpoint`. If it does
+//!   not greet (missing), or greets with another protocol or build, the local agent binary is
+//!   copied over the same master, atomically, and started again once.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use mutagen_protocol::{AgentStream, Hello, PROTOCOL_VERSION, ProtocolError, handshake};
+use mutagen_session::url::SshUrl;
+use openssh::{Session, Stdio};
+
+use crate::agent::{self, AgentBinary};
+use crate::{TransportError, TransportResult};
+
+/// How long a master may take to connect and authenticate.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an agent may take to greet.
+const GREETING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How much of a remote process's standard error is kept.
+const STDERR_TAIL: usize = 4096;
+
+/// (user, host, port): what identifies a master connection.
+type Key = (Option<String>, String, Option<u16>);
+
+/// The destination as the user would write it: `[user@]host[:port]`.
+fn destination((user, host, port): &Key) -> String {
+    let mut text = String::new();
+    if let Some(user) = user {
+        text.push_str(user);
+        text.push('@');
+    }
+    text.push_str(host);
+    if let Some(port) = port {
+        text.push_str(&format!(":{port}"));
+    }
+    text
+}
+
+struct Master {
+    session: Arc<Session>,
+    /// The ssh process; killed on drop.
+    process: Mutex<Option<tokio::process::Child>>,
+    /// Holds the control socket and the master's log; removed on drop.
+    _directory: tempfile::TempDir,
+    /// Leases handed out and not yet dropped (guarded by the pool's map lock).
+    leases: usize,
+}
+
+impl Master {
+    fn alive(&self) -> bool {
+        let mut process = self.process.lock().unwrap_or_else(PoisonError::into_inner);
+        matches!(process.as_mut().map(tokio::process::Child::try_wait), Some(Ok(None)))
+    }
+}
+
+/// A share of a master connection; the master closes when its last lease is dropped.
+pub struct Lease {
+    pool: Arc<PoolInner>,
+    key: Key,
+    session: Arc<Session>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lease({})", destination(&self.key))
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut masters = self.pool.masters.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(master) = masters.get_mut(&self.key) else { return };
+        master.leases = master.leases.saturating_sub(1);
+        if master.leases == 0
+            && let Some(master) = masters.remove(&self.key)
+        {
+            tracing::debug!("closing the ssh master for {}", destination(&self.key));
+            drop(master);
+        }
+    }
+}
+
+struct PoolInner {
+    masters: Mutex<HashMap<Key, Master>>,
+    /// Where masters' control sockets go (private to the daemon).
+    control: PathBuf,
+    /// The ssh program.
+    ssh: OsString,
+}
+
+/// One master connection per (user, host, port), shared by everything that reaches that host.
+#[derive(Clone)]
+pub struct SshPool {
+    inner: Arc<PoolInner>,
+    agent: Arc<AgentBinary>,
+}
+
+impl std::fmt::Debug for SshPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshPool").field("control", &self.inner.control).finish()
+    }
+}
+
+impl SshPool {
+    /// Returns a pool whose control sockets live in `control` (created if needed), running
+    /// `ssh` from `ssh_directory` when given (else from `PATH`).
+    pub fn new(control: PathBuf, ssh_directory: Option<&Path>, agent: Arc<AgentBinary>) -> SshPool {
+        let ssh = match ssh_directory {
+            Some(directory) => directory.join("ssh").into_os_string(),
+            None => OsString::from("ssh"),
+        };
+        let inner = PoolInner { masters: Mutex::new(HashMap::new()), control, ssh };
+        SshPool { inner: Arc::new(inner), agent }
+    }
+
+    /// How many masters are open (tests check that none outlives its sessions).
+    pub fn open_masters(&self) -> usize {
+        self.inner.masters.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Returns a lease on the master for `key`, connecting it if there is none (or it died).
+    async fn lease(&self, key: &Key) -> TransportResult<Lease> {
+        {
+            let mut masters = self.inner.masters.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(master) = masters.get_mut(key) {
+                if master.alive() {
+                    master.leases += 1;
+                    let session = master.session.clone();
+                    return Ok(Lease { pool: self.inner.clone(), key: key.clone(), session });
+                }
+                masters.remove(key);
+            }
+        }
+        let master = self.connect(key).await?;
+        let session = master.session.clone();
+        let mut masters = self.inner.masters.lock().unwrap_or_else(PoisonError::into_inner);
+        match masters.get_mut(key) {
+            // Another connection raced this one; use it and drop ours.
+            Some(existing) if existing.alive() => {
+                existing.leases += 1;
+                let session = existing.session.clone();
+                Ok(Lease { pool: self.inner.clone(), key: key.clone(), session })
+            }
+            _ => {
+                masters.insert(key.clone(), Master { leases: 1, ..master });
+                Ok(Lease { pool: self.inner.clone(), key: key.clone(), session })
+            }
+        }
+    }
+
+    async fn connect(&self, key: &Key) -> TransportResult<Master> {
+        let host = destination(key);
+        let failed = |reason: String| TransportError::Connect { host: host.clone(), reason };
+        std::fs::create_dir_all(&self.inner.control).map_err(|e| {
+            failed(format!("unable to create {}: {e}", self.inner.control.display()))
+        })?;
+        let directory = tempfile::Builder::new()
+            .prefix("ssh-")
+            .tempdir_in(&self.inner.control)
+            .map_err(|e| failed(format!("unable to create a control directory: {e}")))?;
+        let (control, log) = (directory.path().join("master"), directory.path().join("log"));
+        let mut command = tokio::process::Command::new(&self.inner.ssh);
+        command.arg("-E").arg(&log).arg("-S").arg(&control).arg("-M");
+        for option in [
+            "ControlPersist=no",
+            "BatchMode=yes",
+            "ConnectTimeout=20",
+            "ServerAliveInterval=10",
+            "ServerAliveCountMax=3",
+        ] {
+            command.arg("-o").arg(option);
+        }
+        let (user, name, port) = key;
+        if let Some(user) = user {
+            command.arg("-l").arg(user);
+        }
+        if let Some(port) = port {
+            command.arg("-p").arg(port.to_string());
+        }
+        // The master's own session lives as long as this pipe: it ends when the daemon does.
+        command.arg("--").arg(name).arg("cat >/dev/null");
+        command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let mut process = command.spawn().map_err(|e| {
+            failed(format!("unable to run {}: {e}", self.inner.ssh.to_string_lossy()))
+        })?;
+        let started = Instant::now();
+        loop {
+            if control.exists() {
+                break;
+            }
+            if let Ok(Some(status)) = process.try_wait() {
+                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                let said = said.trim();
+                let reason = if said.is_empty() {
+                    format!("ssh exited with {status}")
+                } else {
+                    said.to_owned()
+                };
+                return Err(failed(reason));
+            }
+            if started.elapsed() > CONNECT_TIMEOUT {
+                return Err(failed(format!("no connection after {} s", CONNECT_TIMEOUT.as_secs())));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!("ssh master connected to {host}");
+        let session = Session::resume_mux(control.into_boxed_path(), Some(log.into_boxed_path()));
+        Ok(Master {
+            session: Arc::new(session),
+            process: Mutex::new(Some(process)),
+            _directory: directory,
+            leases: 0,
+        })
+    }
+
+    /// Starts the agent for `url`'s host, installing it first when needed, and returns its
+    /// stream after a successful handshake.
+    ///
+    /// # Errors
+    /// A [`TransportError`] naming the host: the connection, the install or the agent failed.
+    pub async fn connect_agent(&self, url: &SshUrl) -> TransportResult<(AgentStream, Hello)> {
+        let key: Key = (url.user.clone(), url.host.clone(), url.port);
+        let host = destination(&key);
+        let (binary, build) = self.agent.locate()?;
+        let lease = self.lease(&key).await?;
+        let mismatch = match start_agent(lease, &host).await {
+            Ok((stream, hello)) if hello.protocol == PROTOCOL_VERSION && hello.build == build => {
+                return Ok((stream, hello));
+            }
+            Ok((_, hello)) => {
+                format!("found agent {} (build {})", hello.version, short(&hello.build))
+            }
+            Err(Started::Missing(output)) => output,
+            Err(Started::Failed(error)) => return Err(error),
+        };
+        tracing::info!("installing the agent on {host} ({mismatch})");
+        let lease = self.lease(&key).await?;
+        install(&lease.session, &binary, &host).await?;
+        match start_agent(lease, &host).await {
+            Ok((stream, hello)) if hello.protocol == PROTOCOL_VERSION && hello.build == build => {
+                Ok((stream, hello))
+            }
+            Ok((_, hello)) => Err(TransportError::Start {
+                host,
+                reason: format!(
+                    "the installed agent reports build {} instead of {}",
+                    short(&hello.build),
+                    short(&build)
+                ),
+            }),
+            Err(Started::Missing(output)) => Err(TransportError::Start {
+                host,
+                reason: if output.is_empty() { "it exited at once".to_owned() } else { output },
+            }),
+            Err(Started::Failed(error)) => Err(error),
+        }
+    }
+}
+
+fn short(build: &str) -> &str {
+    build.get(..12).unwrap_or(build)
+}
+
+enum Started {
+    /// No greeting: the agent is missing or broken; what it printed.
+    Missing(String),
+    /// Something else failed.
+    Failed(TransportError),
+}
+
+/// Collects the tail of a stream in a thread.
+fn collect_tail(mut reader: std::io::PipeReader) -> Arc<Mutex<Vec<u8>>> {
+    let tail = Arc::new(Mutex::new(Vec::new()));
+    let shared = tail.clone();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 1024];
+        while let Ok(n) = reader.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            let mut tail = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            tail.extend_from_slice(&buffer[..n]);
+            let excess = tail.len().saturating_sub(STDERR_TAIL);
+            tail.drain(..excess);
+        }
+    });
+    tail
+}
+
+/// Keeps a remote process's handle alive as long as its stream is used.
+struct RemoteProcess {
+    _lease: Lease,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RemoteProcess {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn start_agent(lease: Lease, host: &str) -> Result<(AgentStream, Hello), Started> {
+    let failed =
+        |reason: String| Started::Failed(TransportError::Start { host: host.to_owned(), reason });
+    let pipes = (std::io::pipe(), std::io::pipe(), std::io::pipe());
+    let (
+        (stdin_reader, stdin_writer),
+        (stdout_reader, stdout_writer),
+        (stderr_reader, stderr_writer),
+    ) = match pipes {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        _ => return Err(failed("unable to create pipes".to_owned())),
+    };
+    let mut command = lease.session.clone().arc_raw_command(agent::remote_command());
+    command
+        .stdin(Stdio::from(OwnedFd::from(stdin_reader)))
+        .stdout(Stdio::from(OwnedFd::from(stdout_writer)))
+        .stderr(Stdio::from(OwnedFd::from(stderr_writer)));
+    let child =
+        command.spawn().await.map_err(|e| failed(format!("unable to run the agent: {e}")))?;
+    // The command still holds our copies of the remote ends: without them, the streams end
+    // when the remote process does.
+    drop(command);
+    let task = tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    let stderr = collect_tail(stderr_reader);
+    let guard = RemoteProcess { _lease: lease, task };
+    let mut reader: Box<dyn Read + Send> = Box::new(stdout_reader);
+    let greeting = tokio::task::spawn_blocking(move || {
+        let result = handshake(&mut reader);
+        (reader, result)
+    });
+    let (reader, result) = match tokio::time::timeout(GREETING_TIMEOUT, greeting).await {
+        Ok(Ok(joined)) => joined,
+        Ok(Err(error)) => return Err(failed(format!("the greeting task failed: {error}"))),
+        Err(_) => {
+            return Err(failed(format!("no greeting within {} s", GREETING_TIMEOUT.as_secs())));
+        }
+    };
+    let stream =
+        AgentStream { reader, writer: Box::new(stdin_writer), guard: Box::new(guard), stderr };
+    match result {
+        Ok(hello) => Ok((stream, hello)),
+        Err(ProtocolError::Closed(printed)) => {
+            // Let the error output arrive before it is read.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let said = stream.stderr_text();
+            Err(Started::Missing([printed, said].join(" ").trim().to_owned()))
+        }
+        Err(error) => Err(failed(error.to_string())),
+    }
+}
+
+async fn install(session: &Arc<Session>, binary: &Path, host: &str) -> TransportResult<()> {
+    let failed = |reason: String| TransportError::Install { host: host.to_owned(), reason };
+    let (stdin_reader, mut stdin_writer) =
+        std::io::pipe().map_err(|e| failed(format!("unable to create a pipe: {e}")))?;
+    let (stderr_reader, stderr_writer) =
+        std::io::pipe().map_err(|e| failed(format!("unable to create a pipe: {e}")))?;
+    let mut command = session.clone().arc_raw_command(agent::install_command());
+    command
+        .stdin(Stdio::from(OwnedFd::from(stdin_reader)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(OwnedFd::from(stderr_writer)));
+    let child =
+        command.spawn().await.map_err(|e| failed(format!("unable to run the installer: {e}")))?;
+    drop(command);
+    let stderr = collect_tail(stderr_reader);
+    let path = binary.to_owned();
+    let copied = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(&path)?;
+        std::io::copy(&mut file, &mut stdin_writer)
+    });
+    let copied = copied.await.map_err(|e| failed(e.to_string()))?;
+    let status = child.wait().await.map_err(|e| failed(e.to_string()))?;
+    let said = String::from_utf8_lossy(&stderr.lock().unwrap_or_else(PoisonError::into_inner))
+        .trim()
+        .to_owned();
+    match (copied, status.success()) {
+        (Ok(_), true) => Ok(()),
+        (Err(error), _) => Err(failed(format!("unable to send the agent: {error} {said}"))),
+        (_, false) => Err(failed(format!("the installer exited with {status}: {said}"))),
+    }
+}
