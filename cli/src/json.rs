@@ -51,9 +51,19 @@ pub fn problem(problem: &Problem) -> Value {
 
 fn endpoint(info: &EndpointInfo) -> Value {
     let endpoint = &info.state;
+    let parsed = mutagen_session::url::Url::stored(&info.url);
+    let (protocol, user, host, port, path) = match &parsed {
+        Ok(mutagen_session::url::Url::Ssh(ssh)) => {
+            ("ssh", ssh.user.clone(), Some(ssh.host.clone()), ssh.port, ssh.path.clone())
+        }
+        _ => ("local", None, None, None, info.url.clone()),
+    };
     json!({
-        "protocol": "local",
-        "path": info.url,
+        "protocol": protocol,
+        "user": user,
+        "host": host,
+        "port": port,
+        "path": path,
         "url": info.url,
         "connected": info.connected,
         "scanned": endpoint.scanned,
@@ -155,6 +165,16 @@ pub fn record(number: u64, record: &Record) -> Value {
         Event::Checkpoint(state) => json!({"successfulCycles": state.successful_cycles}),
         Event::Halted { reason } => json!({"reason": reason.status()}),
         Event::Error { message } => json!({"message": message}),
+        Event::Connected { side, url, agent_version, root, duration_ms } => json!({
+            "side": side.to_string(),
+            "url": url,
+            "agentVersion": agent_version,
+            "root": root,
+            "durationMilliseconds": duration_ms,
+        }),
+        Event::Disconnected { side, reason } => {
+            json!({"side": side.to_string(), "reason": reason})
+        }
         Event::Paused
         | Event::Resumed
         | Event::FlushRequested

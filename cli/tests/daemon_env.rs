@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 pub struct DaemonEnv {
     pub dir: tempfile::TempDir,
+    /// Extra environment for every command (and so for the daemon it starts).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct Run {
@@ -17,7 +19,7 @@ pub struct Run {
 
 impl DaemonEnv {
     pub fn new() -> DaemonEnv {
-        let env = DaemonEnv { dir: tempfile::tempdir().expect("tempdir") };
+        let env = DaemonEnv { dir: tempfile::tempdir().expect("tempdir"), env: Vec::new() };
         fs::create_dir(env.path("alpha")).expect("alpha");
         env
     }
@@ -37,7 +39,8 @@ impl DaemonEnv {
             .current_dir(self.dir.path())
             .env("MUTAGEN_DATA_DIRECTORY", self.data())
             .env("HOME", self.path("home"))
-            .env_remove("MUTAGEN_DISABLE_AUTOSTART");
+            .env_remove("MUTAGEN_DISABLE_AUTOSTART")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }
 

@@ -3,5 +3,6 @@
 mod daemon_env;
 mod test_crash;
 mod test_daemon;
+mod test_ssh;
 mod test_sync_once;
 mod test_watch;

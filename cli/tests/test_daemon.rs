@@ -232,7 +232,7 @@ fn bad_input_gets_clear_errors() {
     let cases: &[(&[&str], &str)] = &[
         (
             &["sync", "create", "alpha", "host:/srv"],
-            "invalid endpoint url \"host:/srv\": ssh endpoints",
+            "unable to connect to beta: unable to connect to host: ssh: Could not resolve",
         ),
         (&["sync", "create", "docker://box/app", "beta"], "docker endpoints"),
         (&["sync", "create", "alpha", "alpha/inner"], "overlap"),

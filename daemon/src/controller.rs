@@ -12,21 +12,19 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use mutagen_endpoint::{
-    CycleReport, Endpoint, Ignorer, LocalEndpoint, LocalOptions, Phase, Progress, ScanOptions,
-    Side, Synchronizer,
-};
+use mutagen_endpoint::{CycleReport, Endpoint, Phase, Progress, Side, Synchronizer};
 use mutagen_journal::{Event, JournalError, Record, SessionLog, SessionState};
+use mutagen_protocol::Canceller;
 use mutagen_session::WatchMode;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::paths::DataDirectory;
+use crate::connect::{Connected, Connector};
 use crate::protocol::{EndpointInfo, SessionInfo, Status};
 
 /// Cycles kept in the journal; older ones are compacted away.
 pub const RETAIN_CYCLES: u64 = 1000;
-/// The longest wait before retrying after an error.
-const MAX_BACKOFF: Duration = Duration::from_secs(15);
+/// The longest wait before retrying after an error (the wait doubles from 1 s).
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// A command's answer: `Err` carries a message for the user.
 pub type Reply = oneshot::Sender<Result<(), String>>;
@@ -52,11 +50,33 @@ pub enum Command {
 struct Engine {
     log: SessionLog,
     state: SessionState,
-    alpha: LocalEndpoint,
-    beta: LocalEndpoint,
+    /// Alpha's endpoint while connected.
+    alpha: Option<Box<dyn Endpoint>>,
+    /// Beta's endpoint while connected.
+    beta: Option<Box<dyn Endpoint>>,
 }
 
 impl Engine {
+    fn side(&mut self, side: Side) -> &mut Option<Box<dyn Endpoint>> {
+        match side {
+            Side::Alpha => &mut self.alpha,
+            Side::Beta => &mut self.beta,
+        }
+    }
+
+    /// Shuts both endpoints down and drops them; returns what failed.
+    fn disconnect(&mut self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for (side, endpoint) in [(Side::Alpha, self.alpha.take()), (Side::Beta, self.beta.take())] {
+            if let Some(mut endpoint) = endpoint
+                && let Err(error) = endpoint.shutdown()
+            {
+                errors.push(format!("{side}: {}", render_error(&error)));
+            }
+        }
+        errors
+    }
+
     /// Appends a record and folds it into the state.
     fn record(&mut self, event: Event) -> Result<(), JournalError> {
         let record = Record::now(self.state.cycle, event);
@@ -97,20 +117,23 @@ pub struct Handle {
     pub commands: mpsc::UnboundedSender<Command>,
 }
 
-/// Starts a controller for a loaded (or created) session.
+/// Starts a controller for a loaded (or created) session; it connects the endpoints itself.
 pub fn spawn(
-    data: &DataDirectory,
+    connector: Arc<Connector>,
     log: SessionLog,
     state: SessionState,
+    connected: [Option<Connected>; 2],
     notify: Arc<watch::Sender<u64>>,
 ) -> Result<Handle, String> {
     let identifier = state.identifier.clone();
-    let alpha = endpoint(data, &state, Side::Alpha)?;
-    let beta = endpoint(data, &state, Side::Beta)?;
-    let info = Arc::new(Mutex::new(describe(&state, Status::Disconnected, false)));
+    let info = Arc::new(Mutex::new(describe(&state, Status::Disconnected, [false, false])));
     let (sender, commands) = mpsc::unbounded_channel();
     let controller = Controller {
-        engine: Some(Engine { log, state, alpha, beta }),
+        engine: Some(Engine { log, state, alpha: None, beta: None }),
+        connector,
+        cancellers: [None, None],
+        retry_due: false,
+        deferred: Vec::new(),
         info: info.clone(),
         notify,
         commands,
@@ -121,33 +144,13 @@ pub fn spawn(
         cycles_since_compaction: 0,
         watch_problems: [None, None],
     };
-    tokio::spawn(controller.run());
+    tokio::spawn(controller.run(connected));
     Ok(Handle { identifier, info, commands: sender })
 }
 
-fn endpoint(
-    data: &DataDirectory,
-    state: &SessionState,
-    side: Side,
-) -> Result<LocalEndpoint, String> {
-    let configuration = &state.spec.configuration;
-    let ignorer = Ignorer::new(&configuration.ignores, configuration.ignore_vcs)
-        .map_err(|e| e.to_string())?;
-    let mut options = LocalOptions::new(data.staging(&state.identifier, &side.to_string()));
-    options.scan =
-        ScanOptions { symlink_mode: configuration.symlink_mode, ignorer: Arc::new(ignorer) };
-    options.read_only = side == Side::Alpha && !configuration.mode.is_bidirectional();
-    options.watch = configuration.watch_mode == WatchMode::Portable;
-    let root = match side {
-        Side::Alpha => &state.spec.alpha,
-        Side::Beta => &state.spec.beta,
-    };
-    Ok(LocalEndpoint::new(root.into(), options))
-}
-
 /// Builds the listed description of a session.
-fn describe(state: &SessionState, status: Status, connected: bool) -> SessionInfo {
-    let side = |url: &str, side: &mutagen_journal::SideState| EndpointInfo {
+fn describe(state: &SessionState, status: Status, connected: [bool; 2]) -> SessionInfo {
+    let side = |url: &str, side: &mutagen_journal::SideState, connected| EndpointInfo {
         url: url.to_owned(),
         connected,
         state: side.clone(),
@@ -165,8 +168,8 @@ fn describe(state: &SessionState, status: Status, connected: bool) -> SessionInf
         last_error: state.last_error.clone(),
         successful_cycles: state.successful_cycles,
         conflicts: state.conflicts.clone(),
-        alpha: side(&state.spec.alpha, &state.alpha),
-        beta: side(&state.spec.beta, &state.beta),
+        alpha: side(&state.spec.alpha, &state.alpha, connected[0]),
+        beta: side(&state.spec.beta, &state.beta, connected[1]),
         staging: None,
     }
 }
@@ -188,6 +191,14 @@ fn set_status(info: &Mutex<SessionInfo>, notify: &watch::Sender<u64>, status: St
 
 struct Controller {
     engine: Option<Engine>,
+    /// Builds endpoints (shared by the daemon's controllers).
+    connector: Arc<Connector>,
+    /// Cancel the connected remote endpoints' calls (alpha, beta).
+    cancellers: [Option<Canceller>; 2],
+    /// The backoff after a failure has passed: connect again.
+    retry_due: bool,
+    /// Commands that arrived during a cycle and wait for its end.
+    deferred: Vec<Command>,
     info: Arc<Mutex<SessionInfo>>,
     notify: Arc<watch::Sender<u64>>,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -241,9 +252,9 @@ impl Controller {
     /// Publishes the state and status.
     fn publish(&mut self, status: Status) {
         self.status = status;
-        if let Some(state) = self.state() {
-            let connected = !state.paused;
-            let mut described = describe(state, status, connected);
+        if let Some(engine) = &self.engine {
+            let connected = [engine.alpha.is_some(), engine.beta.is_some()];
+            let mut described = describe(&engine.state, status, connected);
             described.alpha.watch_problem = self.watch_problems[0].clone();
             described.beta.watch_problem = self.watch_problems[1].clone();
             let mut guard = lock(&self.info);
@@ -267,18 +278,43 @@ impl Controller {
         }
     }
 
-    async fn run(mut self) {
+    async fn run(mut self, connected: [Option<Connected>; 2]) {
+        for (side, connected) in [Side::Alpha, Side::Beta].into_iter().zip(connected) {
+            if let Some(connected) = connected {
+                self.adopt(side, connected).await;
+            }
+        }
         let mut wake = true;
         loop {
+            for command in std::mem::take(&mut self.deferred) {
+                if self.handle(command, &mut wake).await == Next::Stop {
+                    return;
+                }
+            }
             while let Ok(command) = self.commands.try_recv() {
                 if self.handle(command, &mut wake).await == Next::Stop {
                     return;
                 }
             }
             let Some(state) = self.state() else { return };
-            let blocked = state.paused || state.halted.is_some();
+            let (paused, halted) = (state.paused, state.halted);
+            let blocked = paused || halted.is_some();
+            if paused && self.connected_sides() > 0 {
+                self.disconnect(None).await;
+            }
+            if !paused && self.connected_sides() < 2 && (self.failures == 0 || self.retry_due) {
+                self.retry_due = false;
+                match self.connect().await {
+                    Ok(()) => {}
+                    Err(Some(command)) => {
+                        self.deferred.push(command);
+                        continue;
+                    }
+                    Err(None) => continue,
+                }
+            }
             if blocked {
-                let reason = match (&state.paused, state.halted) {
+                let reason = match (&paused, halted) {
                     (true, _) => "the session is paused; resume it first".to_owned(),
                     (false, Some(reason)) => {
                         format!("the session is {}; resume or reset it", reason.description())
@@ -290,7 +326,7 @@ impl Controller {
                 }
                 wake = false;
             }
-            if wake && !blocked {
+            if wake && !blocked && self.connected_sides() == 2 {
                 wake = false;
                 self.cycle(&mut wake).await;
                 continue;
@@ -303,7 +339,12 @@ impl Controller {
                 Waiting::Commands => self.commands.recv().await,
                 Waiting::Delay(delay) => tokio::select! {
                     command = self.commands.recv() => command,
-                    () = tokio::time::sleep(delay) => { wake = true; continue; }
+                    () = tokio::time::sleep(delay) => {
+                        wake = true;
+                        // Try again: reconnect first if the endpoints were lost.
+                        self.retry_due = true;
+                        continue;
+                    }
                 },
                 Waiting::Changes(interval) => match self.wait_for_changes(interval).await {
                     Waited::Command(command) => command,
@@ -314,6 +355,7 @@ impl Controller {
                     Waited::Failed(message) => {
                         tracing::warn!("checking for changes failed: {message}");
                         self.failures += 1;
+                        self.disconnect(Some(message)).await;
                         continue;
                     }
                 },
@@ -329,6 +371,112 @@ impl Controller {
         }
     }
 
+    /// How many endpoints are connected.
+    fn connected_sides(&self) -> usize {
+        self.engine
+            .as_ref()
+            .map_or(0, |e| usize::from(e.alpha.is_some()) + usize::from(e.beta.is_some()))
+    }
+
+    /// Connects the endpoints that are not connected, alpha first, serving commands meanwhile:
+    /// `Err(Some(command))` when a command interrupted it (the attempt is abandoned),
+    /// `Err(None)` when it failed (journaled, the error published, flushes answered).
+    async fn connect(&mut self) -> Result<(), Option<Command>> {
+        for side in [Side::Alpha, Side::Beta] {
+            let Some(engine) = &mut self.engine else { return Err(None) };
+            if engine.side(side).is_some() {
+                continue;
+            }
+            let (identifier, spec) = (engine.state.identifier.clone(), engine.state.spec.clone());
+            self.publish(match side {
+                Side::Alpha => Status::ConnectingAlpha,
+                Side::Beta => Status::ConnectingBeta,
+            });
+            let connector = self.connector.clone();
+            let result = tokio::select! {
+                result = connector.connect(&identifier, &spec, side) => result,
+                command = self.commands.recv() => {
+                    return Err(Some(command.unwrap_or(Command::Shutdown(oneshot::channel().0))));
+                }
+            };
+            match result {
+                Ok(connected) => self.adopt(side, connected).await,
+                Err(message) => {
+                    let message = format!("unable to connect to {side}: {message}");
+                    tracing::warn!("{message}");
+                    self.failures += 1;
+                    let recorded = message.clone();
+                    self.blocking(move |engine| {
+                        let _ = engine.record(Event::Error { message: recorded });
+                        let _ = engine.flush();
+                    })
+                    .await;
+                    for waiter in self.waiters.drain(..) {
+                        let _ = waiter.send(Err(message.clone()));
+                    }
+                    let status = self.idle_status();
+                    self.publish(status);
+                    return Err(None);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a connected endpoint into the engine; a remote one is journaled.
+    async fn adopt(&mut self, side: Side, connected: Connected) {
+        let Connected { endpoint, canceller, remote, duration_ms } = connected;
+        self.cancellers[usize::from(side == Side::Beta)] = canceller;
+        self.blocking(move |engine| {
+            *engine.side(side) = Some(endpoint);
+            if let Some((agent_version, root)) = remote {
+                let url = match side {
+                    Side::Alpha => engine.state.spec.alpha.clone(),
+                    Side::Beta => engine.state.spec.beta.clone(),
+                };
+                let event = Event::Connected { side, url, agent_version, root, duration_ms };
+                if let Err(error) = engine.record(event).and_then(|()| engine.flush()) {
+                    tracing::warn!("unable to journal a connection: {error}");
+                }
+            }
+        })
+        .await;
+        let status = self.status;
+        self.publish(status);
+    }
+
+    /// Shuts the endpoints down and drops them (a remote one's agent exits, its ssh master
+    /// closes when nothing else uses it); journals it for remote ones when `reason` is given.
+    async fn disconnect(&mut self, reason: Option<String>) {
+        let remote = [self.cancellers[0].take().is_some(), self.cancellers[1].take().is_some()];
+        self.blocking(move |engine| {
+            let errors = engine.disconnect();
+            if !errors.is_empty() {
+                tracing::debug!("shutting endpoints down: {}", errors.join("; "));
+            }
+            if let Some(reason) = reason {
+                for side in [Side::Alpha, Side::Beta]
+                    .into_iter()
+                    .filter(|s| remote[usize::from(*s == Side::Beta)])
+                {
+                    let _ = engine.record(Event::Disconnected { side, reason: reason.clone() });
+                }
+                let _ = engine.flush();
+            }
+        })
+        .await;
+        self.watch_problems = [None, None];
+        let status = self.idle_status();
+        self.publish(status);
+    }
+
+    /// Makes remote endpoints' calls in flight fail at once.
+    fn cancel_remote(&self) {
+        for canceller in self.cancellers.iter().flatten() {
+            canceller.cancel();
+        }
+    }
+
     /// How to wait before the next cycle.
     fn waiting(&self, blocked: bool) -> Waiting {
         let Some(state) = self.state() else { return Waiting::Commands };
@@ -336,8 +484,11 @@ impl Controller {
             return Waiting::Commands;
         }
         if self.failures > 0 {
-            let backoff = Duration::from_secs(1 << self.failures.min(4));
+            let backoff = Duration::from_secs(1 << (self.failures - 1).min(5));
             return Waiting::Delay(backoff.min(MAX_BACKOFF));
+        }
+        if self.connected_sides() < 2 {
+            return Waiting::Commands;
         }
         let configuration = &state.spec.configuration;
         let interval = Duration::from_secs(u64::from(configuration.watch_polling_interval.max(1)));
@@ -390,7 +541,10 @@ impl Controller {
     /// Publishes the endpoints' watch problems when they changed, logging each change once.
     fn note_watch_problems(&mut self) {
         let Some(engine) = &self.engine else { return };
-        let now = [engine.alpha.watch_problem(), engine.beta.watch_problem()];
+        let problem = |endpoint: &Option<Box<dyn Endpoint>>| {
+            endpoint.as_ref().and_then(|endpoint| endpoint.watch_problem())
+        };
+        let now = [problem(&engine.alpha), problem(&engine.beta)];
         if now == self.watch_problems {
             return;
         }
@@ -420,6 +574,50 @@ impl Controller {
             (engine, result)
         })
         .await;
+        match joined {
+            Ok((engine, result)) => {
+                self.engine = Some(engine);
+                self.note_watch_problems();
+                Some(result)
+            }
+            Err(error) => {
+                self.lost_engine(&error);
+                None
+            }
+        }
+    }
+
+    /// Runs `work` on the engine on a blocking thread like [`Controller::blocking`], reading
+    /// commands meanwhile: a pause, terminate or shutdown cancels remote endpoints' calls (so
+    /// it never waits on a stuck link) and, like every other command, is handled once the work
+    /// returned.
+    async fn interruptible<T: Send + 'static>(
+        &mut self,
+        work: impl FnOnce(&mut Engine) -> T + Send + 'static,
+    ) -> Option<T> {
+        let mut engine = self.engine.take()?;
+        let mut task = tokio::task::spawn_blocking(move || {
+            let result = work(&mut engine);
+            (engine, result)
+        });
+        let mut open = true;
+        let joined = loop {
+            tokio::select! {
+                joined = &mut task => break joined,
+                command = self.commands.recv(), if open => match command {
+                    Some(command) => {
+                        if matches!(command, Command::Pause(_) | Command::Terminate(_) | Command::Shutdown(_)) {
+                            self.cancel_remote();
+                        }
+                        self.deferred.push(command);
+                    }
+                    None => {
+                        open = false;
+                        self.cancel_remote();
+                    }
+                },
+            }
+        };
         match joined {
             Ok((engine, result)) => {
                 self.engine = Some(engine);
@@ -516,10 +714,8 @@ impl Controller {
             }
             Command::Terminate(reply) => {
                 self.lifecycle(Event::Terminated, reply, |engine| {
-                    for endpoint in [&mut engine.alpha, &mut engine.beta] {
-                        if let Err(error) = endpoint.shutdown() {
-                            tracing::warn!("unable to clean up staging: {error}");
-                        }
+                    for error in engine.disconnect() {
+                        tracing::warn!("unable to clean up staging: {error}");
                     }
                 })
                 .await;
@@ -539,9 +735,12 @@ impl Controller {
         let journal_all = std::mem::take(&mut self.journal_next);
         self.publish(Status::Scanning);
         let outcome =
-            self.blocking(move |engine| run_cycle(engine, journal_all, &info, &notify)).await;
+            self.interruptible(move |engine| run_cycle(engine, journal_all, &info, &notify)).await;
         let outcome =
             outcome.unwrap_or_else(|| Outcome::Failed("the session controller failed".to_owned()));
+        if let Outcome::Failed(message) = &outcome {
+            self.disconnect(Some(message.clone())).await;
+        }
         let answer = match &outcome {
             Outcome::Committed { again } => {
                 self.failures = 0;
@@ -588,11 +787,15 @@ fn watch_for_changes(
     interrupt: &crossbeam_channel::Receiver<()>,
     interval: Duration,
 ) -> Result<(), String> {
-    let check =
-        |endpoint: &mut LocalEndpoint| endpoint.check().map_err(|error| render_error(&error));
+    let check = |endpoint: &mut Option<Box<dyn Endpoint>>| match endpoint {
+        Some(endpoint) => endpoint.check().map_err(|error| render_error(&error)),
+        None => Err("the endpoint is not connected".to_owned()),
+    };
+    let wakeups =
+        |endpoint: &Option<Box<dyn Endpoint>>| endpoint.as_ref().and_then(|e| e.wakeups());
     let mut deadline = Instant::now() + interval;
     loop {
-        let (alpha, beta) = (engine.alpha.wakeups(), engine.beta.wakeups());
+        let (alpha, beta) = (wakeups(&engine.alpha), wakeups(&engine.beta));
         let mut select = crossbeam_channel::Select::new();
         let interrupted = select.recv(interrupt);
         let alpha_index = alpha.as_ref().map(|wakeups| select.recv(wakeups));
@@ -618,8 +821,11 @@ fn watch_for_changes(
         } else {
             (&mut engine.beta, &beta)
         };
-        if let Some(wakeups) = wakeups {
-            let _ = operation.recv(wakeups);
+        if let Some(wakeups) = wakeups
+            && operation.recv(wakeups).is_err()
+        {
+            // The channel closed: the endpoint's connection is gone.
+            return Err("the endpoint's connection closed".to_owned());
         }
         if interrupt.recv_timeout(COALESCE).is_ok() {
             return Ok(());
@@ -644,7 +850,10 @@ fn run_cycle(
         engine.state.ancestor.take(),
         engine.state.halted,
     );
-    let Engine { log, state, alpha, beta } = engine;
+    let Engine { log, state, alpha: Some(alpha), beta: Some(beta) } = engine else {
+        return Outcome::Failed("the endpoints are not connected".to_owned());
+    };
+    let (alpha, beta) = (alpha.as_mut(), beta.as_mut());
     let mut pending: Vec<Event> = Vec::new();
     let mut journaling = journal_all;
     let mut write_error: Option<JournalError> = None;

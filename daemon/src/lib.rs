@@ -7,6 +7,7 @@
 //!   the listed session model.
 //! - [`server`]: the daemon process (exclusive lock, log, journal, socket, signals).
 //! - [`manager`]: the set of sessions, selections, request handling.
+//! - [`connect`]: the endpoint factory (local paths, SSH agents) shared by controllers.
 //! - [`controller`]: one task per session: cycle, journal, wait for changes or commands.
 //! - [`client`]: connect with autostart and version check.
 //!
@@ -18,6 +19,7 @@
 //!   on is flushed before the command is answered or the next cycle begins.
 
 pub mod client;
+pub mod connect;
 pub mod controller;
 pub mod manager;
 pub mod paths;

@@ -3,10 +3,13 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mutagen_endpoint::Side;
 use mutagen_journal::{Event, Journal, Record, SessionState};
+use mutagen_session::url::Url;
 use mutagen_session::{Selector, SessionSpec, identifier, url};
 use tokio::sync::{oneshot, watch};
 
+use crate::connect::{Connector, TransportSettings};
 use crate::controller::{self, Command, Handle};
 use crate::paths::DataDirectory;
 use crate::protocol::{PROTOCOL_VERSION, Request, Response, Selection, SessionInfo, VERSION};
@@ -18,6 +21,8 @@ const TERMINATED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 #[derive(Debug)]
 pub struct Manager {
     data: DataDirectory,
+    /// Builds endpoints for every controller.
+    connector: Arc<Connector>,
     journal: Journal,
     sessions: Mutex<Vec<Handle>>,
     /// Terminated sessions still in the journal: (identifier, name), for `history`.
@@ -40,7 +45,12 @@ impl Manager {
     ///
     /// # Errors
     /// The first session that fails to load.
-    pub fn load(data: DataDirectory, journal: Journal) -> anyhow::Result<Manager> {
+    pub fn load(
+        data: DataDirectory,
+        journal: Journal,
+        settings: &TransportSettings,
+    ) -> anyhow::Result<Manager> {
+        let connector = Arc::new(Connector::new(data.clone(), settings));
         let (notify, _) = watch::channel(1);
         let notify = Arc::new(notify);
         let mut loaded = Vec::new();
@@ -69,14 +79,16 @@ impl Manager {
             // Replay holds the ancestor; the controller keeps it in its engine.
             state.last_error = None;
             let identifier = state.identifier.clone();
-            let handle = controller::spawn(&data, log, state, notify.clone())
-                .map_err(|e| anyhow::anyhow!("unable to start session {identifier}: {e}"))?;
+            let handle =
+                controller::spawn(connector.clone(), log, state, [None, None], notify.clone())
+                    .map_err(|e| anyhow::anyhow!("unable to start session {identifier}: {e}"))?;
             tracing::info!("loaded session {identifier}");
             sessions.push(handle);
         }
         journal.flush()?;
         Ok(Manager {
             data,
+            connector,
             journal,
             sessions: Mutex::new(sessions),
             terminated: Mutex::new(terminated),
@@ -128,19 +140,36 @@ impl Manager {
 
     async fn create(&self, spec: SessionSpec) -> Result<Response, String> {
         spec.validate().map_err(|e| e.to_string())?;
+        let mut locals = Vec::new();
         for root in [&spec.alpha, &spec.beta] {
-            let path = std::path::Path::new(root);
-            if !path.is_absolute() {
+            if !root.starts_with('/') && !root.contains(':') {
                 return Err(format!("invalid endpoint url {root:?}: expected an absolute path"));
             }
+            if let Url::Local(path) = Url::stored(root).map_err(|e| e.to_string())? {
+                locals.push(path);
+            }
         }
-        url::check_disjoint(spec.alpha.as_ref(), spec.beta.as_ref(), self.data.root())
-            .map_err(|e| e.to_string())?;
+        if let [alpha, beta] = locals.as_slice() {
+            url::check_disjoint(alpha, beta, self.data.root()).map_err(|e| e.to_string())?;
+        } else if let [root] = locals.as_slice()
+            && url::resolved(self.data.root()).starts_with(url::resolved(root))
+        {
+            return Err(format!(
+                "data directory {} is inside root {}: set MUTAGEN_DATA_DIRECTORY elsewhere",
+                self.data.root().display(),
+                root.display()
+            ));
+        }
+        let identifier = identifier::new_identifier(identifier::SYNC_PREFIX)
+            .map_err(|e| format!("unable to generate an identifier: {e}"))?;
+        // Both endpoints are reached before anything is recorded: a session that cannot
+        // connect is never created.
+        let alpha = self.connector.connect(&identifier, &spec, Side::Alpha).await;
+        let alpha = alpha.map_err(|e| format!("unable to connect to alpha: {e}"))?;
+        let beta = self.connector.connect(&identifier, &spec, Side::Beta).await;
+        let beta = beta.map_err(|e| format!("unable to connect to beta: {e}"))?;
         let journal = self.journal.clone();
-        let data = self.data.clone();
         let created = tokio::task::spawn_blocking(move || {
-            let identifier = identifier::new_identifier(identifier::SYNC_PREFIX)
-                .map_err(|e| format!("unable to generate an identifier: {e}"))?;
             let event = Event::Created {
                 identifier: identifier.clone(),
                 version: VERSION.to_owned(),
@@ -152,13 +181,19 @@ impl Manager {
             let mut state = None;
             SessionState::step(&mut state, &record).map_err(|e| e.to_string())?;
             let state = state.ok_or("the creation record did not create a session")?;
-            Ok::<_, String>((data, log, state))
+            Ok::<_, String>((log, state))
         })
         .await
         .map_err(|e| e.to_string())??;
-        let (data, log, state) = created;
+        let (log, state) = created;
         let identifier = state.identifier.clone();
-        let handle = controller::spawn(&data, log, state, self.notify.clone())?;
+        let handle = controller::spawn(
+            self.connector.clone(),
+            log,
+            state,
+            [Some(alpha), Some(beta)],
+            self.notify.clone(),
+        )?;
         lock(&self.sessions).push(handle);
         self.notify.send_modify(|index| *index += 1);
         tracing::info!("created session {identifier}");

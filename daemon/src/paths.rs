@@ -78,6 +78,12 @@ impl DataDirectory {
         self.root.join("journal")
     }
 
+    /// Returns the directory of the ssh masters' control sockets (emptied at every start: a
+    /// master never outlives the daemon that started it).
+    pub fn ssh_control(&self) -> PathBuf {
+        self.daemon().join("ssh")
+    }
+
     /// Returns a session side's staging directory.
     pub fn staging(&self, identifier: &str, side: &str) -> PathBuf {
         self.root.join("staging").join(format!("{identifier}-{side}"))

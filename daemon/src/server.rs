@@ -12,6 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use crate::connect::TransportSettings;
 use crate::manager::Manager;
 use crate::paths::DataDirectory;
 use crate::protocol::{self, Request, Response};
@@ -21,7 +22,7 @@ use crate::protocol::{self, Request, Response};
 /// # Errors
 /// When another daemon holds the lock, the journal cannot be loaded (the error names the
 /// session and the directory), or the socket cannot be bound.
-pub fn run(data: &DataDirectory) -> anyhow::Result<()> {
+pub fn run(data: &DataDirectory, settings: &TransportSettings) -> anyhow::Result<()> {
     data.ensure()?;
     let lock = acquire_lock(data)?;
     init_logging(data)?;
@@ -31,7 +32,7 @@ pub fn run(data: &DataDirectory) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("unable to start the async runtime")?;
-    let result = runtime.block_on(serve(data.clone()));
+    let result = runtime.block_on(serve(data.clone(), settings.clone()));
     if let Err(error) = &result {
         tracing::error!("daemon failed: {error:#}");
     }
@@ -97,7 +98,7 @@ fn init_logging(data: &DataDirectory) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(data: DataDirectory) -> anyhow::Result<()> {
+async fn serve(data: DataDirectory, settings: TransportSettings) -> anyhow::Result<()> {
     let journal_directory = data.journal();
     let manager = tokio::task::spawn_blocking({
         let data = data.clone();
@@ -105,10 +106,10 @@ async fn serve(data: DataDirectory) -> anyhow::Result<()> {
     })
     .await??;
     // Loading replays every session on this thread's runtime (controllers are spawned).
-    let manager = tokio::task::block_in_place(|| Manager::load(data.clone(), manager))
+    let manager = tokio::task::block_in_place(|| Manager::load(data.clone(), manager, &settings))
         .with_context(|| {
-            format!("unable to load the sessions in {}", journal_directory.display())
-        })?;
+        format!("unable to load the sessions in {}", journal_directory.display())
+    })?;
     let manager = Arc::new(manager);
 
     let socket = data.socket();

@@ -169,6 +169,26 @@ pub enum Event {
     Reset,
     /// The session was terminated.
     Terminated,
+    /// A remote endpoint connected (its agent greeted and accepted the root).
+    Connected {
+        /// The side.
+        side: Side,
+        /// The endpoint's URL.
+        url: String,
+        /// The agent's program version.
+        agent_version: String,
+        /// The root as the agent resolved it.
+        root: String,
+        /// How long connecting took (ssh, agent start or install, initialization), in ms.
+        duration_ms: u64,
+    },
+    /// A remote endpoint's connection ended (after an error, or lost).
+    Disconnected {
+        /// The side.
+        side: Side,
+        /// Why, rendered.
+        reason: String,
+    },
 }
 
 impl Event {
@@ -189,6 +209,8 @@ impl Event {
             Event::Error { .. } => "error",
             Event::Reset => "reset",
             Event::Terminated => "terminated",
+            Event::Connected { .. } => "connected",
+            Event::Disconnected { .. } => "disconnected",
         }
     }
 }

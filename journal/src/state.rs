@@ -163,7 +163,10 @@ impl SessionState {
                 self.paused = false;
                 self.halted = None;
             }
-            Event::FlushRequested | Event::Staged { .. } => {}
+            Event::FlushRequested
+            | Event::Staged { .. }
+            | Event::Connected { .. }
+            | Event::Disconnected { .. } => {}
             Event::ScanCompleted {
                 side,
                 directories,

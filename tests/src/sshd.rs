@@ -50,19 +50,31 @@ pub fn is_root() -> bool {
 
 /// Ensures that [`TEST_USER`] exists with a home directory; `false` when it cannot (not root).
 pub fn ensure_test_user() -> bool {
-    let exists = fs::read_to_string("/etc/passwd")
-        .unwrap_or_default()
-        .lines()
-        .any(|line| line.split(':').next() == Some(TEST_USER));
-    if exists {
-        return true;
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = CREATING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let entry = || {
+        fs::read_to_string("/etc/passwd")
+            .unwrap_or_default()
+            .lines()
+            .find(|line| line.split(':').next() == Some(TEST_USER))
+            .map(str::to_owned)
+    };
+    if entry().is_none() {
+        if !is_root() {
+            return false;
+        }
+        let _ = run(Command::new(find("useradd")).args(["-m", "-s", "/bin/sh", TEST_USER]));
     }
-    if !is_root() {
-        return false;
+    let Some(entry) = entry() else { return false };
+    let fields: Vec<&str> = entry.split(':').collect();
+    let (uid, home) = (fields[2], fields[5]);
+    // A home left behind by an earlier user of the same name belongs to someone else.
+    if is_root() {
+        let _ = fs::create_dir_all(home);
+        let _ =
+            run(Command::new(find("chown")).args(["-R", &format!("{uid}:{}", fields[3]), home]));
     }
-    // Two tests may race to create it; whoever loses finds it there.
-    let _ = run(Command::new(find("useradd")).args(["-m", "-s", "/bin/sh", TEST_USER]));
-    fs::read_to_string("/etc/passwd").unwrap_or_default().contains(&format!("{TEST_USER}:"))
+    true
 }
 
 impl Sshd {

@@ -247,6 +247,9 @@ impl SshPool {
         let key: Key = (url.user.clone(), url.host.clone(), url.port);
         let host = destination(&key);
         let (binary, build) = self.agent.locate()?;
+        // Held until the agent runs, so that the master is not closed between an attempt,
+        // the install and the next attempt.
+        let held = self.lease(&key).await?;
         let lease = self.lease(&key).await?;
         let mismatch = match start_agent(lease, &host).await {
             Ok((stream, hello)) if hello.protocol == PROTOCOL_VERSION && hello.build == build => {
@@ -259,9 +262,8 @@ impl SshPool {
             Err(Started::Failed(error)) => return Err(error),
         };
         tracing::info!("installing the agent on {host} ({mismatch})");
-        let lease = self.lease(&key).await?;
-        install(&lease.session, &binary, &host).await?;
-        match start_agent(lease, &host).await {
+        install(&held.session, &binary, &host).await?;
+        match start_agent(held, &host).await {
             Ok((stream, hello)) if hello.protocol == PROTOCOL_VERSION && hello.build == build => {
                 Ok((stream, hello))
             }

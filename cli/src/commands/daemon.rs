@@ -1,9 +1,11 @@
 //! `mutagen daemon start|stop|run|status`
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Subcommand;
+use mutagen_daemon::connect::TransportSettings;
 use mutagen_daemon::protocol::{Request, Response, Selection};
 use mutagen_daemon::{Client, DataDirectory, client, server};
 
@@ -26,7 +28,17 @@ pub enum DaemonCommand {
 pub fn run(command: DaemonCommand) -> anyhow::Result<Outcome> {
     let data = DataDirectory::from_environment()?;
     match command {
-        DaemonCommand::Run => server::run(&data)?,
+        DaemonCommand::Run => {
+            let settings = TransportSettings {
+                ssh_directory: std::env::var_os("MUTAGEN_SSH_PATH")
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from),
+                agent_path: std::env::var_os("MUTAGEN_AGENT_PATH")
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from),
+            };
+            server::run(&data, &settings)?;
+        }
         DaemonCommand::Start => match Client::connect(&data)? {
             Some(client) => println!("Daemon already running (pid {})", client.pid),
             None => {

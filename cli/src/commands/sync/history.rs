@@ -167,6 +167,10 @@ fn describe(record: &Record) -> Vec<String> {
         }
         Event::Halted { reason } => reason.description().to_owned(),
         Event::Error { message } => message.clone(),
+        Event::Connected { side, url, agent_version, root, duration_ms } => {
+            format!("{side} {url} (agent {agent_version}, root {root}) in {duration_ms} ms")
+        }
+        Event::Disconnected { side, reason } => format!("{side}: {reason}"),
         Event::Paused
         | Event::Resumed
         | Event::FlushRequested

@@ -8,7 +8,8 @@ use mutagen_daemon::protocol::{Request, Response, Selection};
 use mutagen_daemon::{Client, DataDirectory};
 use mutagen_endpoint::SymlinkMode;
 use mutagen_reconcile::Mode;
-use mutagen_session::{Configuration, Selector, SessionSpec, WatchMode, parse_label, url};
+use mutagen_session::url::{self, Url};
+use mutagen_session::{Configuration, Selector, SessionSpec, WatchMode, parse_label};
 
 use super::Verb;
 use crate::Outcome;
@@ -109,18 +110,27 @@ pub fn client() -> anyhow::Result<Client> {
 /// Runs `sync create`.
 pub fn cmd_create(args: CreateArgs) -> anyhow::Result<Outcome> {
     let cwd = std::env::current_dir().context("unable to determine the working directory")?;
-    let alpha = url::local_root(&args.alpha, &cwd)?;
-    let beta = url::local_root(&args.beta, &cwd)?;
+    let alpha = Url::parse(&args.alpha, &cwd)?;
+    let beta = Url::parse(&args.beta, &cwd)?;
     let data = DataDirectory::from_environment()?;
-    url::check_disjoint(&alpha, &beta, data.root())?;
+    if let (Url::Local(alpha), Url::Local(beta)) = (&alpha, &beta) {
+        url::check_disjoint(alpha, beta, data.root())?;
+    }
+    for (parsed, url) in [(&alpha, &args.alpha), (&beta, &args.beta)] {
+        if let Url::Local(path) = parsed
+            && path.to_str().is_none()
+        {
+            bail!("invalid endpoint url {url:?}: the path is not valid UTF-8");
+        }
+    }
     let mut labels = BTreeMap::new();
     for label in &args.labels {
         let (key, value) = parse_label(label)?;
         labels.insert(key, value);
     }
     let spec = SessionSpec {
-        alpha: alpha.to_string_lossy().into_owned(),
-        beta: beta.to_string_lossy().into_owned(),
+        alpha: alpha.to_text(),
+        beta: beta.to_text(),
         name: args.name,
         labels,
         paused: args.paused,
@@ -135,11 +145,6 @@ pub fn cmd_create(args: CreateArgs) -> anyhow::Result<Outcome> {
     };
     // Everything checkable here is checked before a daemon is started for nothing.
     spec.validate()?;
-    for (path, url) in [(&alpha, &args.alpha), (&beta, &args.beta)] {
-        if path.to_str().is_none() {
-            bail!("invalid endpoint url {url:?}: the path is not valid UTF-8");
-        }
-    }
     match client()?.call(&Request::Create(spec))? {
         Response::Created { identifier } => println!("Created session {identifier}"),
         other => bail!("unexpected answer from the daemon: {other:?}"),

@@ -1,0 +1,228 @@
+//! SSH endpoints through the real binary, against a real sshd on loopback: a tree to a remote
+//! root and back, remote edits through the remote watcher, conflicts, `~` paths and a
+//! non-root login, a killed connection, a deleted agent, clear errors, and no ssh process left
+//! after `daemon stop`.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mutagen_tests::read_tree;
+use mutagen_tests::sshd::{Sshd, TEST_USER, ensure_test_user};
+
+use crate::daemon_env::{DaemonEnv, write};
+
+/// How long a propagated change may take before the test fails.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn env_for(sshd: &Sshd) -> DaemonEnv {
+    let mut env = DaemonEnv::new();
+    let directory = sshd.ssh_directory().display().to_string();
+    env.env.push(("MUTAGEN_SSH_PATH".into(), directory));
+    env
+}
+
+fn remote(sshd: &Sshd, user: &str, path: &str) -> String {
+    format!("{user}@127.0.0.1:{}:{path}", sshd.port)
+}
+
+fn until(env: &DaemonEnv, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        if Instant::now() > deadline {
+            let list = env.run(&["sync", "list", "--long"]);
+            let log = fs::read_to_string(env.data().join("daemon/daemon.log")).unwrap_or_default();
+            panic!("{what} did not happen\n{}{}\ndaemon log:\n{log}", list.stdout, list.stderr);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn populate(root: &Path) {
+    write(&root.join("src/main.rs"), "fn main() {}\n");
+    write(&root.join("src/lib/ünïcödé ✓.txt"), "unicode\n");
+    write(&root.join("bin/run.sh"), "#!/bin/sh\necho run\n");
+    fs::set_permissions(root.join("bin/run.sh"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::os::unix::fs::symlink("../src/main.rs", root.join("bin/main-link")).expect("symlink");
+    write(&root.join("data/big.bin"), mutagen_tests::pseudo_random(3 << 20, 7));
+    fs::create_dir_all(root.join("empty")).expect("empty dir");
+}
+
+#[test]
+fn a_tree_goes_to_a_remote_root_and_back_in_real_time() {
+    let sshd = Sshd::start();
+    let env = env_for(&sshd);
+    let alpha = env.path("alpha");
+    populate(&alpha);
+    fs::create_dir_all(env.path("remote")).expect("the remote root's parent");
+    let beta = env.path("remote/beta");
+    let url = remote(&sshd, "root", &beta.display().to_string());
+    env.ok(&["sync", "create", "alpha", &url, "--name", "remote", "--symlink-mode", "posix-raw"]);
+    env.ok(&["sync", "flush", "remote"]);
+    assert_eq!(read_tree(&beta), read_tree(&alpha), "the tree arrived, hashes, modes and links");
+
+    let sessions = env.sessions();
+    let endpoint = &sessions[0]["beta"];
+    assert_eq!(endpoint["protocol"], "ssh");
+    assert_eq!(endpoint["user"], "root");
+    assert_eq!(endpoint["host"], "127.0.0.1");
+    assert_eq!(endpoint["port"], u64::from(sshd.port));
+    assert_eq!(endpoint["path"], beta.display().to_string());
+    assert_eq!(endpoint["url"], url);
+    assert_eq!(endpoint["connected"], true);
+    assert_eq!(sessions[0]["alpha"]["protocol"], "local");
+    assert!(env.ok(&["sync", "list"]).contains(&url), "list shows the url");
+
+    // A remote edit reaches alpha through the agent's watcher, without a flush.
+    write(&beta.join("src/remote.txt"), "from the remote side\n");
+    until(&env, "the remote edit reaching alpha", || {
+        fs::read_to_string(alpha.join("src/remote.txt"))
+            .is_ok_and(|c| c == "from the remote side\n")
+    });
+    // And a local edit reaches the remote side the same way.
+    write(&alpha.join("src/main.rs"), "fn main() { println!(\"v2\"); }\n");
+    until(&env, "the local edit reaching beta", || {
+        fs::read_to_string(beta.join("src/main.rs")).is_ok_and(|c| c.contains("v2"))
+    });
+
+    // Conflicting edits keep both versions.
+    env.ok(&["sync", "pause", "remote"]);
+    write(&alpha.join("conflict.txt"), "alpha's\n");
+    write(&beta.join("conflict.txt"), "beta's\n");
+    env.ok(&["sync", "resume", "remote"]);
+    env.ok(&["sync", "flush", "remote"]);
+    let sessions = env.sessions();
+    let conflicts = sessions[0]["conflicts"].as_array().expect("conflicts");
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(conflicts[0]["root"], "conflict.txt");
+    assert_eq!(fs::read_to_string(alpha.join("conflict.txt")).expect("alpha"), "alpha's\n");
+    assert_eq!(fs::read_to_string(beta.join("conflict.txt")).expect("beta"), "beta's\n");
+
+    let history = env.ok(&["sync", "history", "remote"]);
+    assert!(history.contains(&format!("connected          beta {url} (agent ")), "{history}");
+
+    // Nothing of ours outlives the daemon: no ssh master, no agent.
+    let control = env.data().join("daemon/ssh").display().to_string();
+    assert!(!processes_mentioning(&control).is_empty(), "a master runs while the session does");
+    assert!(!agents_of(&sshd).is_empty(), "an agent runs while the session does");
+    env.ok(&["daemon", "stop"]);
+    until(&env, "every ssh process and agent ending", || {
+        processes_mentioning(&control).is_empty() && agents_of(&sshd).is_empty()
+    });
+}
+
+/// Agents started through this test's sshd (sshd puts its own port in `SSH_CONNECTION`).
+fn agents_of(sshd: &Sshd) -> Vec<u32> {
+    let server = format!(" 127.0.0.1 {}\0", sshd.port);
+    processes_mentioning("mutagen-agent\0endpoint")
+        .into_iter()
+        .filter(|pid| {
+            let environ = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            String::from_utf8_lossy(&environ).contains(&server)
+        })
+        .collect()
+}
+
+#[test]
+fn home_relative_paths_and_a_non_root_login() {
+    assert!(ensure_test_user(), "the test runs as root in CI and creates {TEST_USER}");
+    let sshd = Sshd::start();
+    let env = env_for(&sshd);
+    write(&env.path("alpha/notes.txt"), "notes\n");
+    let home = PathBuf::from(
+        fs::read_to_string("/etc/passwd")
+            .expect("passwd")
+            .lines()
+            .find(|l| l.starts_with(&format!("{TEST_USER}:")))
+            .and_then(|l| l.split(':').nth(5).map(str::to_owned))
+            .expect("home"),
+    );
+    let project = format!("proj-{}", std::process::id());
+    let url = remote(&sshd, TEST_USER, &format!("~/{project}"));
+    env.ok(&["sync", "create", "alpha", &url, "--name", "home"]);
+    env.ok(&["sync", "flush", "home"]);
+    let synced = home.join(&project).join("notes.txt");
+    assert_eq!(fs::read_to_string(&synced).expect("synced into the user's home"), "notes\n");
+    let owner = std::os::unix::fs::MetadataExt::uid(&fs::metadata(&synced).expect("metadata"));
+    let user_id = fs::read_to_string("/etc/passwd")
+        .expect("passwd")
+        .lines()
+        .find(|l| l.starts_with(&format!("{TEST_USER}:")))
+        .and_then(|l| l.split(':').nth(2).and_then(|u| u.parse::<u32>().ok()))
+        .expect("uid");
+    assert_eq!(owner, user_id, "files belong to the login user");
+    assert!(home.join(".mutagen/agents").is_dir(), "the agent went to the user's home");
+    env.ok(&["sync", "terminate", "home"]);
+    let _ = fs::remove_dir_all(home.join(&project));
+}
+
+#[test]
+fn a_killed_connection_and_a_deleted_agent_are_recovered() {
+    let sshd = Sshd::start();
+    let env = env_for(&sshd);
+    write(&env.path("alpha/one.txt"), "1\n");
+    fs::create_dir_all(env.path("remote")).expect("the remote root's parent");
+    let beta = env.path("remote/beta");
+    let url = remote(&sshd, "root", &beta.display().to_string());
+    env.ok(&["sync", "create", "alpha", &url, "--name", "cut"]);
+    env.ok(&["sync", "flush", "cut"]);
+
+    // The agent disappears from the remote host, then the link is cut.
+    let agents = PathBuf::from(sshd.exec("root", "echo $HOME").trim()).join(".mutagen/agents");
+    fs::remove_dir_all(&agents).expect("delete the installed agent");
+    let control = env.data().join("daemon/ssh").display().to_string();
+    let masters = processes_mentioning(&control);
+    assert!(!masters.is_empty(), "an ssh master runs");
+    for pid in masters {
+        let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    until(&env, "the session noticing the cut", || {
+        let sessions = env.sessions();
+        sessions[0]["lastError"].is_string() || sessions[0]["beta"]["connected"] == false
+    });
+    write(&env.path("alpha/two.txt"), "2\n");
+    until(&env, "reconnection and convergence", || {
+        fs::read_to_string(beta.join("two.txt")).is_ok_and(|c| c == "2\n")
+    });
+    assert!(agents.is_dir(), "the agent was installed again");
+    env.ok(&["sync", "flush", "cut"]);
+    assert_eq!(read_tree(&beta), read_tree(&env.path("alpha")));
+    let history = env.ok(&["sync", "history", "cut"]);
+    assert!(history.contains("disconnected"), "{history}");
+    assert!(history.matches("connected          beta").count() >= 2, "{history}");
+}
+
+#[test]
+fn unreachable_hosts_and_empty_paths_fail_create_and_leave_nothing() {
+    let sshd = Sshd::start();
+    let env = env_for(&sshd);
+    env.ok(&["daemon", "start"]);
+    env.fails(
+        &["sync", "create", "alpha", "no-such-host.invalid:/srv"],
+        "unable to connect to beta: unable to connect to no-such-host.invalid",
+    );
+    env.fails(
+        &["sync", "create", "alpha", &format!("nobody@127.0.0.1:{}:/x", sshd.port)],
+        "Permission denied",
+    );
+    env.fails(&["sync", "create", "alpha", "host:"], "the remote path is empty");
+    env.fails(
+        &["sync", "create", "alpha", &remote(&sshd, "root", "~nosuchuser/x")],
+        "unable to resolve ~nosuchuser: no such user",
+    );
+    assert!(env.sessions().is_empty(), "no session was left behind");
+}

@@ -1,0 +1,127 @@
+//! Connecting a session's endpoints: one factory for every kind of URL.
+//!
+//! [`Connector::connect`] turns a session side into a `Box<dyn Endpoint>`: a
+//! [`LocalEndpoint`] for a local path, a [`RemoteEndpoint`] served by an agent for an SSH URL
+//! (through the daemon's shared [`SshPool`]). The controller never knows which it drives.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mutagen_endpoint::{Endpoint, Ignorer, LocalEndpoint, LocalOptions, ScanOptions, Side};
+use mutagen_protocol::{Canceller, EndpointOptions, RemoteEndpoint};
+use mutagen_session::url::Url;
+use mutagen_session::{SessionSpec, WatchMode};
+use mutagen_transports::{AgentBinary, SshPool};
+
+use crate::paths::DataDirectory;
+
+/// What the daemon was told about remote transports (by the environment of `daemon run`).
+#[derive(Clone, Debug, Default)]
+pub struct TransportSettings {
+    /// The directory holding the `ssh` to run (`MUTAGEN_SSH_PATH`); `None`: `ssh` from `PATH`.
+    pub ssh_directory: Option<PathBuf>,
+    /// The agent binary to install (`MUTAGEN_AGENT_PATH`); `None`: found beside the daemon.
+    pub agent_path: Option<PathBuf>,
+}
+
+/// A connected endpoint and what the controller needs to know about it.
+pub struct Connected {
+    /// The endpoint.
+    pub endpoint: Box<dyn Endpoint>,
+    /// Ends its calls at once (remote endpoints only).
+    pub canceller: Option<Canceller>,
+    /// For the journal, when it is remote: (agent version, resolved root).
+    pub remote: Option<(String, String)>,
+    /// How long connecting took.
+    pub duration_ms: u64,
+}
+
+/// Builds endpoints for sessions; shared by every controller of a daemon.
+#[derive(Debug)]
+pub struct Connector {
+    data: DataDirectory,
+    ssh: SshPool,
+}
+
+impl Connector {
+    /// Returns a connector; stale control sockets from an earlier daemon are removed.
+    pub fn new(data: DataDirectory, settings: &TransportSettings) -> Connector {
+        let control = data.ssh_control();
+        let _ = std::fs::remove_dir_all(&control);
+        let executable = std::env::current_exe().ok();
+        let agent = AgentBinary::new(settings.agent_path.clone(), executable.as_deref());
+        let ssh = SshPool::new(control, settings.ssh_directory.as_deref(), Arc::new(agent));
+        Connector { data, ssh }
+    }
+
+    /// How many ssh masters are open.
+    pub fn open_masters(&self) -> usize {
+        self.ssh.open_masters()
+    }
+
+    /// Connects one side of a session.
+    ///
+    /// # Errors
+    /// A message for the user naming the URL or host and the cause.
+    pub async fn connect(
+        &self,
+        identifier: &str,
+        spec: &SessionSpec,
+        side: Side,
+    ) -> Result<Connected, String> {
+        let started = Instant::now();
+        let configuration = &spec.configuration;
+        let text = match side {
+            Side::Alpha => &spec.alpha,
+            Side::Beta => &spec.beta,
+        };
+        let url = Url::stored(text).map_err(|e| e.to_string())?;
+        let read_only = side == Side::Alpha && !configuration.mode.is_bidirectional();
+        let watch = configuration.watch_mode == WatchMode::Portable;
+        match url {
+            Url::Local(root) => {
+                let ignorer = Ignorer::new(&configuration.ignores, configuration.ignore_vcs)
+                    .map_err(|e| e.to_string())?;
+                let mut options =
+                    LocalOptions::new(self.data.staging(identifier, &side.to_string()));
+                options.scan = ScanOptions {
+                    symlink_mode: configuration.symlink_mode,
+                    ignorer: Arc::new(ignorer),
+                };
+                options.read_only = read_only;
+                options.watch = watch;
+                Ok(Connected {
+                    endpoint: Box::new(LocalEndpoint::new(root, options)),
+                    canceller: None,
+                    remote: None,
+                    duration_ms: 0,
+                })
+            }
+            Url::Ssh(ssh) => {
+                let (stream, hello) =
+                    self.ssh.connect_agent(&ssh).await.map_err(|e| e.to_string())?;
+                let options = EndpointOptions {
+                    root: ssh.path.clone(),
+                    staging_name: format!("{identifier}-{side}"),
+                    ignores: configuration.ignores.clone(),
+                    ignore_vcs: configuration.ignore_vcs,
+                    symlink_mode: configuration.symlink_mode,
+                    read_only,
+                    watch,
+                };
+                let description = ssh.to_string();
+                let endpoint = tokio::task::spawn_blocking(move || {
+                    RemoteEndpoint::initialize(stream, options, description)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("unable to use {ssh}: {e}"))?;
+                let canceller = Some(endpoint.canceller());
+                let remote = Some((hello.version, endpoint.root().to_owned()));
+                let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                Ok(Connected { endpoint: Box::new(endpoint), canceller, remote, duration_ms })
+            }
+        }
+    }
+}
