@@ -1,4 +1,5 @@
 //! Integration tests of the agent protocol: a real server loop and a real endpoint over a
 //! socket pair.
 
+mod test_golden;
 mod test_remote;

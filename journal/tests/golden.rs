@@ -1,0 +1,152 @@
+//! Golden file for the journal's disk format: a record of every event kind, encoded, must
+//! match `tests/golden/records.txt` byte for byte, and every stored line must decode back to
+//! the same record. A failure means the disk format changed: old journals would no longer
+//! load. Bump `FORMAT_VERSION` (with a migration) and re-bless with
+//! `MUTAGEN_BLESS=1 cargo test -p mutagen-journal --test golden`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use mutagen_endpoint::{HaltReason, Side};
+use mutagen_journal::{Event, Record, SessionState, SideState};
+use mutagen_reconcile::{Change, Conflict, Digest, Entry, Problem};
+use mutagen_session::SessionSpec;
+
+fn file(byte: u8) -> Option<Entry> {
+    Some(Entry::File { digest: Digest([byte; 32]), executable: byte.is_multiple_of(2) })
+}
+
+fn spec() -> SessionSpec {
+    SessionSpec {
+        alpha: "/home/u/a".into(),
+        beta: "u@host:2222:~/b".into(),
+        name: "web".into(),
+        labels: BTreeMap::from([("env".to_owned(), "dev".to_owned())]),
+        paused: false,
+        configuration: Default::default(),
+    }
+}
+
+fn events() -> Vec<(&'static str, Event)> {
+    let change = Change::new("a", file(1), file(2));
+    let problem = Problem::new("p", "permission denied");
+    let conflict = Conflict {
+        root: "c".into(),
+        alpha_changes: vec![Change::new("c", None, file(3))],
+        beta_changes: vec![Change::new("c", None, file(4))],
+    };
+    let state = SessionState {
+        identifier: "sync_0000000000000000000000000000000000000000001".into(),
+        creation_time: 1_700_000_000_000_000_000,
+        creating_version: "0.1.0".into(),
+        spec: spec(),
+        paused: true,
+        ancestor: Some(Entry::Directory(BTreeMap::from([(
+            "a".to_owned(),
+            Entry::File { digest: Digest([2; 32]), executable: false },
+        )]))),
+        cycle: 9,
+        successful_cycles: 7,
+        halted: Some(HaltReason::RootEmptied),
+        last_error: Some("boom".into()),
+        conflicts: vec![conflict.clone()],
+        alpha: SideState { scanned: true, directories: 1, files: 1, ..SideState::default() },
+        beta: SideState::default(),
+        terminated: false,
+    };
+    vec![
+        (
+            "created",
+            Event::Created {
+                identifier: state.identifier.clone(),
+                version: "0.1.0".into(),
+                spec: spec(),
+            },
+        ),
+        ("paused", Event::Paused),
+        ("resumed", Event::Resumed),
+        ("flush-requested", Event::FlushRequested),
+        (
+            "scan-completed",
+            Event::ScanCompleted {
+                side: Side::Beta,
+                directories: 2,
+                files: 3,
+                symbolic_links: 1,
+                total_file_size: 4096,
+                duration_us: 1234,
+                problems: vec![problem.clone()],
+            },
+        ),
+        ("staged", Event::Staged { side: Side::Alpha, files: 5, bytes: 6 }),
+        (
+            "transition-applied",
+            Event::TransitionApplied {
+                side: Side::Beta,
+                changes: vec![change.clone()],
+                problems: vec![problem],
+                missing_files: true,
+            },
+        ),
+        ("conflicts-recorded", Event::ConflictsRecorded { conflicts: vec![conflict] }),
+        ("ancestor-updated", Event::AncestorUpdated { changes: vec![change] }),
+        ("checkpoint", Event::Checkpoint(Box::new(state))),
+        ("halted", Event::Halted { reason: HaltReason::RootDeletion }),
+        ("error", Event::Error { message: "unable to scan".into() }),
+        ("reset", Event::Reset),
+        ("terminated", Event::Terminated),
+        (
+            "connected",
+            Event::Connected {
+                side: Side::Beta,
+                url: "u@host:2222:~/b".into(),
+                agent_version: "0.1.0".into(),
+                root: "/home/u/b".into(),
+                duration_ms: 321,
+            },
+        ),
+        (
+            "disconnected",
+            Event::Disconnected { side: Side::Alpha, reason: "the connection closed".into() },
+        ),
+    ]
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn records_match_the_golden_file() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/records.txt");
+    let records: Vec<(&str, Record)> = events()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, event))| {
+            (name, Record { time: 1_700_000_000_000_000_000 + i as u64, cycle: 3, event })
+        })
+        .collect();
+    for (name, record) in &records {
+        assert_eq!(*name, record.event.kind(), "every kind, named as history shows it");
+    }
+    let text: String = records
+        .iter()
+        .map(|(name, record)| format!("{name} {}\n", hex(&record.encode().expect("encode"))))
+        .collect();
+    if std::env::var_os("MUTAGEN_BLESS").is_some() {
+        std::fs::write(&path, &text).expect("bless");
+    }
+    let golden = std::fs::read_to_string(&path).expect("golden file");
+    assert_eq!(text, golden, "the disk format changed: bump FORMAT_VERSION and re-bless");
+    for ((name, record), line) in records.iter().zip(golden.lines()) {
+        let (_, bytes) = line.split_once(' ').expect("name hex");
+        assert_eq!(&Record::decode(&unhex(bytes)).expect(name), record, "{name}");
+    }
+}
