@@ -226,3 +226,23 @@ fn unreachable_hosts_and_empty_paths_fail_create_and_leave_nothing() {
     );
     assert!(env.sessions().is_empty(), "no session was left behind");
 }
+
+#[test]
+fn two_remote_endpoints_sync_through_the_daemon() {
+    let sshd = Sshd::start();
+    let env = env_for(&sshd);
+    fs::create_dir_all(env.path("remote")).expect("parent");
+    let (alpha, beta) = (env.path("remote/alpha"), env.path("remote/beta"));
+    populate(&alpha);
+    let alpha_url = remote(&sshd, "root", &alpha.display().to_string());
+    // The same host under another name: a second master, as for two hosts.
+    let beta_url = format!("root@localhost:{}:{}", sshd.port, beta.display());
+    env.ok(&["sync", "create", &alpha_url, &beta_url, "--name", "relay"]);
+    env.ok(&["sync", "flush", "relay"]);
+    assert_eq!(read_tree(&beta), read_tree(&alpha), "staged through the daemon");
+    write(&beta.join("back.txt"), "back\n");
+    until(&env, "beta's edit reaching alpha", || alpha.join("back.txt").exists());
+    let sessions = env.sessions();
+    assert_eq!(sessions[0]["alpha"]["protocol"], "ssh");
+    assert_eq!(sessions[0]["beta"]["host"], "localhost");
+}

@@ -1,11 +1,12 @@
 //! The agent binary: where the daemon finds it, what build it is, where it goes remotely.
 //!
 //! The daemon looks for the agent, in order: at the path it was given (`MUTAGEN_AGENT_PATH`);
-//! next to its own executable (`mutagen-agent` beside `mutagen`, which is what
-//! `cargo build --release --bin mutagen --bin mutagen-agent` produces); and in cargo's
-//! static-build directory beside it (`../x86_64-unknown-linux-gnu/<profile>/mutagen-agent`,
-//! produced by the README's static build, which is preferred when present because it runs on
-//! any x86_64 Linux). On a remote host it lives in `~/.mutagen/agents/<version>/mutagen-agent`.
+//! in cargo's static-build directory beside its own executable
+//! (`../x86_64-unknown-linux-gnu/<profile>/mutagen-agent`, which the README's build command
+//! produces and which runs on any x86_64 Linux); and next to its own executable (a dynamically
+//! linked `mutagen-agent`, as `cargo build` makes it, which runs on hosts with a glibc at least
+//! as new as the build host's). On a remote host it lives in
+//! `~/.mutagen/agents/<version>/mutagen-agent`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -70,7 +71,8 @@ impl AgentBinary {
                 self.candidates.iter().map(|p| p.display().to_string()).collect();
             return Err(TransportError::AgentBinary(format!(
                 "the agent binary was not found (looked for {}): build it with \
-                 `cargo build --release --bin mutagen-agent`, or set MUTAGEN_AGENT_PATH",
+                 `RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release \
+                 --target x86_64-unknown-linux-gnu --bin mutagen-agent`, or set MUTAGEN_AGENT_PATH",
                 looked.join(", ")
             )));
         };
@@ -101,7 +103,7 @@ mod tests {
         std::fs::create_dir_all(&release).expect("release");
         let binary = AgentBinary::new(None, Some(&release.join("mutagen")));
         let error = binary.locate().expect_err("nothing built").to_string();
-        assert!(error.contains("cargo build --release --bin mutagen-agent"), "{error}");
+        assert!(error.contains("--target x86_64-unknown-linux-gnu --bin mutagen-agent"), "{error}");
         std::fs::write(release.join("mutagen-agent"), b"dynamic").expect("write");
         let (path, build) = binary.locate().expect("beside");
         assert_eq!(path, release.join("mutagen-agent"));
