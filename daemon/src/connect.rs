@@ -83,8 +83,10 @@ impl Connector {
             Url::Local(root) => {
                 let ignorer = Ignorer::new(&configuration.ignores, configuration.ignore_vcs)
                     .map_err(|e| e.to_string())?;
-                let mut options =
-                    LocalOptions::new(self.data.staging(identifier, &side.to_string()));
+                let name = format!("{identifier}-{side}");
+                let staging = self.data.staging(identifier, &side.to_string());
+                let staging = mutagen_endpoint::staging::placement(&root, &staging, &name);
+                let mut options = LocalOptions::new(staging);
                 options.scan = ScanOptions {
                     symlink_mode: configuration.symlink_mode,
                     ignorer: Arc::new(ignorer),

@@ -17,6 +17,28 @@ use mutagen_reconcile::Digest;
 use crate::endpoint::{EndpointError, EndpointResult, StageRequest, Transmission};
 use crate::rsync;
 
+/// Returns where a root's staging store should live: `default` (normally in the data
+/// directory) when it is on the same file system as the root's parent, so that placing a
+/// staged file is a rename; otherwise a hidden directory next to the root,
+/// `<parent>/.mutagen-temporary-staging-<name>`, whose prefix every scan skips (so it stays
+/// invisible even when the parent is itself synchronized by another session). When the
+/// root's parent does not exist yet, `default` is kept.
+pub fn placement(root: &Path, default: &Path, name: &str) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let device = |path: &Path| {
+        path.ancestors().find_map(|ancestor| fs::metadata(ancestor).ok()).map(|m| m.dev())
+    };
+    let Some(parent) = root.parent().filter(|p| p.is_dir()) else {
+        return default.to_owned();
+    };
+    match (device(parent), device(default)) {
+        (Some(a), Some(b)) if a != b => {
+            parent.join(format!("{}staging-{name}", crate::scan::TEMPORARY_PREFIX))
+        }
+        _ => default.to_owned(),
+    }
+}
+
 /// A staging store rooted at a directory (created on first use, mode 0700).
 #[derive(Debug)]
 pub struct Staging {
@@ -271,6 +293,25 @@ mod tests {
 
     fn digest_of(data: &[u8]) -> Digest {
         Digest(*blake3::hash(data).as_bytes())
+    }
+
+    #[test]
+    fn staging_moves_next_to_a_root_on_another_file_system() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let default = dir.path().join("data/staging/s-beta");
+        let root = dir.path().join("root");
+        assert_eq!(placement(&root, &default, "s-beta"), default, "same file system");
+        assert_eq!(placement(Path::new("/no/such/parent/root"), &default, "x"), default);
+        // /dev/shm and /proc are other file systems than a temporary directory on disk.
+        let device =
+            |p: &Path| fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::dev(&m)).ok();
+        if let Ok(shm) = tempfile::tempdir_in("/dev/shm")
+            && device(shm.path()) != device(dir.path())
+        {
+            let root = shm.path().join("root");
+            let placed = placement(&root, &default, "s-beta");
+            assert_eq!(placed, shm.path().join(".mutagen-temporary-staging-s-beta"));
+        }
     }
 
     #[test]

@@ -438,8 +438,9 @@ impl Endpoint for RemoteEndpoint {
     }
 
     fn receive(&mut self, transmission: Transmission) -> EndpointResult<()> {
-        let flush = matches!(transmission, Transmission::End | Transmission::Unavailable { .. });
-        self.write(&Request::Receive(transmission), flush)
+        // Not flushed: receives are never answered, and the next request (the transition)
+        // flushes them ahead of itself, so small files travel many to a write.
+        self.write(&Request::Receive(transmission), false)
     }
 
     fn transition(&mut self, changes: Vec<Change>) -> EndpointResult<TransitionResult> {

@@ -131,6 +131,7 @@ pub fn open_endpoint(
     let root = resolve_root(&options.root, environment)?;
     let ignorer = Ignorer::new(&options.ignores, options.ignore_vcs).map_err(|e| e.to_string())?;
     let staging = environment.data.join("staging").join(&options.staging_name);
+    let staging = mutagen_endpoint::staging::placement(&root, &staging, &options.staging_name);
     let mut local = LocalOptions::new(staging);
     local.scan = ScanOptions { symlink_mode: options.symlink_mode, ignorer: Arc::new(ignorer) };
     local.read_only = options.read_only;

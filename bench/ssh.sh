@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# SSH endpoints against rsync -e ssh and Unison over ssh, in one run, through a private sshd
+# on loopback (own keys, free port), on the small tree of run.sh (10,000 files + 3 × 50 MB):
+#   1. initial sync (mutagen sync create + flush to HOST:path; rsync -a -e ssh; unison ssh://)
+#   2. a no-change flush of a watched session (CLI start included), and the peers' re-runs
+#   3. latency, watched, no flush: a local edit until the remote has it, and a remote edit
+#      until the local side has it (p50/p95/max over EDITS edits each)
+#   4. one byte flipped in a 50 MB file: time, and bytes sent (mutagen: staged payload;
+#      rsync: literal data and total bytes sent)
+#   5. reconvergence after a cut link: the ssh master is killed, a file written at once on
+#      alpha, and the time until it is on beta is measured (reconnect, agent, cycle)
+# The roots are on BENCH_DIR (tmpfs); the data directory is on the home disk, as users have
+# it (BENCH_DATA, default ~/.cache/mutagen-bench-data). Installs rsync, unison, python3 and
+# openssh-server if missing; builds mutagen and the static agent in release mode.
+#
+#   bench/ssh.sh            env: BENCH_DIR, BENCH_DATA, REPS=3, EDITS=50, FILES=10000, BIGMB=50
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+B="${BENCH_DIR:-/dev/shm/mutagen-ssh-bench}"
+DATA="${BENCH_DATA:-$HOME/.cache/mutagen-bench-data}"
+REPS="${REPS:-3}"; EDITS="${EDITS:-50}"; FILES="${FILES:-10000}"; BIGMB="${BIGMB:-50}"
+export LC_ALL=C
+
+need=()
+command -v rsync >/dev/null || need+=(rsync)
+command -v unison >/dev/null || need+=(unison)
+command -v python3 >/dev/null || need+=(python3)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+(cd "$ROOT" && cargo build --release --locked -q --bin mutagen \
+  && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked -q \
+     --target x86_64-unknown-linux-gnu --bin mutagen-agent)
+MUTAGEN="$ROOT/target/release/mutagen"
+# shellcheck source=bench/common.sh
+. "$HERE/common.sh"
+
+rm -rf "$B" "$DATA"; mkdir -p "$B" "$DATA"
+export MUTAGEN_DATA_DIRECTORY="$DATA"
+export UNISON="$B/unison-home"
+export MUTAGEN_DISABLE_AUTOSTART=1
+
+# A private sshd, as the test fixture makes it.
+S="$B/sshd"; mkdir -p "$S/bin"; chmod 711 "$S"
+ssh-keygen -q -t ed25519 -N '' -f "$S/host"; ssh-keygen -q -t ed25519 -N '' -f "$S/client"
+cp "$S/client.pub" "$S/authorized_keys"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+echo "[127.0.0.1]:$PORT $(cut -d' ' -f1,2 "$S/host.pub")" > "$S/known_hosts"
+cat > "$S/sshd_config" <<CFG
+Port $PORT
+ListenAddress 127.0.0.1
+HostKey $S/host
+AuthorizedKeysFile $S/authorized_keys
+AuthenticationMethods publickey
+PermitRootLogin prohibit-password
+AllowUsers $(id -un)
+UsePAM no
+StrictModes no
+UseDNS no
+PidFile $S/sshd.pid
+MaxSessions 200
+CFG
+cat > "$S/ssh_config" <<CFG
+Host benchhost
+  HostName 127.0.0.1
+  Port $PORT
+  User $(id -un)
+  IdentityFile $S/client
+  IdentitiesOnly yes
+  UserKnownHostsFile $S/known_hosts
+  StrictHostKeyChecking yes
+  KexAlgorithms curve25519-sha256
+  LogLevel ERROR
+CFG
+printf '#!/bin/sh\nexec ssh -F %s "$@"\n' "$S/ssh_config" > "$S/bin/ssh"; chmod 755 "$S/bin/ssh"
+mkdir -p /run/sshd
+/usr/sbin/sshd -f "$S/sshd_config" -E "$S/sshd.log"
+export MUTAGEN_SSH_PATH="$S/bin"
+SSH="ssh -F $S/ssh_config"
+trap '"$MUTAGEN" daemon stop >/dev/null 2>&1 || true; kill "$(cat "$S/sshd.pid")" 2>/dev/null || true; rm -rf "$B" "$DATA"' EXIT
+
+now() { date +%s.%N; }
+measure() {
+  local label="$1" setup="$2" cmd="$3" times=() t0 t1
+  for _ in $(seq 1 "$REPS"); do
+    eval "$setup"
+    t0=$(now); eval "$cmd" > "$B/last.out" 2>&1 || { echo "FAILED: $label"; cat "$B/last.out"; exit 1; }; t1=$(now)
+    times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.4f", b-a}')")
+  done
+  printf '%s\n' "${times[@]}" | sort -n | awk -v l="$label" '{a[NR]=$1} END {
+    m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2
+    printf "| %-48s | %9.1f ms | %9.1f | %9.1f |\n", l, m*1000, a[1]*1000, a[NR]*1000 }'
+}
+row() { printf "| %-48s | %12s | %9s | %9s |\n" "$1" "$2" "${3:-}" "${4:-}"; }
+
+SRC="$B/src"; DST="$B/dst"
+clean() {
+  "$MUTAGEN" sync terminate --all >/dev/null 2>&1 || true
+  rm -rf "$DST" "$UNISON"; mkdir -p "$UNISON"; sync
+}
+session() {
+  local name="$1"; shift
+  "$MUTAGEN" sync create "$SRC" "benchhost:$DST" --name "$name" "$@" >/dev/null
+  "$MUTAGEN" sync flush "$name" >/dev/null
+}
+unison_run() { unison -batch -times -perms 0 -sshargs "-F $S/ssh_config" "$SRC" "ssh://benchhost/$DST"; }
+
+FLIPS=0
+flip_big() { FLIPS=$((FLIPS + 1)); flip_file "$SRC/big/big0.bin" "$FLIPS"; }
+
+# latency FROM TO: edits EDITS random files under FROM, polls TO for each new content.
+latency() {
+  python3 - "$1" "$2" "$EDITS" <<'PY'
+import os, random, sys, time
+src, dst, edits = sys.argv[1], sys.argv[2], int(sys.argv[3])
+files = sorted(os.path.relpath(os.path.join(d, f), src)
+               for d, _, fs in os.walk(src) for f in fs if f.endswith(".txt"))
+rng = random.Random(hash(src) & 0xffff)
+samples = []
+for i in range(edits):
+    rel = rng.choice(files)
+    content = f"edit {i} {rng.random()}\n".encode() * rng.randint(1, 40)
+    target = os.path.join(dst, rel)
+    start = time.perf_counter()
+    with open(os.path.join(src, rel), "wb") as f:
+        f.write(content)
+    deadline = start + 30
+    while True:
+        try:
+            with open(target, "rb") as f:
+                if f.read() == content:
+                    break
+        except OSError:
+            pass
+        if time.perf_counter() > deadline:
+            sys.exit(f"edit {i} of {rel} never arrived")
+        time.sleep(0.0002)
+    samples.append(time.perf_counter() - start)
+    time.sleep(0.05)
+samples.sort()
+pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))] * 1000
+print(f"{pick(0.5):.1f} {pick(0.95):.1f} {samples[-1] * 1000:.1f}")
+PY
+}
+
+# reconverge: kills the ssh master, writes a file on alpha at once, waits until beta has it.
+reconverge() {
+  local k="$1" marker="$SRC/cut-$1.txt" target="$DST/cut-$1.txt"
+  pkill -9 -f "$DATA/daemon/ssh/" || true
+  echo "cut $k" > "$marker"
+  local deadline=$((SECONDS + 60))
+  until [ "$(cat "$target" 2>/dev/null)" = "cut $k" ]; do
+    [ $SECONDS -lt $deadline ] || { echo "never reconverged"; return 1; }
+    sleep 0.005
+  done
+}
+
+rm -rf "$SRC"; generate "$SRC" "$FILES" 3 "$BIGMB"; sync
+echo
+echo "### ssh to loopback: $(find "$SRC" -type f | wc -l) files, $(du -sm "$SRC" | cut -f1) MB; roots on $(df --output=fstype "$B" | tail -1), data directory on $(df --output=fstype "$DATA" | tail -1), REPS=$REPS"
+echo
+echo "| case                                             |       median |       min |       max |"
+echo "|--------------------------------------------------|-------------:|----------:|----------:|"
+"$MUTAGEN" daemon start >/dev/null
+
+measure "initial sync: mutagen (create + flush)" clean "session bench --watch-mode no-watch"
+measure "initial sync: rsync -a -e ssh" clean "rsync -a -e '$SSH' '$SRC/' 'benchhost:$DST/'"
+measure "initial sync: unison over ssh" "clean; mkdir -p '$DST'" "unison_run"
+
+clean; session bench
+measure "no-change flush, watched: mutagen sync flush" : "'$MUTAGEN' sync flush bench"
+clean; rsync -a "$SRC/" "$DST/"
+measure "no-change re-run: rsync -a -e ssh" : "rsync -a -e '$SSH' '$SRC/' 'benchhost:$DST/'"
+clean; mkdir -p "$DST"; unison_run >/dev/null 2>&1
+measure "no-change re-run: unison over ssh" : "unison_run"
+
+clean; session watched
+read -r p50 p95 max < <(latency "$SRC" "$DST")
+row "latency local edit -> remote: p50 / p95 / max" "$p50 ms" "$p95" "$max"
+read -r p50 p95 max < <(latency "$DST" "$SRC")
+row "latency remote edit -> local: p50 / p95 / max" "$p50 ms" "$p95" "$max"
+
+times=()
+for k in $(seq 1 "$REPS"); do
+  t0=$(now); reconverge "$k"; t1=$(now)
+  times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", (b-a)*1000}')")
+done
+row "reconverge after the ssh master is killed" "$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (REPS + 1) / 2 ))p") ms" "$(printf '%s ' "${times[@]}")"
+
+clean; session flips --watch-mode no-watch
+measure "1-byte edit in 50 MB: mutagen sync flush" flip_big "'$MUTAGEN' sync flush flips"
+bytes=$("$MUTAGEN" sync history flips --json | python3 -c '
+import json, sys
+staged = [r for r in json.load(sys.stdin) if r["kind"] == "staged"]
+print(staged[-1]["bytes"])')
+row "  bytes sent, mutagen (staged payload)" "$bytes B"
+clean; rsync -a "$SRC/" "$DST/"
+measure "1-byte edit in 50 MB: rsync -e ssh --no-whole-file" flip_big "rsync -a -e '$SSH' --no-whole-file --stats '$SRC/' 'benchhost:$DST/'"
+row "  bytes sent, rsync (literal / total sent)" "$(grep -oP 'Literal data: \K[0-9,]+' "$B/last.out" | tr -d ,) B" "$(grep -oP 'Total bytes sent: \K[0-9,]+' "$B/last.out" | tr -d ,) B"
+clean; mkdir -p "$DST"; unison_run >/dev/null 2>&1
+measure "1-byte edit in 50 MB: unison over ssh" flip_big "unison_run"
+clean
+"$MUTAGEN" daemon stop >/dev/null
