@@ -105,7 +105,7 @@ session() {
   "$MUTAGEN" sync create "$SRC" "benchhost:$DST" --name "$name" "$@" >/dev/null
   "$MUTAGEN" sync flush "$name" >/dev/null
 }
-unison_run() { unison -batch -times -perms 0 -sshargs "-F $S/ssh_config" "$SRC" "ssh://benchhost/$DST"; }
+unison_run() { unison -batch -times -perms 0 -sshargs "-F $S/ssh_config" -servercmd "env UNISON=$UNISON unison" "$SRC" "ssh://benchhost/$DST"; }
 
 FLIPS=0
 flip_big() { FLIPS=$((FLIPS + 1)); flip_file "$SRC/big/big0.bin" "$FLIPS"; }

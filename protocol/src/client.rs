@@ -28,11 +28,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use mutagen_endpoint::{
     Endpoint, EndpointError, EndpointResult, Snapshot, StageRequest, TransitionResult, Transmission,
 };
-use mutagen_reconcile::Change;
+use mutagen_reconcile::{Change, replace_at};
 
 use crate::ProtocolError;
 use crate::codec::{CHUNK, MAX_FRAME, read_frame, write_frame};
-use crate::messages::{EndpointOptions, Hello, MAGIC, Request, Response};
+use crate::messages::{EndpointOptions, Hello, MAGIC, Request, Response, SnapshotTransfer};
 
 /// How long an agent may stay completely silent while a request is outstanding.
 pub const SILENCE: Duration = Duration::from_secs(30);
@@ -126,6 +126,10 @@ pub struct RemoteEndpoint {
     /// The root as the agent resolved it.
     root: String,
     broken: bool,
+    /// The last snapshot received and its generation (deltas apply to it).
+    snapshot: Option<(u64, Arc<Snapshot>)>,
+    /// Bytes written to and read from the agent (frames), for measurements.
+    traffic: Arc<Traffic>,
     silence: Duration,
     stderr: Arc<Mutex<Vec<u8>>>,
     _guard: Box<dyn Send>,
@@ -147,7 +151,11 @@ impl RemoteEndpoint {
         options: EndpointOptions,
         description: String,
     ) -> Result<RemoteEndpoint, ProtocolError> {
-        let AgentStream { mut reader, writer, guard, stderr } = stream;
+        let AgentStream { reader, writer, guard, stderr } = stream;
+        let traffic = Arc::new(Traffic::default());
+        let mut reader = Counted { inner: reader, count: traffic.clone(), read: true };
+        let writer: Box<dyn Write + Send> =
+            Box::new(Counted { inner: writer, count: traffic.clone(), read: false });
         let (responses_sender, responses) = crossbeam_channel::bounded(64);
         let (wakeup_sender, wakeups) = crossbeam_channel::bounded(1);
         let reader_responses = responses_sender.clone();
@@ -188,6 +196,8 @@ impl RemoteEndpoint {
             description,
             root: String::new(),
             broken: false,
+            snapshot: None,
+            traffic,
             silence: SILENCE,
             stderr,
             _guard: guard,
@@ -206,6 +216,11 @@ impl RemoteEndpoint {
     /// Returns the root as the agent resolved it (absolute, on its host).
     pub fn root(&self) -> &str {
         &self.root
+    }
+
+    /// Returns the bytes sent to and received from the agent so far.
+    pub fn traffic(&self) -> (u64, u64) {
+        (self.traffic.sent.load(Ordering::Relaxed), self.traffic.received.load(Ordering::Relaxed))
     }
 
     /// Returns a handle that cancels this endpoint's calls from another thread.
@@ -269,6 +284,42 @@ impl RemoteEndpoint {
 
     fn unexpected(&mut self, response: &Response) -> EndpointError {
         self.fail(ProtocolError::Unexpected(describe(response)))
+    }
+}
+
+/// Byte counters of a connection.
+#[derive(Debug, Default)]
+struct Traffic {
+    sent: std::sync::atomic::AtomicU64,
+    received: std::sync::atomic::AtomicU64,
+}
+
+/// Counts what passes through a stream.
+struct Counted<T> {
+    inner: T,
+    count: Arc<Traffic>,
+    read: bool,
+}
+
+impl<T: Read> Read for Counted<T> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buffer)?;
+        self.count.received.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl<T: Write> Write for Counted<T> {
+    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buffer)?;
+        if !self.read {
+            self.count.sent.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -377,10 +428,51 @@ impl Endpoint for RemoteEndpoint {
     }
 
     fn scan(&mut self) -> EndpointResult<Arc<Snapshot>> {
-        match self.call(&Request::Scan)? {
+        let held = self.snapshot.take();
+        let base = held.as_ref().map(|(generation, _)| *generation);
+        match self.call(&Request::Scan { base })? {
             Response::Scanned { snapshot, watch_problem } => {
                 self.watch_problem = watch_problem;
-                Ok(Arc::new(snapshot))
+                let (generation, snapshot) = match snapshot {
+                    SnapshotTransfer::Full { generation, snapshot } => {
+                        (generation, Arc::new(snapshot))
+                    }
+                    SnapshotTransfer::Delta {
+                        base,
+                        generation,
+                        changes,
+                        directories,
+                        files,
+                        symbolic_links,
+                        total_file_size,
+                        problems,
+                    } => {
+                        let Some((held_generation, mut snapshot)) =
+                            held.filter(|(g, _)| *g == base)
+                        else {
+                            let message =
+                                format!("a delta against snapshot {base}, which was never sent");
+                            return Err(self.fail(ProtocolError::Unexpected(message)));
+                        };
+                        debug_assert_eq!(held_generation, base);
+                        // The synchronizer released its copy after the last cycle: no clone.
+                        let updated = Arc::make_mut(&mut snapshot);
+                        for (path, new) in changes {
+                            if let Err(error) = replace_at(&mut updated.content, &path, new) {
+                                let message = format!("a delta that does not apply: {error}");
+                                return Err(self.fail(ProtocolError::Unexpected(message)));
+                            }
+                        }
+                        updated.directories = directories;
+                        updated.files = files;
+                        updated.symbolic_links = symbolic_links;
+                        updated.total_file_size = total_file_size;
+                        updated.problems = problems;
+                        (generation, snapshot)
+                    }
+                };
+                self.snapshot = Some((generation, snapshot.clone()));
+                Ok(snapshot)
             }
             other => Err(self.unexpected(&other)),
         }

@@ -27,7 +27,9 @@ pub mod server;
 use std::time::Duration;
 
 pub use client::{AgentStream, Canceller, RemoteEndpoint, handshake};
-pub use messages::{EndpointOptions, Hello, MAGIC, PROTOCOL_VERSION, Request, Response};
+pub use messages::{
+    EndpointOptions, Hello, MAGIC, PROTOCOL_VERSION, Request, Response, SnapshotTransfer,
+};
 pub use server::{AgentEnvironment, build_of, serve};
 
 /// A failure of the agent connection as a whole.

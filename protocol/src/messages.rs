@@ -8,7 +8,7 @@
 //! and golden files in `tests/golden/` pin the encoding so that no change is accidental.
 
 use mutagen_endpoint::{Snapshot, StageRequest, SymlinkMode, TransitionResult, Transmission};
-use mutagen_reconcile::Change;
+use mutagen_reconcile::{Change, Entry, Problem};
 use serde::{Deserialize, Serialize};
 
 /// What an agent writes before anything else: it lets the daemon skip whatever a login shell
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: [u8; 8] = *b"\x00MUTAGNT";
 
 /// Bumped whenever a message after [`Hello`] changes.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The agent's first frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +58,11 @@ pub enum Request {
     /// [`mutagen_endpoint::Endpoint::check`]; answered by [`Response::Checked`].
     Check,
     /// Scan; answered by [`Response::Scanned`].
-    Scan,
+    Scan {
+        /// The generation of the last snapshot the daemon received and still holds: the agent
+        /// may answer with only what changed since then.
+        base: Option<u64>,
+    },
     /// Stage; answered by [`Response::Staged`].
     Stage(Vec<StageRequest>),
     /// Supply; answered by one [`Response::Transmission`] stream, then [`Response::Supplied`].
@@ -88,8 +92,8 @@ pub enum Response {
     },
     /// A scan.
     Scanned {
-        /// The snapshot.
-        snapshot: Snapshot,
+        /// The snapshot, whole or as changes.
+        snapshot: SnapshotTransfer,
         /// The endpoint's watch problem, if any.
         watch_problem: Option<String>,
     },
@@ -109,4 +113,39 @@ pub enum Response {
     Wakeup,
     /// Unsolicited: the agent is alive and working on the current request.
     Heartbeat,
+}
+
+/// A snapshot as it travels: whole, or as the changes since one the daemon holds.
+///
+/// Generations number the snapshots an agent sent on one connection, from 1. A delta names
+/// the generation it applies to; the daemon refuses one whose base it does not hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotTransfer {
+    /// The whole snapshot.
+    Full {
+        /// Its generation.
+        generation: u64,
+        /// The snapshot.
+        snapshot: Snapshot,
+    },
+    /// What changed since generation `base`.
+    Delta {
+        /// The generation the changes apply to.
+        base: u64,
+        /// The new generation.
+        generation: u64,
+        /// Replacements, parents before children: the content now at each path (`None`:
+        /// removed).
+        changes: Vec<(String, Option<Entry>)>,
+        /// The new snapshot's counts: directories.
+        directories: u64,
+        /// Files.
+        files: u64,
+        /// Symbolic links.
+        symbolic_links: u64,
+        /// Total file size.
+        total_file_size: u64,
+        /// Problematic entries, as problems.
+        problems: Vec<Problem>,
+    },
 }

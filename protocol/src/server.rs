@@ -18,11 +18,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use mutagen_endpoint::{Endpoint, Ignorer, LocalEndpoint, LocalOptions, ScanOptions};
+use mutagen_endpoint::{Endpoint, Ignorer, LocalEndpoint, LocalOptions, ScanOptions, Snapshot};
 
 use crate::ProtocolError;
 use crate::codec::{MAX_FRAME, read_frame, write_frame};
-use crate::messages::{EndpointOptions, Hello, MAGIC, PROTOCOL_VERSION, Request, Response};
+use crate::messages::{
+    EndpointOptions, Hello, MAGIC, PROTOCOL_VERSION, Request, Response, SnapshotTransfer,
+};
 
 /// How often a busy agent says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -193,11 +195,9 @@ pub fn serve(
             })
             .map_err(ProtocolError::Io)?;
     }
-    let result = Server { writer, endpoint: None, receive_error: None, wakeup_sent: false }.run(
-        &incoming,
-        &busy,
-        environment,
-    );
+    let server =
+        Server { writer, endpoint: None, receive_error: None, wakeup_sent: false, sent: None };
+    let result = server.run(&incoming, &busy, environment);
     done.store(true, Ordering::Relaxed);
     result
 }
@@ -209,6 +209,9 @@ struct Server {
     receive_error: Option<String>,
     /// Whether a wakeup was sent since the last check or scan.
     wakeup_sent: bool,
+    /// The last snapshot sent and its generation, for deltas. Holding it makes the endpoint's
+    /// next in-place update of its view copy the tree once.
+    sent: Option<(u64, Arc<Snapshot>)>,
 }
 
 impl Server {
@@ -282,11 +285,20 @@ impl Server {
                     watch_problem: endpoint.watch_problem(),
                 })
             }
-            Request::Scan => {
+            Request::Scan { base } => {
                 self.wakeup_sent = false;
-                endpoint.scan().map(|snapshot| Response::Scanned {
-                    snapshot: Arc::unwrap_or_clone(snapshot),
-                    watch_problem: endpoint.watch_problem(),
+                let sent = self.sent.take();
+                endpoint.scan().map(|snapshot| {
+                    let transfer = transfer(sent.as_ref(), base, &snapshot);
+                    let generation = match &transfer {
+                        SnapshotTransfer::Full { generation, .. }
+                        | SnapshotTransfer::Delta { generation, .. } => *generation,
+                    };
+                    self.sent = Some((generation, snapshot));
+                    Response::Scanned {
+                        snapshot: transfer,
+                        watch_problem: endpoint.watch_problem(),
+                    }
                 })
             }
             Request::Stage(requests) => endpoint.stage(requests).map(Response::Staged),
@@ -305,6 +317,36 @@ impl Server {
         };
         let response = response.unwrap_or_else(|error| Response::Error(render(&error)));
         send(&self.writer, &response, true)
+    }
+}
+
+/// Returns `snapshot` as changes since `sent` when the daemon holds that generation (`base`),
+/// whole otherwise.
+fn transfer(
+    sent: Option<&(u64, Arc<Snapshot>)>,
+    base: Option<u64>,
+    snapshot: &Snapshot,
+) -> SnapshotTransfer {
+    let generation = sent.map_or(1, |(generation, _)| generation + 1);
+    match sent {
+        Some((sent_generation, previous)) if base == Some(*sent_generation) => {
+            let changes =
+                mutagen_reconcile::diff(previous.content.as_ref(), snapshot.content.as_ref())
+                    .into_iter()
+                    .map(|change| (change.path, change.new))
+                    .collect();
+            SnapshotTransfer::Delta {
+                base: *sent_generation,
+                generation,
+                changes,
+                directories: snapshot.directories,
+                files: snapshot.files,
+                symbolic_links: snapshot.symbolic_links,
+                total_file_size: snapshot.total_file_size,
+                problems: snapshot.problems.clone(),
+            }
+        }
+        _ => SnapshotTransfer::Full { generation, snapshot: snapshot.clone() },
     }
 }
 

@@ -9,6 +9,7 @@ use std::path::Path;
 use mutagen_endpoint::rsync::{BlockHash, Signature};
 use mutagen_endpoint::{Snapshot, StageRequest, SymlinkMode, TransitionResult, Transmission};
 use mutagen_protocol::codec::{decode, write_frame};
+use mutagen_protocol::messages::SnapshotTransfer;
 use mutagen_protocol::{EndpointOptions, Hello, MAGIC, Request, Response};
 use mutagen_reconcile::{Change, Digest, Entry, Problem};
 
@@ -49,10 +50,10 @@ fn requests_and_responses() -> Vec<(&'static str, Vec<u8>)> {
     };
     let change = Change::new("a.txt", Some(file(1, false)), Some(file(3, false)));
     vec![
-        ("hello", frame(&Hello { protocol: 1, version: "0.1.0".into(), build: "ab".repeat(32) })),
+        ("hello", frame(&Hello { protocol: 2, version: "0.1.0".into(), build: "ab".repeat(32) })),
         ("request-initialize", frame(&Request::Initialize(options))),
         ("request-check", frame(&Request::Check)),
-        ("request-scan", frame(&Request::Scan)),
+        ("request-scan", frame(&Request::Scan { base: Some(3) })),
         ("request-stage", frame(&Request::Stage(requests()))),
         ("request-supply", frame(&Request::Supply(requests()))),
         (
@@ -88,15 +89,34 @@ fn requests_and_responses() -> Vec<(&'static str, Vec<u8>)> {
         (
             "response-scanned",
             frame(&Response::Scanned {
-                snapshot: Snapshot {
-                    content: Some(tree()),
-                    directories: 2,
-                    files: 2,
-                    symbolic_links: 1,
-                    total_file_size: 99,
-                    problems: vec![Problem::new("bad", "unreadable")],
+                snapshot: SnapshotTransfer::Full {
+                    generation: 1,
+                    snapshot: Snapshot {
+                        content: Some(tree()),
+                        directories: 2,
+                        files: 2,
+                        symbolic_links: 1,
+                        total_file_size: 99,
+                        problems: vec![Problem::new("bad", "unreadable")],
+                    },
                 },
                 watch_problem: None,
+            }),
+        ),
+        (
+            "response-scanned-delta",
+            frame(&Response::Scanned {
+                snapshot: SnapshotTransfer::Delta {
+                    base: 1,
+                    generation: 2,
+                    changes: vec![("a.txt".into(), Some(file(4, false))), ("link".into(), None)],
+                    directories: 2,
+                    files: 2,
+                    symbolic_links: 0,
+                    total_file_size: 98,
+                    problems: Vec::new(),
+                },
+                watch_problem: Some("polling".into()),
             }),
         ),
         ("response-staged", frame(&Response::Staged(requests()))),

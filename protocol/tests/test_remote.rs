@@ -15,7 +15,7 @@ use mutagen_endpoint::{
 use mutagen_protocol::codec::{read_frame, write_frame};
 use mutagen_protocol::{
     AgentEnvironment, AgentStream, EndpointOptions, MAGIC, RemoteEndpoint, Request, Response,
-    handshake, serve, server::hello,
+    SnapshotTransfer, handshake, serve, server::hello,
 };
 use mutagen_reconcile::{Digest, Entry, Mode};
 
@@ -205,9 +205,10 @@ fn hostile_snapshots_are_refused_and_nothing_is_written() {
         let mut alpha = local(alpha_root.clone(), dir.path().join("staging"));
         let evil = name.to_owned();
         let mut beta = hostile(move |request, out| {
-            if request == Request::Scan {
-                let response =
-                    Response::Scanned { snapshot: snapshot_with(&evil), watch_problem: None };
+            if let Request::Scan { .. } = request {
+                let snapshot =
+                    SnapshotTransfer::Full { generation: 1, snapshot: snapshot_with(&evil) };
+                let response = Response::Scanned { snapshot, watch_problem: None };
                 write_frame(out, &response).expect("scan");
             }
             true
@@ -327,4 +328,69 @@ fn supply_streams_must_answer_the_requests_in_order() {
     }
     let error = supply_with(good[..2].to_vec(), true).expect_err("cut mid-file");
     assert!(error.to_string().contains("connection closed"), "{error}");
+}
+
+#[test]
+fn rescans_send_only_what_changed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    for i in 0..10_000 {
+        write(
+            &home.join("beta"),
+            &format!("d{:02}/e{:02}/f{i:05}.txt", i % 20, (i / 20) % 25),
+            b"x",
+        );
+    }
+    let mut beta = agent(&home);
+    let full = beta.scan().expect("first scan");
+    let (sent, received) = beta.traffic();
+    assert!(received > 300_000, "the first scan is the whole tree: {received} B");
+    drop(full);
+    let quiet = beta.scan().expect("a scan with no change");
+    let (sent_quiet, received_quiet) = beta.traffic();
+    let cost = (sent_quiet - sent) + (received_quiet - received);
+    assert!(cost < 1024, "a no-change rescan of 10,000 files costs {cost} B");
+    eprintln!("10,000 files: first scan {received} B, no-change rescan {cost} B");
+    assert_eq!(quiet.files, 10_000);
+    drop(quiet);
+
+    write(&home.join("beta"), "d00/e00/new.txt", b"new");
+    std::fs::remove_file(home.join("beta/d01/e00/f00001.txt")).expect("remove");
+    let changed = beta.scan().expect("a scan with two changes");
+    let (sent_changed, received_changed) = beta.traffic();
+    let cost = (sent_changed - sent_quiet) + (received_changed - received_quiet);
+    assert!(cost < 4096, "two changes cost {cost} B");
+    eprintln!("rescan with two changes: {cost} B");
+    assert_eq!(changed.files, 10_000);
+    let content = changed.content.as_ref().expect("root");
+    assert!(content.get("d00/e00/new.txt").is_some(), "the creation applied");
+    assert!(content.get("d01/e00/f00001.txt").is_none(), "the removal applied");
+    // And it equals a fresh full scan.
+    let mut fresh = agent(&home);
+    assert_eq!(*fresh.scan().expect("fresh scan"), *changed);
+}
+
+#[test]
+fn deltas_against_unknown_snapshots_are_refused() {
+    let mut beta = hostile(|request, out| {
+        if let Request::Scan { .. } = request {
+            let snapshot = SnapshotTransfer::Delta {
+                base: 7,
+                generation: 8,
+                changes: vec![("x".into(), Some(file(1)))],
+                directories: 1,
+                files: 1,
+                symbolic_links: 0,
+                total_file_size: 1,
+                problems: Vec::new(),
+            };
+            write_frame(out, &Response::Scanned { snapshot, watch_problem: None }).expect("scan");
+        }
+        true
+    });
+    let error = beta.scan().expect_err("unknown base");
+    assert!(
+        error.to_string().contains("a delta against snapshot 7, which was never sent"),
+        "{error}"
+    );
 }
