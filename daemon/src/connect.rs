@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mutagen_endpoint::{Endpoint, Ignorer, LocalEndpoint, LocalOptions, ScanOptions, Side};
-use mutagen_protocol::{Canceller, EndpointOptions, RemoteEndpoint};
+use mutagen_protocol::{EndpointOptions, RemoteEndpoint};
 use mutagen_session::url::Url;
 use mutagen_session::{SessionSpec, WatchMode};
 use mutagen_transports::{AgentBinary, SshPool};
@@ -25,23 +25,38 @@ pub struct TransportSettings {
     pub agent_path: Option<PathBuf>,
 }
 
+/// Makes an endpoint's calls in flight (and later ones) fail at once, from another thread.
+pub type Cancel = Arc<dyn Fn() + Send + Sync>;
+
 /// A connected endpoint and what the controller needs to know about it.
 pub struct Connected {
     /// The endpoint.
     pub endpoint: Box<dyn Endpoint>,
     /// Ends its calls at once (remote endpoints only).
-    pub canceller: Option<Canceller>,
+    pub canceller: Option<Cancel>,
     /// For the journal, when it is remote: (agent version, resolved root).
     pub remote: Option<(String, String)>,
     /// How long connecting took.
     pub duration_ms: u64,
 }
 
+/// Makes endpoints in the controller's tests.
+#[cfg(test)]
+pub type Fake = Box<dyn Fn(Side) -> Result<Connected, String> + Send + Sync>;
+
 /// Builds endpoints for sessions; shared by every controller of a daemon.
-#[derive(Debug)]
 pub struct Connector {
     data: DataDirectory,
     ssh: SshPool,
+    /// Replaces every connection in the controller's tests.
+    #[cfg(test)]
+    pub fake: Option<Fake>,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector").field("data", &self.data).field("ssh", &self.ssh).finish()
+    }
 }
 
 impl Connector {
@@ -52,7 +67,12 @@ impl Connector {
         let executable = std::env::current_exe().ok();
         let agent = AgentBinary::new(settings.agent_path.clone(), executable.as_deref());
         let ssh = SshPool::new(control, settings.ssh_directory.as_deref(), Arc::new(agent));
-        Connector { data, ssh }
+        Connector {
+            data,
+            ssh,
+            #[cfg(test)]
+            fake: None,
+        }
     }
 
     /// How many ssh masters are open.
@@ -70,6 +90,10 @@ impl Connector {
         spec: &SessionSpec,
         side: Side,
     ) -> Result<Connected, String> {
+        #[cfg(test)]
+        if let Some(fake) = &self.fake {
+            return fake(side);
+        }
         let started = Instant::now();
         let configuration = &spec.configuration;
         let text = match side {
@@ -119,7 +143,8 @@ impl Connector {
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("unable to use {ssh}: {e}"))?;
-                let canceller = Some(endpoint.canceller());
+                let canceller = endpoint.canceller();
+                let canceller: Option<Cancel> = Some(Arc::new(move || canceller.cancel()));
                 let remote = Some((hello.version, endpoint.root().to_owned()));
                 let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 Ok(Connected { endpoint: Box::new(endpoint), canceller, remote, duration_ms })

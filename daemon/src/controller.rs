@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 
 use mutagen_endpoint::{CycleReport, Endpoint, Phase, Progress, Side, Synchronizer};
 use mutagen_journal::{Event, JournalError, Record, SessionLog, SessionState};
-use mutagen_protocol::Canceller;
 use mutagen_session::WatchMode;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::connect::{Connected, Connector};
+use crate::connect::{Cancel, Connected, Connector};
 use crate::protocol::{EndpointInfo, SessionInfo, Status};
 
 /// Cycles kept in the journal; older ones are compacted away.
@@ -132,6 +131,7 @@ pub fn spawn(
         engine: Some(Engine { log, state, alpha: None, beta: None }),
         connector,
         cancellers: [None, None],
+        remote: [false, false],
         retry_due: false,
         deferred: Vec::new(),
         info: info.clone(),
@@ -193,8 +193,10 @@ struct Controller {
     engine: Option<Engine>,
     /// Builds endpoints (shared by the daemon's controllers).
     connector: Arc<Connector>,
-    /// Cancel the connected remote endpoints' calls (alpha, beta).
-    cancellers: [Option<Canceller>; 2],
+    /// Cancel the connected endpoints' calls (alpha, beta), where they can be cancelled.
+    cancellers: [Option<Cancel>; 2],
+    /// Which connected endpoints are remote (their connections are journaled).
+    remote: [bool; 2],
     /// The backoff after a failure has passed: connect again.
     retry_due: bool,
     /// Commands that arrived during a cycle and wait for its end.
@@ -426,7 +428,9 @@ impl Controller {
     /// Takes a connected endpoint into the engine; a remote one is journaled.
     async fn adopt(&mut self, side: Side, connected: Connected) {
         let Connected { endpoint, canceller, remote, duration_ms } = connected;
-        self.cancellers[usize::from(side == Side::Beta)] = canceller;
+        let index = usize::from(side == Side::Beta);
+        self.cancellers[index] = canceller;
+        self.remote[index] = remote.is_some();
         self.blocking(move |engine| {
             *engine.side(side) = Some(endpoint);
             if let Some((agent_version, root)) = remote {
@@ -448,7 +452,8 @@ impl Controller {
     /// Shuts the endpoints down and drops them (a remote one's agent exits, its ssh master
     /// closes when nothing else uses it); journals it for remote ones when `reason` is given.
     async fn disconnect(&mut self, reason: Option<String>) {
-        let remote = [self.cancellers[0].take().is_some(), self.cancellers[1].take().is_some()];
+        self.cancellers = [None, None];
+        let remote = std::mem::take(&mut self.remote);
         self.blocking(move |engine| {
             let errors = engine.disconnect();
             if !errors.is_empty() {
@@ -472,8 +477,8 @@ impl Controller {
 
     /// Makes remote endpoints' calls in flight fail at once.
     fn cancel_remote(&self) {
-        for canceller in self.cancellers.iter().flatten() {
-            canceller.cancel();
+        for cancel in self.cancellers.iter().flatten() {
+            cancel();
         }
     }
 
@@ -1025,4 +1030,212 @@ pub fn render_error(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    //! The controller in-process, with fake endpoints that fail, block or disconnect.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use mutagen_endpoint::{
+        EndpointError, EndpointResult, Snapshot, StageRequest, TransitionResult, Transmission,
+    };
+    use mutagen_journal::Journal;
+    use mutagen_reconcile::{Change, Entry};
+    use mutagen_session::SessionSpec;
+
+    use super::*;
+    use crate::connect::TransportSettings;
+    use crate::paths::DataDirectory;
+
+    /// What a fake endpoint does when scanned.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Behaviour {
+        /// An empty root.
+        Healthy,
+        /// Every scan fails.
+        Failing,
+        /// Scans block until cancelled.
+        Stuck,
+    }
+
+    struct Fake {
+        behaviour: Behaviour,
+        cancelled: crossbeam_channel::Receiver<()>,
+        wakeups: Option<crossbeam_channel::Receiver<()>>,
+    }
+
+    impl Endpoint for Fake {
+        fn wakeups(&self) -> Option<crossbeam_channel::Receiver<()>> {
+            self.wakeups.clone()
+        }
+
+        fn check(&mut self) -> EndpointResult<bool> {
+            Ok(false)
+        }
+
+        fn scan(&mut self) -> EndpointResult<Arc<Snapshot>> {
+            match self.behaviour {
+                Behaviour::Healthy => Ok(Arc::new(Snapshot {
+                    content: Some(Entry::empty_directory()),
+                    directories: 1,
+                    ..Snapshot::default()
+                })),
+                Behaviour::Failing => Err(EndpointError::Remote("the fake failed".into())),
+                Behaviour::Stuck => {
+                    let _ = self.cancelled.recv();
+                    Err(EndpointError::Remote("cancelled".into()))
+                }
+            }
+        }
+
+        fn stage(&mut self, requests: Vec<StageRequest>) -> EndpointResult<Vec<StageRequest>> {
+            Ok(requests)
+        }
+
+        fn supply(
+            &mut self,
+            _: &[StageRequest],
+            _: &mut dyn FnMut(Transmission) -> EndpointResult<()>,
+        ) -> EndpointResult<()> {
+            Ok(())
+        }
+
+        fn receive(&mut self, _: Transmission) -> EndpointResult<()> {
+            Ok(())
+        }
+
+        fn transition(&mut self, changes: Vec<Change>) -> EndpointResult<TransitionResult> {
+            let results = changes.into_iter().map(|c| c.new).collect();
+            Ok(TransitionResult { results, ..TransitionResult::default() })
+        }
+
+        fn shutdown(&mut self) -> EndpointResult<()> {
+            Ok(())
+        }
+    }
+
+    struct Harness {
+        handle: Handle,
+        connections: Arc<AtomicUsize>,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A session whose beta behaves as `beta` says (alpha is healthy); `wakeups` is the
+    /// sender half of beta's wakeup channel, dropped to simulate a lost connection.
+    fn harness(beta: Behaviour, beta_wakeups: Option<crossbeam_channel::Receiver<()>>) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = DataDirectory::new(dir.path().join("data"));
+        let journal = Journal::open(&data.journal()).expect("journal");
+        let spec = SessionSpec {
+            alpha: "/fake/alpha".into(),
+            beta: "host:/fake/beta".into(),
+            name: "fake".into(),
+            labels: Default::default(),
+            paused: false,
+            configuration: Default::default(),
+        };
+        let identifier = "sync_0000000000000000000000000000000000000000001".to_owned();
+        let created = Record::now(
+            0,
+            Event::Created { identifier: identifier.clone(), version: "t".into(), spec },
+        );
+        let log = journal.create(&identifier, &created).expect("create");
+        let mut state = None;
+        SessionState::step(&mut state, &created).expect("fold");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let mut connector = Connector::new(data, &TransportSettings::default());
+        let counted = connections.clone();
+        connector.fake = Some(Box::new(move |side| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let (cancel, cancelled) = crossbeam_channel::bounded(1);
+            let behaviour = if side == Side::Beta { beta } else { Behaviour::Healthy };
+            let wakeups = if side == Side::Beta { beta_wakeups.clone() } else { None };
+            let endpoint = Fake { behaviour, cancelled, wakeups };
+            let canceller: Cancel = Arc::new(move || {
+                let _ = cancel.try_send(());
+            });
+            Ok(Connected {
+                endpoint: Box::new(endpoint),
+                canceller: Some(canceller),
+                remote: Some(("fake".into(), "/fake".into())),
+                duration_ms: 0,
+            })
+        }));
+        let (notify, _) = watch::channel(0);
+        let handle = spawn(
+            Arc::new(connector),
+            log,
+            state.expect("a session"),
+            [None, None],
+            Arc::new(notify),
+        )
+        .expect("spawn");
+        Harness { handle, connections, _dir: dir }
+    }
+
+    async fn command(handle: &Handle, make: impl FnOnce(Reply) -> Command) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        handle.commands.send(make(reply)).expect("controller alive");
+        let answer = tokio::time::timeout(Duration::from_secs(10), answer).await;
+        answer.expect("answered within 10 s").expect("answered")
+    }
+
+    fn info(handle: &Handle) -> SessionInfo {
+        handle.info.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what} did not happen");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_endpoint_is_reconnected_with_backoff() {
+        let harness = harness(Behaviour::Failing, None);
+        let error = command(&harness.handle, |r| Command::Flush(Some(r))).await;
+        assert!(error.expect_err("the scan fails").contains("the fake failed"));
+        until("a reconnection after the backoff", || {
+            harness.connections.load(Ordering::SeqCst) >= 4
+        })
+        .await;
+        let listed = info(&harness.handle);
+        assert!(listed.last_error.as_deref().is_some_and(|e| e.contains("the fake failed")));
+        // The second failure waits 2 s: no storm of reconnections.
+        let before = harness.connections.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(harness.connections.load(Ordering::SeqCst) <= before + 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commands_do_not_wait_for_a_stuck_endpoint() {
+        let harness = harness(Behaviour::Stuck, None);
+        until("the cycle to start", || info(&harness.handle).status == Status::Scanning).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        command(&harness.handle, Command::Pause).await.expect("paused");
+        assert!(started.elapsed() < Duration::from_secs(2), "pause took {:?}", started.elapsed());
+        let listed = info(&harness.handle);
+        assert!(listed.paused);
+        assert!(!listed.alpha.connected && !listed.beta.connected, "a paused session disconnects");
+        let started = Instant::now();
+        command(&harness.handle, Command::Terminate).await.expect("terminated");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_disconnecting_endpoint_is_noticed_while_watching() {
+        let (lost, wakeups) = crossbeam_channel::bounded::<()>(1);
+        let harness = harness(Behaviour::Healthy, Some(wakeups));
+        command(&harness.handle, |r| Command::Flush(Some(r))).await.expect("a healthy cycle");
+        assert!(info(&harness.handle).beta.connected);
+        assert_eq!(harness.connections.load(Ordering::SeqCst), 2);
+        drop(lost);
+        until("a reconnection", || harness.connections.load(Ordering::SeqCst) >= 4).await;
+        command(&harness.handle, |r| Command::Flush(Some(r))).await.expect("synchronizes again");
+    }
 }
