@@ -29,7 +29,6 @@
 #![deny(unused_must_use)]
 
 pub mod endpoint;
-pub mod ignore;
 pub mod local_endpoint;
 pub mod rsync;
 pub mod scan;
@@ -43,8 +42,9 @@ mod fsutil;
 pub use endpoint::{
     Endpoint, EndpointError, EndpointResult, Snapshot, StageRequest, TransitionResult, Transmission,
 };
-pub use ignore::{IgnoreError, Ignorer};
 pub use local_endpoint::{LocalEndpoint, LocalOptions};
+pub use mutagen_core::ignore;
+pub use mutagen_core::{IgnoreError, Ignorer};
 pub use scan::{ScanOptions, SymlinkMode};
 pub use synchronizer::{
     CycleError, CycleReport, HaltReason, Phase, Progress, Side, StagingProgress, Synchronizer,

@@ -17,6 +17,7 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+pub use mutagen_core::SymlinkMode;
 use mutagen_reconcile::{Digest, Entry, join_path};
 use rayon::prelude::*;
 use rustix::fs::{CWD, FileType, Stat};
@@ -31,50 +32,6 @@ pub const TEMPORARY_PREFIX: &str = ".mutagen-temporary-";
 
 /// The longest target a portable symbolic link may have, in bytes.
 const MAX_PORTABLE_TARGET: usize = 247;
-
-/// How symbolic links are treated.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum SymlinkMode {
-    /// Symbolic links are untracked.
-    Ignore,
-    /// Only relative links that stay inside the root are synchronized; others are problematic.
-    #[default]
-    Portable,
-    /// Targets are synchronized as they are.
-    PosixRaw,
-}
-
-impl SymlinkMode {
-    /// Returns the command-line name.
-    pub fn name(self) -> &'static str {
-        match self {
-            SymlinkMode::Ignore => "ignore",
-            SymlinkMode::Portable => "portable",
-            SymlinkMode::PosixRaw => "posix-raw",
-        }
-    }
-}
-
-impl std::fmt::Display for SymlinkMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for SymlinkMode {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<SymlinkMode, String> {
-        match text {
-            "ignore" => Ok(SymlinkMode::Ignore),
-            "portable" => Ok(SymlinkMode::Portable),
-            "posix-raw" => Ok(SymlinkMode::PosixRaw),
-            other => Err(format!(
-                "unknown symbolic link mode {other:?} (expected ignore, portable or posix-raw)"
-            )),
-        }
-    }
-}
 
 /// What a scan needs besides the root.
 #[derive(Clone, Debug, Default)]

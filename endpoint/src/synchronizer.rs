@@ -26,54 +26,7 @@ use crate::endpoint::{
 };
 use crate::transition::staged_files;
 
-/// Why a session stopped changing anything.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HaltReason {
-    /// One side's root was emptied.
-    RootEmptied,
-    /// A root would be deleted.
-    RootDeletion,
-    /// A root would change kind.
-    RootTypeChange,
-}
-
-impl HaltReason {
-    /// Returns the status name (`halted-on-root-emptied`...).
-    pub fn status(self) -> &'static str {
-        match self {
-            HaltReason::RootEmptied => "halted-on-root-emptied",
-            HaltReason::RootDeletion => "halted-on-root-deletion",
-            HaltReason::RootTypeChange => "halted-on-root-type-change",
-        }
-    }
-
-    /// Returns a human description.
-    pub fn description(self) -> &'static str {
-        match self {
-            HaltReason::RootEmptied => "halted due to one-sided root emptying",
-            HaltReason::RootDeletion => "halted due to root deletion",
-            HaltReason::RootTypeChange => "halted due to root type change",
-        }
-    }
-}
-
-/// Which endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Side {
-    /// The first endpoint.
-    Alpha,
-    /// The second endpoint.
-    Beta,
-}
-
-impl std::fmt::Display for Side {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Side::Alpha => "alpha",
-            Side::Beta => "beta",
-        })
-    }
-}
+pub use mutagen_core::{HaltReason, Side};
 
 /// A failure that ends a cycle early; the ancestor is unchanged unless noted.
 #[derive(Debug, thiserror::Error)]

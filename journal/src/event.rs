@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use mutagen_endpoint::{HaltReason, Side};
+use mutagen_core::{HaltReason, Side};
 use mutagen_reconcile::{Change, Conflict, Problem};
 use mutagen_session::SessionSpec;
 use serde::{Deserialize, Serialize};

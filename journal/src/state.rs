@@ -1,6 +1,6 @@
 //! A session's state as a fold over its events.
 
-use mutagen_endpoint::{HaltReason, Side};
+use mutagen_core::{HaltReason, Side};
 use mutagen_reconcile::{ApplyError, Conflict, Entry, Problem, apply_change};
 use mutagen_session::SessionSpec;
 use serde::{Deserialize, Serialize};

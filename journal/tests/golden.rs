@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use mutagen_endpoint::{HaltReason, Side};
+use mutagen_core::{HaltReason, Side};
 use mutagen_journal::{Event, Record, SessionState, SideState};
 use mutagen_reconcile::{Change, Conflict, Digest, Entry, Problem};
 use mutagen_session::SessionSpec;

@@ -1,7 +1,7 @@
 //! The sled store on a real database: durability across reopen, checkpoints, compaction,
 //! corruption, and replay equal to the fold of the full history.
 
-use mutagen_endpoint::{HaltReason, Side};
+use mutagen_core::{HaltReason, Side};
 use mutagen_journal::{Event, Journal, JournalError, Record, SessionState};
 use mutagen_reconcile::{Change, Digest, Entry};
 use mutagen_session::SessionSpec;

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use mutagen_endpoint::SymlinkMode;
+use mutagen_core::SymlinkMode;
 use mutagen_reconcile::Mode;
 use serde::{Deserialize, Serialize};
 
@@ -119,7 +119,7 @@ impl SessionSpec {
                 return Err(SessionError::InvalidLabel { label, reason: "malformed".into() });
             }
         }
-        mutagen_endpoint::Ignorer::new(&self.configuration.ignores, self.configuration.ignore_vcs)
+        mutagen_core::Ignorer::new(&self.configuration.ignores, self.configuration.ignore_vcs)
             .map_err(|e| SessionError::InvalidConfiguration(e.to_string()))?;
         if self.configuration.watch_polling_interval == 0 {
             return Err(SessionError::InvalidConfiguration(

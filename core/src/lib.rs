@@ -1,0 +1,111 @@
+//! Domain types shared by every layer, with no I/O: which side, why a session halted, how
+//! symbolic links are treated, and the ignore-pattern syntax.
+//!
+//! The journal, the session model, the protocol and the endpoint all use these; keeping them
+//! here (rather than in the file-system crate) lets the journal and the session model depend
+//! on pure code only.
+//!
+//! # Layout
+//! - [`Side`], [`HaltReason`], [`SymlinkMode`]: small enums, serialized in the journal and on
+//!   the wire (their encoding is pinned by the golden files of those crates).
+//! - [`ignore`]: ignore patterns in the upstream syntax ([`Ignorer`]), compiled with globset.
+
+#![deny(unsafe_code)]
+
+pub mod ignore;
+
+pub use ignore::{IgnoreError, Ignorer};
+use serde::{Deserialize, Serialize};
+
+/// Why a session stopped changing anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HaltReason {
+    /// One side's root was emptied.
+    RootEmptied,
+    /// A root would be deleted.
+    RootDeletion,
+    /// A root would change kind.
+    RootTypeChange,
+}
+
+impl HaltReason {
+    /// Returns the status name (`halted-on-root-emptied`...).
+    pub fn status(self) -> &'static str {
+        match self {
+            HaltReason::RootEmptied => "halted-on-root-emptied",
+            HaltReason::RootDeletion => "halted-on-root-deletion",
+            HaltReason::RootTypeChange => "halted-on-root-type-change",
+        }
+    }
+
+    /// Returns a human description.
+    pub fn description(self) -> &'static str {
+        match self {
+            HaltReason::RootEmptied => "halted due to one-sided root emptying",
+            HaltReason::RootDeletion => "halted due to root deletion",
+            HaltReason::RootTypeChange => "halted due to root type change",
+        }
+    }
+}
+
+/// Which endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Side {
+    /// The first endpoint.
+    Alpha,
+    /// The second endpoint.
+    Beta,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Alpha => "alpha",
+            Side::Beta => "beta",
+        })
+    }
+}
+
+/// How symbolic links are treated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SymlinkMode {
+    /// Symbolic links are untracked.
+    Ignore,
+    /// Only relative links that stay inside the root are synchronized; others are problematic.
+    #[default]
+    Portable,
+    /// Targets are synchronized as they are.
+    PosixRaw,
+}
+
+impl SymlinkMode {
+    /// Returns the command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SymlinkMode::Ignore => "ignore",
+            SymlinkMode::Portable => "portable",
+            SymlinkMode::PosixRaw => "posix-raw",
+        }
+    }
+}
+
+impl std::fmt::Display for SymlinkMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for SymlinkMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<SymlinkMode, String> {
+        match text {
+            "ignore" => Ok(SymlinkMode::Ignore),
+            "portable" => Ok(SymlinkMode::Portable),
+            "posix-raw" => Ok(SymlinkMode::PosixRaw),
+            other => Err(format!(
+                "unknown symbolic link mode {other:?} (expected ignore, portable or posix-raw)"
+            )),
+        }
+    }
+}
