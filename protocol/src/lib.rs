@@ -21,6 +21,8 @@
 
 pub mod client;
 pub mod codec;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod messages;
 pub mod server;
 
