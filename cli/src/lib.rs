@@ -16,6 +16,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 pub mod commands;
 pub mod json;
+pub mod prompt;
 pub mod render;
 pub mod state;
 
@@ -53,6 +54,11 @@ pub enum Outcome {
 
 /// Parses `args` and runs the command; returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let args: Vec<OsString> = args.into_iter().collect();
+    if let Some(socket) = std::env::var_os(prompt::ASKPASS_SOCKET) {
+        // ssh runs us as its SSH_ASKPASS program.
+        return prompt::askpass(socket, &args);
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {

@@ -246,3 +246,119 @@ fn two_remote_endpoints_sync_through_the_daemon() {
     assert_eq!(sessions[0]["alpha"]["protocol"], "ssh");
     assert_eq!(sessions[0]["beta"]["host"], "localhost");
 }
+
+/// Runs `mutagen ARGS` with a pseudo-terminal as its standard streams, answering each
+/// question that ends with one of `answers`' keys; returns the exit status and the output.
+fn run_on_a_terminal(env: &DaemonEnv, args: &[&str], answers: &[(&str, &str)]) -> (i32, String) {
+    use std::io::{Read, Write};
+    use std::os::fd::OwnedFd;
+    let master =
+        rustix::pty::openpt(rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY)
+            .expect("openpt");
+    rustix::pty::grantpt(&master).expect("grantpt");
+    rustix::pty::unlockpt(&master).expect("unlockpt");
+    let name = rustix::pty::ptsname(&master, Vec::new()).expect("ptsname");
+    let slave: OwnedFd = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().expect("utf-8 pty name"))
+        .expect("open the pty")
+        .into();
+    let mut command = env.command(args);
+    command
+        .stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave);
+    let mut child = command.spawn().expect("spawn on a pty");
+    drop(command);
+    let mut terminal = fs::File::from(master);
+    let mut reader = terminal.try_clone().expect("dup the master");
+    let (bytes, output) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 1024];
+        while let Ok(n) = reader.read(&mut buffer) {
+            if n == 0 || bytes.send(buffer[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut answered = 0;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(chunk) = output.recv_timeout(Duration::from_millis(50)) {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        if let Some((_, answer)) = answers.get(answered)
+            && seen.trim_end().ends_with(answers[answered].0)
+        {
+            terminal.write_all(format!("{answer}\n").as_bytes()).expect("answer");
+            answered += 1;
+        }
+        if let Some(status) = child.try_wait().expect("wait") {
+            while let Ok(chunk) = output.recv_timeout(Duration::from_millis(100)) {
+                seen.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            return (status.code().unwrap_or(-1), seen);
+        }
+        assert!(Instant::now() < deadline, "{args:?} still runs; its terminal shows:\n{seen}");
+    }
+}
+
+#[test]
+fn a_password_prompt_reaches_the_terminal_of_create() {
+    let sshd = Sshd::start_with_passwords();
+    let mut env = DaemonEnv::new();
+    let directory = sshd.password_ssh_directory().display().to_string();
+    env.env.push(("MUTAGEN_SSH_PATH".into(), directory));
+    write(&env.path("alpha/secret-plan.txt"), "plan\n");
+    env.ok(&["daemon", "start"]);
+    let project = format!("pw-{}", std::process::id());
+    let url = remote(&sshd, TEST_USER, &format!("~/{project}"));
+
+    // Without a terminal nothing prompts: create fails at once with ssh's message.
+    let started = Instant::now();
+    env.fails(&["sync", "create", "alpha", &url, "--name", "pw"], "Permission denied");
+    assert!(started.elapsed() < Duration::from_secs(15), "no hang without a terminal");
+    assert!(env.sessions().is_empty());
+
+    // On a terminal, ssh's password question is asked there and the answer goes back.
+    let (code, shown) = run_on_a_terminal(
+        &env,
+        &["sync", "create", "alpha", &url, "--name", "pw"],
+        &[("password:", mutagen_tests::sshd::TEST_PASSWORD)],
+    );
+    assert_eq!(code, 0, "create on a terminal: {shown}");
+    assert!(shown.contains(&format!("{TEST_USER}@127.0.0.1's password:")), "{shown}");
+    assert!(!shown.contains(mutagen_tests::sshd::TEST_PASSWORD), "the password was echoed");
+    assert!(shown.contains("Created session"), "{shown}");
+    env.ok(&["sync", "flush", "pw"]);
+    let home = sshd.exec("root", &format!("getent passwd {TEST_USER} | cut -d: -f6"));
+    let synced = PathBuf::from(home.trim()).join(&project).join("secret-plan.txt");
+    assert_eq!(fs::read_to_string(&synced).expect("synced with a password login"), "plan\n");
+
+    // A cut link cannot be mended in the background (that would need the password): the
+    // session says how to reconnect, and `sync resume` on a terminal asks again.
+    let control = env.data().join("daemon/ssh").display().to_string();
+    for pid in processes_mentioning(&control) {
+        let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    until(&env, "the failed background reconnection", || {
+        env.sessions()[0]["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("run `mutagen sync resume pw` in a terminal"))
+    });
+    let (code, shown) = run_on_a_terminal(
+        &env,
+        &["sync", "resume", "pw"],
+        &[("password:", mutagen_tests::sshd::TEST_PASSWORD)],
+    );
+    assert_eq!(code, 0, "resume on a terminal: {shown}");
+    assert!(shown.contains("password:"), "{shown}");
+    assert_eq!(env.sessions()[0]["beta"]["connected"], true);
+    write(&env.path("alpha/after.txt"), "after\n");
+    env.ok(&["sync", "flush", "pw"]);
+    assert!(synced.with_file_name("after.txt").exists(), "synchronizing again");
+    env.ok(&["sync", "terminate", "pw"]);
+    let _ = fs::remove_dir_all(synced.parent().expect("project"));
+}

@@ -90,6 +90,33 @@ impl Client {
         protocol::read_blocking(&mut self.stream).context("the daemon did not answer")
     }
 
+    /// Sends a request whose answer may be preceded by questions for the user, which `ask`
+    /// answers (`None`: declined); the final answer must not be an error.
+    ///
+    /// # Errors
+    /// The daemon's error message, or a connection failure.
+    pub fn call_asking(
+        &mut self,
+        request: &Request,
+        ask: &mut dyn FnMut(&str, bool) -> Option<String>,
+    ) -> anyhow::Result<Response> {
+        protocol::write_blocking(&mut self.stream, request)
+            .context("unable to talk to the daemon")?;
+        loop {
+            let response: Response =
+                protocol::read_blocking(&mut self.stream).context("the daemon did not answer")?;
+            match response {
+                Response::Prompt { message, secret } => {
+                    let answer = ask(&message, secret);
+                    protocol::write_blocking(&mut self.stream, &Request::Answer(answer))
+                        .context("unable to talk to the daemon")?;
+                }
+                Response::Error(message) => bail!("{message}"),
+                response => return Ok(response),
+            }
+        }
+    }
+
     /// Sends a request whose answer must not be an error.
     ///
     /// # Errors

@@ -12,6 +12,7 @@ use mutagen_endpoint::{Endpoint, Ignorer, LocalEndpoint, LocalOptions, ScanOptio
 use mutagen_protocol::{EndpointOptions, RemoteEndpoint};
 use mutagen_session::url::Url;
 use mutagen_session::{SessionSpec, WatchMode};
+use mutagen_transports::ssh::Prompter;
 use mutagen_transports::{AgentBinary, SshPool};
 
 use crate::paths::DataDirectory;
@@ -23,6 +24,8 @@ pub struct TransportSettings {
     pub ssh_directory: Option<PathBuf>,
     /// The agent binary to install (`MUTAGEN_AGENT_PATH`); `None`: found beside the daemon.
     pub agent_path: Option<PathBuf>,
+    /// The program ssh runs to ask questions (the `mutagen` binary); `None`: never prompt.
+    pub askpass: Option<PathBuf>,
 }
 
 /// Makes an endpoint's calls in flight (and later ones) fail at once, from another thread.
@@ -66,7 +69,12 @@ impl Connector {
         let _ = std::fs::remove_dir_all(&control);
         let executable = std::env::current_exe().ok();
         let agent = AgentBinary::new(settings.agent_path.clone(), executable.as_deref());
-        let ssh = SshPool::new(control, settings.ssh_directory.as_deref(), Arc::new(agent));
+        let ssh = SshPool::new(
+            control,
+            settings.ssh_directory.as_deref(),
+            Arc::new(agent),
+            settings.askpass.clone(),
+        );
         Connector {
             data,
             ssh,
@@ -80,7 +88,8 @@ impl Connector {
         self.ssh.open_masters()
     }
 
-    /// Connects one side of a session.
+    /// Connects one side of a session; ssh asks `prompter` what it needs to know (without
+    /// one, it never prompts).
     ///
     /// # Errors
     /// A message for the user naming the URL or host and the cause.
@@ -89,6 +98,7 @@ impl Connector {
         identifier: &str,
         spec: &SessionSpec,
         side: Side,
+        prompter: Option<&Prompter>,
     ) -> Result<Connected, String> {
         #[cfg(test)]
         if let Some(fake) = &self.fake {
@@ -126,7 +136,7 @@ impl Connector {
             }
             Url::Ssh(ssh) => {
                 let (stream, hello) =
-                    self.ssh.connect_agent(&ssh).await.map_err(|e| e.to_string())?;
+                    self.ssh.connect_agent(&ssh, prompter).await.map_err(|e| e.to_string())?;
                 let options = EndpointOptions {
                     root: ssh.path.clone(),
                     staging_name: format!("{identifier}-{side}"),

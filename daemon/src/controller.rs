@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::connect::{Cancel, Connected, Connector};
 use crate::protocol::{EndpointInfo, SessionInfo, Status};
+use mutagen_transports::ssh::Prompter;
 
 /// Cycles kept in the journal; older ones are compacted away.
 pub const RETAIN_CYCLES: u64 = 1000;
@@ -35,8 +36,9 @@ pub enum Command {
     Flush(Option<Reply>),
     /// Stop synchronizing.
     Pause(Reply),
-    /// Synchronize again; clears a halt.
-    Resume(Reply),
+    /// Synchronize again; clears a halt. With a prompter, connect now (asking it what ssh
+    /// needs to know) and answer once the attempt ended.
+    Resume(Reply, Option<Prompter>),
     /// Forget the ancestor.
     Reset(Reply),
     /// Record the termination and stop.
@@ -133,6 +135,7 @@ pub fn spawn(
         cancellers: [None, None],
         remote: [false, false],
         retry_due: false,
+        asking: None,
         deferred: Vec::new(),
         info: info.clone(),
         notify,
@@ -199,6 +202,9 @@ struct Controller {
     remote: [bool; 2],
     /// The backoff after a failure has passed: connect again.
     retry_due: bool,
+    /// An interactive resume waiting for the next connection attempt: ssh asks the prompter,
+    /// and the reply gets the outcome.
+    asking: Option<(Prompter, Reply)>,
     /// Commands that arrived during a cycle and wait for its end.
     deferred: Vec<Command>,
     info: Arc<Mutex<SessionInfo>>,
@@ -384,6 +390,22 @@ impl Controller {
     /// `Err(Some(command))` when a command interrupted it (the attempt is abandoned),
     /// `Err(None)` when it failed (journaled, the error published, flushes answered).
     async fn connect(&mut self) -> Result<(), Option<Command>> {
+        let asking = self.asking.take();
+        let result = self.connect_sides(asking.as_ref().map(|(prompter, _)| prompter)).await;
+        if let Some((_, reply)) = asking {
+            let _ = reply.send(match &result {
+                Ok(()) => Ok(()),
+                Err(Some(_)) => Err("the connection attempt was interrupted".to_owned()),
+                Err(None) => Err(self
+                    .state()
+                    .and_then(|s| s.last_error.clone())
+                    .unwrap_or_else(|| "unable to connect".to_owned())),
+            });
+        }
+        result
+    }
+
+    async fn connect_sides(&mut self, prompter: Option<&Prompter>) -> Result<(), Option<Command>> {
         for side in [Side::Alpha, Side::Beta] {
             let Some(engine) = &mut self.engine else { return Err(None) };
             if engine.side(side).is_some() {
@@ -396,7 +418,7 @@ impl Controller {
             });
             let connector = self.connector.clone();
             let result = tokio::select! {
-                result = connector.connect(&identifier, &spec, side) => result,
+                result = connector.connect(&identifier, &spec, side, prompter) => result,
                 command = self.commands.recv() => {
                     return Err(Some(command.unwrap_or(Command::Shutdown(oneshot::channel().0))));
                 }
@@ -404,7 +426,14 @@ impl Controller {
             match result {
                 Ok(connected) => self.adopt(side, connected).await,
                 Err(message) => {
-                    let message = format!("unable to connect to {side}: {message}");
+                    let name = match spec.name.as_str() {
+                        "" => identifier.clone(),
+                        name => name.to_owned(),
+                    };
+                    let message = format!(
+                        "unable to connect to {side}: {message} (run `mutagen sync resume {name}` \
+                         in a terminal to connect interactively)"
+                    );
                     tracing::warn!("{message}");
                     self.failures += 1;
                     let recorded = message.clone();
@@ -695,14 +724,29 @@ impl Controller {
                     self.lifecycle(Event::Paused, reply, |_| {}).await;
                 }
             }
-            Command::Resume(reply) => {
+            Command::Resume(reply, prompter) => {
+                let interactive = prompter.is_some() && self.connected_sides() < 2;
+                let (reply, later) = match interactive {
+                    // Answered by the connection attempt instead.
+                    true => {
+                        let (now, _) = oneshot::channel();
+                        (now, Some(reply))
+                    }
+                    false => (reply, None),
+                };
                 if paused || halted.is_some() {
-                    self.failures = 0;
                     self.journal_next = true;
                     self.lifecycle(Event::Resumed, reply, |_| {}).await;
                     *wake = true;
                 } else {
                     let _ = reply.send(Ok(()));
+                }
+                if paused || halted.is_some() || interactive {
+                    self.failures = 0;
+                }
+                if let (Some(later), Some(prompter)) = (later, prompter) {
+                    self.asking = Some((prompter, later));
+                    *wake = true;
                 }
             }
             Command::Reset(reply) => {

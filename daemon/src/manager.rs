@@ -13,6 +13,7 @@ use crate::connect::{Connector, TransportSettings};
 use crate::controller::{self, Command, Handle};
 use crate::paths::DataDirectory;
 use crate::protocol::{PROTOCOL_VERSION, Request, Response, Selection, SessionInfo, VERSION};
+use mutagen_transports::ssh::Prompter;
 
 /// How long a terminated session's history is kept.
 const TERMINATED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -120,7 +121,8 @@ impl Manager {
                 };
             }
             Request::Shutdown => Ok(Response::Done { identifiers: Vec::new() }),
-            Request::Create(spec) => self.create(spec).await,
+            Request::Create { spec, .. } => self.create(spec, None).await,
+            Request::Answer(_) => Err("an answer without a question".to_owned()),
             Request::List { selection, since } => self.list(&selection, since).await,
             Request::Flush { selection, skip_wait } => {
                 self.command(&selection, |reply| match skip_wait {
@@ -130,7 +132,7 @@ impl Manager {
                 .await
             }
             Request::Pause(selection) => self.simple(&selection, Command::Pause).await,
-            Request::Resume(selection) => self.simple(&selection, Command::Resume).await,
+            Request::Resume { selection, .. } => self.resume(&selection, None).await,
             Request::Reset(selection) => self.simple(&selection, Command::Reset).await,
             Request::Terminate(selection) => self.terminate(&selection).await,
             Request::History { specification } => self.history(&specification).await,
@@ -138,7 +140,12 @@ impl Manager {
         result.unwrap_or_else(Response::Error)
     }
 
-    async fn create(&self, spec: SessionSpec) -> Result<Response, String> {
+    /// Creates a session, asking `prompter` whatever ssh needs to know to connect.
+    pub async fn create(
+        &self,
+        spec: SessionSpec,
+        prompter: Option<Prompter>,
+    ) -> Result<Response, String> {
         spec.validate().map_err(|e| e.to_string())?;
         let mut locals = Vec::new();
         for root in [&spec.alpha, &spec.beta] {
@@ -164,9 +171,10 @@ impl Manager {
             .map_err(|e| format!("unable to generate an identifier: {e}"))?;
         // Both endpoints are reached before anything is recorded: a session that cannot
         // connect is never created.
-        let alpha = self.connector.connect(&identifier, &spec, Side::Alpha).await;
+        let prompter = prompter.as_ref();
+        let alpha = self.connector.connect(&identifier, &spec, Side::Alpha, prompter).await;
         let alpha = alpha.map_err(|e| format!("unable to connect to alpha: {e}"))?;
-        let beta = self.connector.connect(&identifier, &spec, Side::Beta).await;
+        let beta = self.connector.connect(&identifier, &spec, Side::Beta, prompter).await;
         let beta = beta.map_err(|e| format!("unable to connect to beta: {e}"))?;
         let journal = self.journal.clone();
         let created = tokio::task::spawn_blocking(move || {
@@ -304,6 +312,16 @@ impl Manager {
         command: fn(controller::Reply) -> Command,
     ) -> Result<Response, String> {
         self.command(selection, |reply| (command(reply), None)).await
+    }
+
+    /// Resumes sessions; with a prompter, disconnected endpoints connect at once, asking it
+    /// what ssh needs to know, and the answer waits for the attempt.
+    pub async fn resume(
+        &self,
+        selection: &Selection,
+        prompter: Option<Prompter>,
+    ) -> Result<Response, String> {
+        self.command(selection, |reply| (Command::Resume(reply, prompter.clone()), None)).await
     }
 
     async fn terminate(&self, selection: &Selection) -> Result<Response, String> {

@@ -16,7 +16,7 @@ use mutagen_session::{Configuration, Labels, SessionSpec};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever the messages change.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame either side accepts.
 pub const MAX_FRAME: u32 = 256 << 20;
@@ -42,8 +42,17 @@ pub enum Request {
     Version,
     /// Stop the daemon.
     Shutdown,
-    /// Create a session.
-    Create(SessionSpec),
+    /// Create a session. With `prompt`, the daemon may answer with [`Response::Prompt`]s
+    /// (ssh's password, passphrase and host-key questions) before the final answer; the
+    /// client answers each with [`Request::Answer`].
+    Create {
+        /// The session.
+        spec: SessionSpec,
+        /// Whether the client has a terminal to ask the user on.
+        prompt: bool,
+    },
+    /// The user's answer to a [`Response::Prompt`] (`None`: declined).
+    Answer(Option<String>),
     /// Describe sessions; when `since` equals the current state index, wait for a change.
     List {
         /// The sessions.
@@ -60,8 +69,15 @@ pub enum Request {
     },
     /// Stop synchronizing.
     Pause(Selection),
-    /// Start synchronizing again (also clears a halt).
-    Resume(Selection),
+    /// Start synchronizing again (also clears a halt) and connect disconnected endpoints;
+    /// with `prompt`, ssh's questions are relayed as for [`Request::Create`], and the answer
+    /// comes once the connection attempt ended.
+    Resume {
+        /// The sessions.
+        selection: Selection,
+        /// Whether the client has a terminal to ask the user on.
+        prompt: bool,
+    },
     /// Forget the ancestor.
     Reset(Selection),
     /// Delete sessions (their history stays in the journal for a week).
@@ -87,6 +103,13 @@ pub enum Response {
     },
     /// The request failed; the message is for the user.
     Error(String),
+    /// A question for the user, before the final answer (see [`Request::Create`]).
+    Prompt {
+        /// The question, as ssh asks it.
+        message: String,
+        /// Whether the answer must not be echoed.
+        secret: bool,
+    },
     /// A session was created.
     Created {
         /// Its identifier.

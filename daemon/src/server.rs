@@ -157,6 +157,26 @@ async fn connection(manager: Arc<Manager>, mut stream: UnixStream, stop: watch::
             return;
         }
         let response = match postcard::from_bytes::<Request>(&body) {
+            Ok(Request::Create { spec, prompt: true }) => {
+                let creating = |prompter| {
+                    let manager = manager.clone();
+                    async move { manager.create(spec, Some(prompter)).await }
+                };
+                match asking(&mut stream, creating).await {
+                    Some(response) => response,
+                    None => return,
+                }
+            }
+            Ok(Request::Resume { selection, prompt: true }) => {
+                let resuming = |prompter| {
+                    let manager = manager.clone();
+                    async move { manager.resume(&selection, Some(prompter)).await }
+                };
+                match asking(&mut stream, resuming).await {
+                    Some(response) => response,
+                    None => return,
+                }
+            }
             Ok(Request::Shutdown) => {
                 let response = manager.handle(Request::Shutdown).await;
                 let _ = write(&mut stream, &response).await;
@@ -171,6 +191,54 @@ async fn connection(manager: Arc<Manager>, mut stream: UnixStream, stop: watch::
         if write(&mut stream, &response).await.is_err() {
             return;
         }
+    }
+}
+
+/// Runs a request while relaying ssh's questions to the client as [`Response::Prompt`]s and
+/// its [`Request::Answer`]s back; `None` when the client went away (the request still
+/// completes or fails on its own, every later question being declined).
+async fn asking<F>(
+    stream: &mut UnixStream,
+    run: impl FnOnce(mutagen_transports::ssh::Prompter) -> F,
+) -> Option<Response>
+where
+    F: std::future::Future<Output = Result<Response, String>>,
+{
+    let (prompter, mut questions) = tokio::sync::mpsc::channel(1);
+    let creating = run(prompter);
+    tokio::pin!(creating);
+    let mut connected = true;
+    loop {
+        tokio::select! {
+            result = &mut creating => {
+                let response = result.unwrap_or_else(Response::Error);
+                return connected.then_some(response);
+            }
+            Some((message, secret, answer)) = questions.recv() => {
+                let reply = if connected {
+                    ask(stream, message, secret).await
+                } else {
+                    None
+                };
+                connected &= reply.is_some();
+                let _ = answer.send(reply.flatten());
+            }
+        }
+    }
+}
+
+/// Asks the client one question; `None` when the connection failed, `Some(None)` when the
+/// user declined.
+async fn ask(stream: &mut UnixStream, message: String, secret: bool) -> Option<Option<String>> {
+    write(stream, &Response::Prompt { message, secret }).await.ok()?;
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).await.ok()?;
+    let length = protocol::check_length(header).ok()?;
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await.ok()?;
+    match postcard::from_bytes::<Request>(&body) {
+        Ok(Request::Answer(answer)) => Some(answer),
+        _ => None,
     }
 }
 

@@ -77,9 +77,32 @@ pub fn ensure_test_user() -> bool {
     true
 }
 
+/// The password [`Sshd::start_with_passwords`] gives [`TEST_USER`].
+pub const TEST_PASSWORD: &str = "correct horse battery";
+
 impl Sshd {
     /// Starts a server that lets the current user (and [`TEST_USER`] when it exists) log in.
     pub fn start() -> Sshd {
+        Sshd::start_with(false)
+    }
+
+    /// Like [`Sshd::start`], and [`TEST_USER`] may also log in with [`TEST_PASSWORD`]; the
+    /// client wrapper in [`Sshd::password_ssh_directory`] offers passwords only.
+    pub fn start_with_passwords() -> Sshd {
+        assert!(ensure_test_user() && is_root(), "password logins need root to set one");
+        let mut chpasswd =
+            Command::new(find("chpasswd")).stdin(Stdio::piped()).spawn().expect("chpasswd");
+        std::io::Write::write_all(
+            chpasswd.stdin.as_mut().expect("stdin"),
+            format!("{TEST_USER}:{TEST_PASSWORD}\n").as_bytes(),
+        )
+        .expect("password");
+        drop(chpasswd.stdin.take());
+        assert!(chpasswd.wait().expect("chpasswd").success(), "chpasswd failed");
+        Sshd::start_with(true)
+    }
+
+    fn start_with(passwords: bool) -> Sshd {
         let dir = tempfile::Builder::new().prefix("test-sshd").tempdir().expect("tempdir");
         let path = dir.path();
         // Other login users must reach authorized_keys.
@@ -129,6 +152,16 @@ impl Sshd {
             dir = path.display(),
             pam = if use_pam { "yes" } else { "no" },
         );
+        let config = if passwords {
+            config
+                .replace(
+                    "AuthenticationMethods publickey\n",
+                    "AuthenticationMethods publickey password\n",
+                )
+                .replace("PasswordAuthentication no\n", "PasswordAuthentication yes\n")
+        } else {
+            config
+        };
         fs::write(path.join("sshd_config"), config).expect("sshd_config");
         let client = format!(
             "Host testhost\n  HostName 127.0.0.1\n  Port {port}\n  User {me}\n\
@@ -144,6 +177,16 @@ impl Sshd {
         let wrapper = format!("#!/bin/sh\nexec ssh -F {}/ssh_config \"$@\"\n", path.display());
         fs::write(bin.join("ssh"), wrapper).expect("wrapper");
         fs::set_permissions(bin.join("ssh"), fs::Permissions::from_mode(0o755)).expect("chmod");
+        let password_bin = path.join("password-bin");
+        fs::create_dir(&password_bin).expect("password-bin");
+        let wrapper = format!(
+            "#!/bin/sh\nexec ssh -F {}/ssh_config -o PubkeyAuthentication=no \
+             -o PreferredAuthentications=password -o NumberOfPasswordPrompts=1 \"$@\"\n",
+            path.display()
+        );
+        fs::write(password_bin.join("ssh"), wrapper).expect("wrapper");
+        fs::set_permissions(password_bin.join("ssh"), fs::Permissions::from_mode(0o755))
+            .expect("chmod");
         // The wrapper's own directory must be reachable by the daemon only.
         if is_root() {
             fs::create_dir_all("/run/sshd").expect("/run/sshd");
@@ -169,6 +212,11 @@ impl Sshd {
     /// The directory holding the `ssh` wrapper (for `MUTAGEN_SSH_PATH`).
     pub fn ssh_directory(&self) -> PathBuf {
         self.dir.path().join("bin")
+    }
+
+    /// The directory holding an `ssh` wrapper that logs in with passwords only.
+    pub fn password_ssh_directory(&self) -> PathBuf {
+        self.dir.path().join("password-bin")
     }
 
     /// The server's log.

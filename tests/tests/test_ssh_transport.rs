@@ -21,7 +21,7 @@ fn agent_binary() -> PathBuf {
 
 fn pool(sshd: &Sshd, control: &std::path::Path) -> SshPool {
     let agent = Arc::new(AgentBinary::new(Some(agent_binary()), None));
-    SshPool::new(control.to_owned(), Some(&sshd.ssh_directory()), agent)
+    SshPool::new(control.to_owned(), Some(&sshd.ssh_directory()), agent, None)
 }
 
 fn url(sshd: &Sshd, path: &str) -> SshUrl {
@@ -58,10 +58,10 @@ fn an_agent_is_installed_over_ssh_and_serves_a_cycle() {
     std::fs::write(installed.join("mutagen-agent"), "#!/bin/sh\necho not an agent\n")
         .expect("stale");
 
-    let (stream, hello) = runtime.block_on(pool.connect_agent(&target)).expect("connect");
+    let (stream, hello) = runtime.block_on(pool.connect_agent(&target, None)).expect("connect");
     assert_eq!(hello.build, mutagen_protocol::build_of(&agent_binary()).expect("build"));
     assert_eq!(pool.open_masters(), 1);
-    let (second, _) = runtime.block_on(pool.connect_agent(&target)).expect("second agent");
+    let (second, _) = runtime.block_on(pool.connect_agent(&target, None)).expect("second agent");
     assert_eq!(pool.open_masters(), 1, "one master per (user, host, port)");
     drop(second);
 
@@ -89,12 +89,13 @@ fn unknown_hosts_and_refused_logins_name_the_host() {
     let unknown =
         SshUrl { user: None, host: "no-such-host.invalid".into(), port: None, path: "x".into() };
     let error =
-        runtime.block_on(pool.connect_agent(&unknown)).expect_err("unknown host").to_string();
+        runtime.block_on(pool.connect_agent(&unknown, None)).expect_err("unknown host").to_string();
     assert!(error.contains("unable to connect to no-such-host.invalid"), "{error}");
     assert!(error.to_lowercase().contains("could not resolve"), "{error}");
     let mut refused = url(&sshd, "x");
     refused.user = Some("nobody".into());
-    let error = runtime.block_on(pool.connect_agent(&refused)).expect_err("refused").to_string();
+    let error =
+        runtime.block_on(pool.connect_agent(&refused, None)).expect_err("refused").to_string();
     assert!(
         error.contains(&format!("unable to connect to nobody@127.0.0.1:{}", sshd.port)),
         "{error}"

@@ -10,8 +10,12 @@
 //!   `cat >/dev/null` fed by a pipe from the daemon: when the daemon exits, even by `kill -9`,
 //!   the pipe closes, the remote `cat` ends and the master exits (`ControlPersist=no`) once its
 //!   last channel is gone. When the last [`Lease`] on a master is dropped, the master is killed.
-//! - Connections never prompt (`BatchMode=yes`): authentication that needs a password fails
-//!   with ssh's message instead of hanging.
+//! - A master started for a command that has a terminal (a [`Prompter`]) runs with
+//!   `SSH_ASKPASS` pointing at the `mutagen` binary and `SSH_ASKPASS_REQUIRE=force`: each
+//!   password, passphrase or host-key question ssh asks goes to a private socket in the
+//!   master's control directory, through the prompter to the waiting command's terminal, and
+//!   the answer back. Every other master (background reconnects, commands without a terminal)
+//!   runs with `BatchMode=yes` and fails with ssh's message instead of prompting.
 //! - An agent is started with `~/.mutagen/agents/<version>/mutagen-agent endpoint`. If it does
 //!   not greet (missing), or greets with another protocol or build, the local agent binary is
 //!   copied over the same master, atomically, and started again once.
@@ -42,6 +46,18 @@ const STDERR_TAIL: usize = 4096;
 
 /// (user, host, port): what identifies a master connection.
 type Key = (Option<String>, String, Option<u16>);
+
+/// One question for the user: the prompt as ssh wrote it, whether the answer is secret, and
+/// where the answer goes (`None`: the user declined).
+pub type Question = (String, bool, tokio::sync::oneshot::Sender<Option<String>>);
+
+/// Where ssh's questions go while a master connects: to the terminal of the command that
+/// caused the connection.
+pub type Prompter = tokio::sync::mpsc::Sender<Question>;
+
+/// The environment variable that tells a `mutagen` started by ssh as `SSH_ASKPASS` where to
+/// ask (the socket of the connecting master).
+pub const ASKPASS_SOCKET: &str = "MUTAGEN_ASKPASS_SOCKET";
 
 /// The destination as the user would write it: `[user@]host[:port]`.
 fn destination((user, host, port): &Key) -> String {
@@ -107,6 +123,8 @@ struct PoolInner {
     control: PathBuf,
     /// The ssh program.
     ssh: OsString,
+    /// The program ssh runs as `SSH_ASKPASS` (the `mutagen` binary), if prompting is possible.
+    askpass: Option<PathBuf>,
 }
 
 /// One master connection per (user, host, port), shared by everything that reaches that host.
@@ -125,12 +143,17 @@ impl std::fmt::Debug for SshPool {
 impl SshPool {
     /// Returns a pool whose control sockets live in `control` (created if needed), running
     /// `ssh` from `ssh_directory` when given (else from `PATH`).
-    pub fn new(control: PathBuf, ssh_directory: Option<&Path>, agent: Arc<AgentBinary>) -> SshPool {
+    pub fn new(
+        control: PathBuf,
+        ssh_directory: Option<&Path>,
+        agent: Arc<AgentBinary>,
+        askpass: Option<PathBuf>,
+    ) -> SshPool {
         let ssh = match ssh_directory {
             Some(directory) => directory.join("ssh").into_os_string(),
             None => OsString::from("ssh"),
         };
-        let inner = PoolInner { masters: Mutex::new(HashMap::new()), control, ssh };
+        let inner = PoolInner { masters: Mutex::new(HashMap::new()), control, ssh, askpass };
         SshPool { inner: Arc::new(inner), agent }
     }
 
@@ -140,7 +163,7 @@ impl SshPool {
     }
 
     /// Returns a lease on the master for `key`, connecting it if there is none (or it died).
-    async fn lease(&self, key: &Key) -> TransportResult<Lease> {
+    async fn lease(&self, key: &Key, prompter: Option<&Prompter>) -> TransportResult<Lease> {
         {
             let mut masters = self.inner.masters.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(master) = masters.get_mut(key) {
@@ -152,7 +175,7 @@ impl SshPool {
                 masters.remove(key);
             }
         }
-        let master = self.connect(key).await?;
+        let master = self.connect(key, prompter).await?;
         let session = master.session.clone();
         let mut masters = self.inner.masters.lock().unwrap_or_else(PoisonError::into_inner);
         match masters.get_mut(key) {
@@ -169,7 +192,7 @@ impl SshPool {
         }
     }
 
-    async fn connect(&self, key: &Key) -> TransportResult<Master> {
+    async fn connect(&self, key: &Key, prompter: Option<&Prompter>) -> TransportResult<Master> {
         let host = destination(key);
         let failed = |reason: String| TransportError::Connect { host: host.clone(), reason };
         std::fs::create_dir_all(&self.inner.control).map_err(|e| {
@@ -182,9 +205,26 @@ impl SshPool {
         let (control, log) = (directory.path().join("master"), directory.path().join("log"));
         let mut command = tokio::process::Command::new(&self.inner.ssh);
         command.arg("-E").arg(&log).arg("-S").arg(&control).arg("-M");
+        let asking = match (prompter, &self.inner.askpass) {
+            (Some(prompter), Some(program)) => {
+                let socket = directory.path().join("askpass");
+                let listener = tokio::net::UnixListener::bind(&socket)
+                    .map_err(|e| failed(format!("unable to listen for prompts: {e}")))?;
+                command
+                    .env("SSH_ASKPASS", program)
+                    .env("SSH_ASKPASS_REQUIRE", "force")
+                    .env(ASKPASS_SOCKET, &socket);
+                Some(tokio::spawn(relay_questions(listener, prompter.clone())))
+            }
+            _ => {
+                command.arg("-o").arg("BatchMode=yes");
+                None
+            }
+        };
+        // Ends the relay however the connection attempt ends.
+        let _asking = asking.map(AbortOnDrop);
         for option in [
             "ControlPersist=no",
-            "BatchMode=yes",
             "ConnectTimeout=20",
             "ServerAliveInterval=10",
             "ServerAliveCountMax=3",
@@ -223,7 +263,8 @@ impl SshPool {
                 };
                 return Err(failed(reason));
             }
-            if started.elapsed() > CONNECT_TIMEOUT {
+            // A user answering a prompt may take longer than a connection.
+            if started.elapsed() > CONNECT_TIMEOUT && _asking.is_none() {
                 return Err(failed(format!("no connection after {} s", CONNECT_TIMEOUT.as_secs())));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -243,14 +284,18 @@ impl SshPool {
     ///
     /// # Errors
     /// A [`TransportError`] naming the host: the connection, the install or the agent failed.
-    pub async fn connect_agent(&self, url: &SshUrl) -> TransportResult<(AgentStream, Hello)> {
+    pub async fn connect_agent(
+        &self,
+        url: &SshUrl,
+        prompter: Option<&Prompter>,
+    ) -> TransportResult<(AgentStream, Hello)> {
         let key: Key = (url.user.clone(), url.host.clone(), url.port);
         let host = destination(&key);
         let (binary, build) = self.agent.locate()?;
         // Held until the agent runs, so that the master is not closed between an attempt,
         // the install and the next attempt.
-        let held = self.lease(&key).await?;
-        let lease = self.lease(&key).await?;
+        let held = self.lease(&key, prompter).await?;
+        let lease = self.lease(&key, None).await?;
         let mismatch = match start_agent(lease, &host).await {
             Ok((stream, hello)) if hello.protocol == PROTOCOL_VERSION && hello.build == build => {
                 return Ok((stream, hello));
@@ -282,6 +327,68 @@ impl SshPool {
             Err(Started::Failed(error)) => Err(error),
         }
     }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves the askpass socket: each connection carries one question (a length-prefixed
+/// prompt) and gets one answer (length-prefixed; a length of `u32::MAX` declines).
+async fn relay_questions(listener: tokio::net::UnixListener, prompter: Prompter) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    while let Ok((mut stream, _)) = listener.accept().await {
+        let mut header = [0u8; 4];
+        if stream.read_exact(&mut header).await.is_err() {
+            continue;
+        }
+        let length = u32::from_be_bytes(header).min(4096) as usize;
+        let mut prompt = vec![0u8; length];
+        if stream.read_exact(&mut prompt).await.is_err() {
+            continue;
+        }
+        let prompt = String::from_utf8_lossy(&prompt).into_owned();
+        // Host-key questions are answered in the clear; passwords and passphrases are not.
+        let lower = prompt.to_lowercase();
+        let secret = !(lower.contains("(yes/no") || lower.contains("continue connecting"));
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let answer = match prompter.send((prompt, secret, answer)).await {
+            Ok(()) => answered.await.ok().flatten(),
+            Err(_) => None,
+        };
+        let reply = match &answer {
+            Some(text) => [&(text.len() as u32).to_be_bytes()[..], text.as_bytes()].concat(),
+            None => u32::MAX.to_be_bytes().to_vec(),
+        };
+        let _ = stream.write_all(&reply).await;
+    }
+}
+
+/// Asks the daemon's relay (at `socket`) the question ssh gave an askpass program; returns the
+/// answer (`None`: declined). This is what `mutagen` does when ssh runs it as `SSH_ASKPASS`.
+///
+/// # Errors
+/// When the relay cannot be reached.
+pub fn ask(socket: &Path, prompt: &str) -> std::io::Result<Option<String>> {
+    use std::io::Write;
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+    let prompt = prompt.as_bytes();
+    stream.write_all(&(prompt.len() as u32).to_be_bytes())?;
+    stream.write_all(prompt)?;
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header)?;
+    let length = u32::from_be_bytes(header);
+    if length == u32::MAX {
+        return Ok(None);
+    }
+    let mut answer = vec![0u8; length.min(1 << 16) as usize];
+    stream.read_exact(&mut answer)?;
+    Ok(Some(String::from_utf8_lossy(&answer).into_owned()))
 }
 
 fn short(build: &str) -> &str {

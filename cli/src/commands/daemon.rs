@@ -36,6 +36,7 @@ pub fn run(command: DaemonCommand) -> anyhow::Result<Outcome> {
                 agent_path: std::env::var_os("MUTAGEN_AGENT_PATH")
                     .filter(|p| !p.is_empty())
                     .map(PathBuf::from),
+                askpass: std::env::current_exe().ok(),
             };
             server::run(&data, &settings)?;
         }

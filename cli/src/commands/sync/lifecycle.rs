@@ -145,7 +145,15 @@ pub fn cmd_create(args: CreateArgs) -> anyhow::Result<Outcome> {
     };
     // Everything checkable here is checked before a daemon is started for nothing.
     spec.validate()?;
-    match client()?.call(&Request::Create(spec))? {
+    // With a terminal, ssh's questions (passwords, passphrases, host keys) are asked here;
+    // without one, connections never prompt and fail with ssh's message instead.
+    let prompt = crate::prompt::interactive();
+    let request = Request::Create { spec, prompt };
+    let response = match prompt {
+        true => client()?.call_asking(&request, &mut crate::prompt::ask)?,
+        false => client()?.call(&request)?,
+    };
+    match response {
         Response::Created { identifier } => println!("Created session {identifier}"),
         other => bail!("unexpected answer from the daemon: {other:?}"),
     }
@@ -164,7 +172,15 @@ pub fn cmd_simple(args: SelectionArgs, verb: Verb) -> anyhow::Result<Outcome> {
     let selection = args.selection(false)?;
     let request = match verb {
         Verb::Pause => Request::Pause(selection),
-        Verb::Resume => Request::Resume(selection),
+        Verb::Resume => {
+            let prompt = crate::prompt::interactive();
+            let request = Request::Resume { selection, prompt };
+            match prompt {
+                true => client()?.call_asking(&request, &mut crate::prompt::ask)?,
+                false => client()?.call(&request)?,
+            };
+            return Ok(Outcome::Success);
+        }
         Verb::Reset => Request::Reset(selection),
         Verb::Terminate => Request::Terminate(selection),
     };
