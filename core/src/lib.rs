@@ -9,13 +9,44 @@
 //! - [`Side`], [`HaltReason`], [`SymlinkMode`]: small enums, serialized in the journal and on
 //!   the wire (their encoding is pinned by the golden files of those crates).
 //! - [`ignore`]: ignore patterns in the upstream syntax ([`Ignorer`]), compiled with globset.
+//! - [`normalize`] and [`render_error`]: lexical paths and one-line error chains.
 
 #![deny(unsafe_code)]
 
 pub mod ignore;
 
+use std::path::{Component, Path, PathBuf};
+
 pub use ignore::{IgnoreError, Ignorer};
 use serde::{Deserialize, Serialize};
+
+/// Returns `path` with `.` removed and `..` resolved lexically (without looking at the file
+/// system; `..` at the top stays at the top).
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut normal = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    normal
+}
+
+/// Renders an error and its causes on one line, `: `-separated.
+pub fn render_error(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
 
 /// Why a session stopped changing anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

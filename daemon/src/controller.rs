@@ -608,6 +608,11 @@ impl Controller {
             (engine, result)
         })
         .await;
+        self.rejoin(joined)
+    }
+
+    /// Takes the engine back from a blocking task (or reports that the task lost it).
+    fn rejoin<T>(&mut self, joined: Result<(Engine, T), tokio::task::JoinError>) -> Option<T> {
         match joined {
             Ok((engine, result)) => {
                 self.engine = Some(engine);
@@ -652,17 +657,7 @@ impl Controller {
                 },
             }
         };
-        match joined {
-            Ok((engine, result)) => {
-                self.engine = Some(engine);
-                self.note_watch_problems();
-                Some(result)
-            }
-            Err(error) => {
-                self.lost_engine(&error);
-                None
-            }
-        }
+        self.rejoin(joined)
     }
 
     /// Applies a lifecycle event: journaled and flushed before the answer.
@@ -1064,17 +1059,7 @@ fn commit(
     Ok(again)
 }
 
-/// Renders an error and its causes on one line.
-pub fn render_error(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
+pub use mutagen_core::render_error;
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,7 @@
 //!   it is complete.
 
 use std::io::{BufWriter, Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -90,16 +90,7 @@ pub fn resolve_root(root: &str, environment: &AgentEnvironment) -> Result<PathBu
     } else {
         environment.home.join(root)
     };
-    let mut normal = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                normal.pop();
-            }
-            other => normal.push(other),
-        }
-    }
+    let normal = mutagen_core::normalize(&path);
     if normal.file_name().is_none() {
         return Err(format!("root {root:?} is the file-system root"));
     }
@@ -252,7 +243,9 @@ impl Server {
         if let Request::Receive(transmission) = request {
             if self.receive_error.is_none() {
                 let result = match &mut self.endpoint {
-                    Some(endpoint) => endpoint.receive(transmission).map_err(|e| render(&e)),
+                    Some(endpoint) => {
+                        endpoint.receive(transmission).map_err(|e| mutagen_core::render_error(&e))
+                    }
                     None => Err("receive requested before initialization".to_owned()),
                 };
                 self.receive_error = result.err();
@@ -315,7 +308,8 @@ impl Server {
             }
             Request::Shutdown => endpoint.shutdown().map(|()| Response::Done),
         };
-        let response = response.unwrap_or_else(|error| Response::Error(render(&error)));
+        let response =
+            response.unwrap_or_else(|error| Response::Error(mutagen_core::render_error(&error)));
         send(&self.writer, &response, true)
     }
 }
@@ -348,17 +342,6 @@ fn transfer(
         }
         _ => SnapshotTransfer::Full { generation, snapshot: snapshot.clone() },
     }
-}
-
-fn render(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 /// Returns the hex BLAKE3 digest of a file (an agent's build identity).

@@ -7,7 +7,7 @@
 //! paths against the remote home. Docker URLs are refused by name until that transport exists.
 
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use crate::SessionError;
 
@@ -208,20 +208,7 @@ pub fn check_disjoint(alpha: &Path, beta: &Path, data: &Path) -> Result<(), Sess
     Ok(())
 }
 
-/// Removes `.` and resolves `..` lexically.
-fn normalize(path: &Path) -> PathBuf {
-    let mut normal = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                normal.pop();
-            }
-            other => normal.push(other),
-        }
-    }
-    normal
-}
+use mutagen_core::normalize;
 
 #[cfg(test)]
 mod tests {

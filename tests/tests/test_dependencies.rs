@@ -40,7 +40,7 @@ fn crates_depend_only_downwards() {
         ("mutagen-endpoint", &["mutagen-core", "mutagen-reconcile"]),
         ("mutagen-session", &["mutagen-core", "mutagen-reconcile"]),
         ("mutagen-journal", &["mutagen-core", "mutagen-reconcile", "mutagen-session"]),
-        ("mutagen-protocol", &["mutagen-endpoint", "mutagen-reconcile"]),
+        ("mutagen-protocol", &["mutagen-core", "mutagen-endpoint", "mutagen-reconcile"]),
         ("mutagen-agent", &["mutagen-protocol"]),
         ("mutagen-transports", &["mutagen-protocol", "mutagen-session"]),
     ];
