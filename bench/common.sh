@@ -34,3 +34,59 @@ t = int(time.time()) + 10 + k
 os.utime(path, (t, t))
 PY
 }
+
+# now: the time in seconds, with nanoseconds.
+# measure LABEL SETUP CMD: SETUP untimed, CMD timed, REPS times (needs REPS and B); prints a
+# table row with the median, min and max.
+# row LABEL VALUE [MIN] [MAX]: prints a table row as it is.
+now() { date +%s.%N; }
+measure() {
+  local label="$1" setup="$2" cmd="$3" times=() t0 t1
+  for _ in $(seq 1 "$REPS"); do
+    eval "$setup"
+    t0=$(now); eval "$cmd" > "$B/last.out" 2>&1 || { echo "FAILED: $label"; cat "$B/last.out"; exit 1; }; t1=$(now)
+    times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.4f", b-a}')")
+  done
+  printf '%s\n' "${times[@]}" | sort -n | awk -v l="$label" '{a[NR]=$1} END {
+    m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2
+    printf "| %-48s | %9.1f ms | %9.1f | %9.1f |\n", l, m*1000, a[1]*1000, a[NR]*1000 }'
+}
+row() { printf "| %-48s | %12s | %9s | %9s |\n" "$1" "$2" "${3:-}" "${4:-}"; }
+
+# latency FROM TO [SEED]: edits EDITS random files under FROM, polls TO for each new content.
+# Each direction of a run needs its own SEED (default 4242): the same seed would write what
+# the other direction already propagated, and every sample would be instant.
+latency() {
+  python3 - "$1" "$2" "$EDITS" "${3:-4242}" <<'PY'
+import os, random, sys, time
+src, dst, edits, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+files = sorted(os.path.relpath(os.path.join(d, f), src)
+               for d, _, fs in os.walk(src) for f in fs if f.endswith(".txt"))
+rng = random.Random(seed)
+samples = []
+for i in range(edits):
+    rel = rng.choice(files)
+    content = f"edit {i} {rng.random()}\n".encode() * rng.randint(1, 40)
+    target = os.path.join(dst, rel)
+    start = time.perf_counter()
+    with open(os.path.join(src, rel), "wb") as f:
+        f.write(content)
+    deadline = start + 30
+    while True:
+        try:
+            with open(target, "rb") as f:
+                if f.read() == content:
+                    break
+        except OSError:
+            pass
+        if time.perf_counter() > deadline:
+            sys.exit(f"edit {i} of {rel} never arrived")
+        time.sleep(0.0002)
+    samples.append(time.perf_counter() - start)
+    time.sleep(0.05)
+samples.sort()
+pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))] * 1000
+print(f"{pick(0.5):.1f} {pick(0.95):.1f} {samples[-1] * 1000:.1f}")
+PY
+}
+

@@ -43,22 +43,6 @@ export UNISON="$B/unison-home"
 export MUTAGEN_DISABLE_AUTOSTART=1
 trap '"$MUTAGEN" daemon stop >/dev/null 2>&1 || true; rm -rf "$B"' EXIT
 
-now() { date +%s.%N; }
-# measure LABEL SETUP CMD: SETUP untimed, CMD timed, REPS times; prints a table row with the
-# median, min and max.
-measure() {
-  local label="$1" setup="$2" cmd="$3" times=() t0 t1
-  for _ in $(seq 1 "$REPS"); do
-    eval "$setup"
-    t0=$(now); eval "$cmd" > "$B/last.out" 2>&1 || { echo "FAILED: $label"; cat "$B/last.out"; exit 1; }; t1=$(now)
-    times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.4f", b-a}')")
-  done
-  printf '%s\n' "${times[@]}" | sort -n | awk -v l="$label" '{a[NR]=$1} END {
-    m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2
-    printf "| %-44s | %9.1f ms | %9.1f | %9.1f |\n", l, m*1000, a[1]*1000, a[NR]*1000 }'
-}
-row() { printf "| %-44s | %12s | %9s | %9s |\n" "$1" "$2" "${3:-}" "${4:-}"; }
-
 SRC="$B/src"; DST="$B/dst"
 clean() {
   "$MUTAGEN" sync terminate --all >/dev/null 2>&1 || true
@@ -74,41 +58,6 @@ unison_run() { unison -batch -times -perms 0 "$SRC" "$DST"; }
 FLIPS=0
 flip_big() { FLIPS=$((FLIPS + 1)); flip_file "$SRC/big/big0.bin" "$FLIPS"; }
 
-# latency: edits EDITS random files on alpha (seeded) and polls beta for each new content.
-latency() {
-  python3 - "$SRC" "$DST" "$EDITS" <<'PY'
-import os, random, sys, time
-src, dst, edits = sys.argv[1], sys.argv[2], int(sys.argv[3])
-files = sorted(os.path.relpath(os.path.join(d, f), src)
-               for d, _, fs in os.walk(src) for f in fs if f.endswith(".txt"))
-rng = random.Random(4242)
-samples = []
-for i in range(edits):
-    rel = rng.choice(files)
-    content = f"edit {i} {rng.random()}\n".encode() * rng.randint(1, 40)
-    target = os.path.join(dst, rel)
-    start = time.perf_counter()
-    with open(os.path.join(src, rel), "wb") as f:
-        f.write(content)
-    deadline = start + 30
-    while True:
-        try:
-            with open(target, "rb") as f:
-                if f.read() == content:
-                    break
-        except OSError:
-            pass
-        if time.perf_counter() > deadline:
-            sys.exit(f"edit {i} of {rel} never arrived")
-        time.sleep(0.0002)
-    samples.append(time.perf_counter() - start)
-    time.sleep(0.05)
-samples.sort()
-pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))] * 1000
-print(f"{pick(0.5):.1f} {pick(0.95):.1f} {samples[-1] * 1000:.1f}")
-PY
-}
-
 daemon_pid() { cat "$MUTAGEN_DATA_DIRECTORY/daemon/daemon.lock"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
@@ -118,8 +67,8 @@ run_tree() {
   echo
   echo "### $label tree: $(find "$SRC" -type f | wc -l) files, $(find "$SRC" -type d | wc -l) directories, $(du -sm "$SRC" | cut -f1) MB, on $(df --output=fstype "$B" | tail -1), REPS=$REPS"
   echo
-  echo "| case                                         |       median |       min |       max |"
-  echo "|----------------------------------------------|-------------:|----------:|----------:|"
+  echo "| case                                             |       median |       min |       max |"
+  echo "|--------------------------------------------------|-------------:|----------:|----------:|"
   "$MUTAGEN" daemon start >/dev/null
 
   measure "initial sync: mutagen (create + flush)" clean "session bench --watch-mode no-watch"
@@ -134,7 +83,7 @@ run_tree() {
   measure "no-change re-run: unison -batch" : "unison_run"
 
   clean; session watched
-  read -r p50 p95 max < <(latency)
+  read -r p50 p95 max < <(latency "$SRC" "$DST")
   row "latency, $EDITS edits, portable watching: p50" "$p50 ms"
   row "latency: p95" "$p95 ms"
   row "latency: max" "$max ms"

@@ -81,20 +81,6 @@ export MUTAGEN_SSH_PATH="$S/bin"
 SSH="ssh -F $S/ssh_config"
 trap '"$MUTAGEN" daemon stop >/dev/null 2>&1 || true; kill "$(cat "$S/sshd.pid")" 2>/dev/null || true; rm -rf "$B" "$DATA"' EXIT
 
-now() { date +%s.%N; }
-measure() {
-  local label="$1" setup="$2" cmd="$3" times=() t0 t1
-  for _ in $(seq 1 "$REPS"); do
-    eval "$setup"
-    t0=$(now); eval "$cmd" > "$B/last.out" 2>&1 || { echo "FAILED: $label"; cat "$B/last.out"; exit 1; }; t1=$(now)
-    times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.4f", b-a}')")
-  done
-  printf '%s\n' "${times[@]}" | sort -n | awk -v l="$label" '{a[NR]=$1} END {
-    m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2
-    printf "| %-48s | %9.1f ms | %9.1f | %9.1f |\n", l, m*1000, a[1]*1000, a[NR]*1000 }'
-}
-row() { printf "| %-48s | %12s | %9s | %9s |\n" "$1" "$2" "${3:-}" "${4:-}"; }
-
 SRC="$B/src"; DST="$B/dst"
 clean() {
   "$MUTAGEN" sync terminate --all >/dev/null 2>&1 || true
@@ -109,41 +95,6 @@ unison_run() { unison -batch -times -perms 0 -sshargs "-F $S/ssh_config" -server
 
 FLIPS=0
 flip_big() { FLIPS=$((FLIPS + 1)); flip_file "$SRC/big/big0.bin" "$FLIPS"; }
-
-# latency FROM TO: edits EDITS random files under FROM, polls TO for each new content.
-latency() {
-  python3 - "$1" "$2" "$EDITS" <<'PY'
-import os, random, sys, time
-src, dst, edits = sys.argv[1], sys.argv[2], int(sys.argv[3])
-files = sorted(os.path.relpath(os.path.join(d, f), src)
-               for d, _, fs in os.walk(src) for f in fs if f.endswith(".txt"))
-rng = random.Random(hash(src) & 0xffff)
-samples = []
-for i in range(edits):
-    rel = rng.choice(files)
-    content = f"edit {i} {rng.random()}\n".encode() * rng.randint(1, 40)
-    target = os.path.join(dst, rel)
-    start = time.perf_counter()
-    with open(os.path.join(src, rel), "wb") as f:
-        f.write(content)
-    deadline = start + 30
-    while True:
-        try:
-            with open(target, "rb") as f:
-                if f.read() == content:
-                    break
-        except OSError:
-            pass
-        if time.perf_counter() > deadline:
-            sys.exit(f"edit {i} of {rel} never arrived")
-        time.sleep(0.0002)
-    samples.append(time.perf_counter() - start)
-    time.sleep(0.05)
-samples.sort()
-pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))] * 1000
-print(f"{pick(0.5):.1f} {pick(0.95):.1f} {samples[-1] * 1000:.1f}")
-PY
-}
 
 # reconverge: kills the ssh master, writes a file on alpha at once, waits until beta has it.
 reconverge() {
@@ -179,7 +130,7 @@ measure "no-change re-run: unison over ssh" : "unison_run"
 clean; session watched
 read -r p50 p95 max < <(latency "$SRC" "$DST")
 row "latency local edit -> remote: p50 / p95 / max" "$p50 ms" "$p95" "$max"
-read -r p50 p95 max < <(latency "$DST" "$SRC")
+read -r p50 p95 max < <(latency "$DST" "$SRC" 4343)
 row "latency remote edit -> local: p50 / p95 / max" "$p50 ms" "$p95" "$max"
 
 times=()
