@@ -71,7 +71,7 @@ fn appended_records_survive_a_reopen_and_replay_to_the_fold() {
         }
         journal.flush().expect("flush");
     }
-    let journal = Journal::open(dir.path()).expect("reopen");
+    let journal = after_release(|| Journal::open(dir.path())).expect("reopen");
     assert_eq!(journal.identifiers(), vec![ID.to_owned()]);
     let (log, state) = journal.load(ID).expect("load");
     assert_eq!(state, fold(&all));
@@ -112,10 +112,25 @@ fn replay_starts_at_the_latest_checkpoint() {
         tree.insert(key, vec![1u8, 0xff, 0xff]).expect("garble");
         db.flush().expect("flush");
     }
-    let journal = Journal::open(dir.path()).expect("reopen");
+    let journal = after_release(|| Journal::open(dir.path())).expect("reopen");
     let (_, state) = journal.load(ID).expect("load from checkpoint");
     assert_eq!(state, fold(&all));
     assert!(at > 1);
+}
+
+/// Opens a database this process just closed. sled's flusher thread can hold the file lock
+/// for a moment after the last handle is dropped; the daemon never reopens its journal in
+/// the same process, so only these tests, which garble records in between, wait for it.
+fn after_release<T, E: std::fmt::Debug>(mut open: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => return result,
+        }
+    }
 }
 
 #[test]
@@ -133,14 +148,14 @@ fn corrupt_and_unknown_records_name_the_session_and_directory() {
             journal.flush().expect("flush");
         }
         {
-            let db = sled::open(dir.path()).expect("raw");
+            let db = after_release(|| sled::open(dir.path())).expect("raw");
             let tree = db.open_tree(format!("session/{ID}")).expect("tree");
             let mut key = vec![b'r'];
             key.extend(1u64.to_be_bytes());
             tree.insert(key, value).expect("garble");
             db.flush().expect("flush");
         }
-        let journal = Journal::open(dir.path()).expect("reopen");
+        let journal = after_release(|| Journal::open(dir.path())).expect("reopen");
         let error = journal.load(ID).expect_err("corrupt").to_string();
         let directory = dir.path().display().to_string();
         assert!(error.contains(ID) && error.contains(&directory), "{error}");
@@ -181,7 +196,7 @@ fn compaction_keeps_the_state_and_the_recent_cycles() {
     journal.flush().expect("flush");
     drop((log, journal));
 
-    let journal = Journal::open(dir.path()).expect("reopen");
+    let journal = after_release(|| Journal::open(dir.path())).expect("reopen");
     let (log, reloaded) = journal.load(ID).expect("load");
     assert_eq!(reloaded, state);
     let kept = log.records(0).expect("records");
