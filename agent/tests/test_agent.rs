@@ -8,7 +8,7 @@ use mutagen_endpoint::Endpoint;
 use mutagen_protocol::{AgentStream, EndpointOptions, RemoteEndpoint, build_of, handshake};
 
 #[test]
-fn the_agent_greets_with_its_own_build_serves_and_exits_when_its_input_closes() {
+fn the_agent_greets_with_its_own_build_serves_and_exits_cleaning_up_when_its_input_closes() {
     let home = tempfile::tempdir().expect("home");
     std::fs::create_dir_all(home.path().join("root/sub")).expect("root");
     std::fs::write(home.path().join("root/sub/f.txt"), b"hello").expect("file");
@@ -46,11 +46,20 @@ fn the_agent_greets_with_its_own_build_serves_and_exits_when_its_input_closes() 
     let snapshot = endpoint.scan().expect("scan");
     assert_eq!((snapshot.directories, snapshot.files, snapshot.total_file_size), (2, 1, 5));
 
+    let watch = home.path().join(".mutagen/staging/sync_x-alpha.watch");
+    assert!(watch.is_dir(), "the watch barrier directory exists while the agent runs");
+
     drop(endpoint);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
             assert!(status.success(), "the agent exits cleanly: {status}");
+            assert!(!watch.exists(), "the agent removed its watch directory");
+            assert!(
+                std::fs::read_dir(home.path().join(".mutagen/staging"))
+                    .is_ok_and(|mut d| d.next().is_none()),
+                "and its staging area"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "agent {pid} still runs after its input closed");

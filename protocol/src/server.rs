@@ -117,7 +117,7 @@ fn valid_staging_name(name: &str) -> bool {
 pub fn open_endpoint(
     options: &EndpointOptions,
     environment: &AgentEnvironment,
-) -> Result<(LocalEndpoint, PathBuf), String> {
+) -> Result<(LocalEndpoint, PathBuf, PathBuf), String> {
     if !valid_staging_name(&options.staging_name) {
         return Err(format!("invalid staging name {:?}", options.staging_name));
     }
@@ -125,11 +125,11 @@ pub fn open_endpoint(
     let ignorer = Ignorer::new(&options.ignores, options.ignore_vcs).map_err(|e| e.to_string())?;
     let staging = environment.data.join("staging").join(&options.staging_name);
     let staging = mutagen_endpoint::staging::placement(&root, &staging, &options.staging_name);
-    let mut local = LocalOptions::new(staging);
+    let mut local = LocalOptions::new(staging.clone());
     local.scan = ScanOptions { symlink_mode: options.symlink_mode, ignorer: Arc::new(ignorer) };
     local.read_only = options.read_only;
     local.watch = options.watch;
-    Ok((LocalEndpoint::new(root.clone(), local), root))
+    Ok((LocalEndpoint::new(root.clone(), local), root, staging))
 }
 
 /// Returns this agent's hello.
@@ -157,6 +157,8 @@ pub fn serve(
         guard.flush().map_err(ProtocolError::Io)?;
     }
     let (requests, incoming) = crossbeam_channel::bounded::<Request>(16);
+    let scratch: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
+    let leftovers = scratch.clone();
     std::thread::Builder::new()
         .name("agent-reader".into())
         .spawn(move || {
@@ -164,6 +166,11 @@ pub fn serve(
                 if requests.send(request).is_err() {
                     break;
                 }
+            }
+            // The agent is about to end without unwinding: its staging area and watch
+            // directory (copies and markers only, never the user's files) go first.
+            for path in leftovers.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+                let _ = std::fs::remove_dir_all(path);
             }
             on_close();
         })
@@ -186,14 +193,22 @@ pub fn serve(
             })
             .map_err(ProtocolError::Io)?;
     }
-    let server =
-        Server { writer, endpoint: None, receive_error: None, wakeup_sent: false, sent: None };
+    let server = Server {
+        scratch,
+        writer,
+        endpoint: None,
+        receive_error: None,
+        wakeup_sent: false,
+        sent: None,
+    };
     let result = server.run(&incoming, &busy, environment);
     done.store(true, Ordering::Relaxed);
     result
 }
 
 struct Server {
+    /// Directories of ours to remove when the input ends (staging, watch barriers).
+    scratch: Arc<Mutex<Vec<PathBuf>>>,
     writer: SharedWriter,
     endpoint: Option<LocalEndpoint>,
     /// The first failure of a `Receive` since the last answered request.
@@ -257,8 +272,11 @@ impl Server {
         }
         if let Request::Initialize(options) = &request {
             let response = match open_endpoint(options, environment) {
-                Ok((endpoint, root)) => {
+                Ok((endpoint, root, staging)) => {
                     self.endpoint = Some(endpoint);
+                    let watch = staging.with_extension("watch");
+                    let mut scratch = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
+                    *scratch = vec![staging, watch];
                     Response::Initialized { root: root.display().to_string() }
                 }
                 Err(message) => Response::Error(message),
