@@ -55,12 +55,14 @@ pub fn run(command: DaemonCommand) -> anyhow::Result<Outcome> {
             let pid = client.pid;
             client.call(&Request::Shutdown)?;
             drop(client);
-            // Wait until it let go of the socket, so that a following start does not race it.
+            // Wait until the process is gone, not only its socket: until then it still holds
+            // the journal and the lock, and a following start (or anything opening the
+            // journal) would race it.
             let deadline = Instant::now() + Duration::from_secs(30);
-            while data.socket().exists() && Instant::now() < deadline {
+            while (data.socket().exists() || running(pid)) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            if data.socket().exists() {
+            if data.socket().exists() || running(pid) {
                 bail!("the daemon (pid {pid}) did not stop within 30 seconds");
             }
             println!("Stopped Mutagen daemon (pid {pid})");
@@ -84,4 +86,17 @@ pub fn run(command: DaemonCommand) -> anyhow::Result<Outcome> {
         }
     }
     Ok(Outcome::Success)
+}
+
+/// Whether process `pid` still runs: some thread of it is not a zombie. (The leader thread
+/// turns zombie before the other threads have closed the process's files, so the process
+/// state alone would say "gone" too early.)
+fn running(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().any(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the parenthesized command name.
+            stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+    })
 }
