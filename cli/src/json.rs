@@ -165,12 +165,13 @@ pub fn record(number: u64, record: &Record) -> Value {
         Event::Checkpoint(state) => json!({"successfulCycles": state.successful_cycles}),
         Event::Halted { reason } => json!({"reason": reason.status()}),
         Event::Error { message } => json!({"message": message}),
-        Event::Connected { side, url, agent_version, root, duration_ms } => json!({
+        Event::Connected { side, url, agent_version, root, duration_ms, round_trip_us } => json!({
             "side": side.to_string(),
             "url": url,
             "agentVersion": agent_version,
             "root": root,
             "durationMilliseconds": duration_ms,
+            "roundTripMicroseconds": round_trip_us,
         }),
         Event::Disconnected { side, reason } => {
             json!({"side": side.to_string(), "reason": reason})

@@ -37,8 +37,8 @@ pub struct Connected {
     pub endpoint: Box<dyn Endpoint>,
     /// Ends its calls at once (remote endpoints only).
     pub canceller: Option<Cancel>,
-    /// For the journal, when it is remote: (agent version, resolved root).
-    pub remote: Option<(String, String)>,
+    /// For the journal, when it is remote: (agent version, resolved root, round trip in µs).
+    pub remote: Option<(String, String, u64)>,
     /// How long connecting took.
     pub duration_ms: u64,
 }
@@ -155,7 +155,9 @@ impl Connector {
                 .map_err(|e| format!("unable to use {ssh}: {e}"))?;
                 let canceller = endpoint.canceller();
                 let canceller: Option<Cancel> = Some(Arc::new(move || canceller.cancel()));
-                let remote = Some((hello.version, endpoint.root().to_owned()));
+                let round_trip =
+                    u64::try_from(endpoint.round_trip().as_micros()).unwrap_or(u64::MAX);
+                let remote = Some((hello.version, endpoint.root().to_owned(), round_trip));
                 let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 Ok(Connected { endpoint: Box::new(endpoint), canceller, remote, duration_ms })
             }

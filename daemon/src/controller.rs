@@ -462,12 +462,13 @@ impl Controller {
         self.remote[index] = remote.is_some();
         self.blocking(move |engine| {
             *engine.side(side) = Some(endpoint);
-            if let Some((agent_version, root)) = remote {
+            if let Some((agent_version, root, round_trip_us)) = remote {
                 let url = match side {
                     Side::Alpha => engine.state.spec.alpha.clone(),
                     Side::Beta => engine.state.spec.beta.clone(),
                 };
-                let event = Event::Connected { side, url, agent_version, root, duration_ms };
+                let event =
+                    Event::Connected { side, url, agent_version, root, duration_ms, round_trip_us };
                 if let Err(error) = engine.record(event).and_then(|()| engine.flush()) {
                     tracing::warn!("unable to journal a connection: {error}");
                 }
@@ -1188,7 +1189,7 @@ mod tests {
             Ok(Connected {
                 endpoint: Box::new(endpoint),
                 canceller: Some(canceller),
-                remote: Some(("fake".into(), "/fake".into())),
+                remote: Some(("fake".into(), "/fake".into(), 1)),
                 duration_ms: 0,
             })
         }));

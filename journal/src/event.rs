@@ -181,6 +181,8 @@ pub enum Event {
         root: String,
         /// How long connecting took (ssh, agent start or install, initialization), in ms.
         duration_ms: u64,
+        /// One request's round trip to the agent, in microseconds.
+        round_trip_us: u64,
     },
     /// A remote endpoint's connection ended (after an error, or lost).
     Disconnected {

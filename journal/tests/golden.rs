@@ -103,6 +103,7 @@ fn events() -> Vec<(&'static str, Event)> {
                 agent_version: "0.1.0".into(),
                 root: "/home/u/b".into(),
                 duration_ms: 321,
+                round_trip_us: 456,
             },
         ),
         (

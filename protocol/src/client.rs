@@ -126,6 +126,8 @@ pub struct RemoteEndpoint {
     /// The root as the agent resolved it.
     root: String,
     broken: bool,
+    /// The round trip measured after initialization.
+    round_trip: Duration,
     /// The last snapshot received and its generation (deltas apply to it).
     snapshot: Option<(u64, Arc<Snapshot>)>,
     /// Bytes written to and read from the agent (frames), for measurements.
@@ -196,6 +198,7 @@ impl RemoteEndpoint {
             description,
             root: String::new(),
             broken: false,
+            round_trip: Duration::ZERO,
             snapshot: None,
             traffic,
             silence: SILENCE,
@@ -205,12 +208,23 @@ impl RemoteEndpoint {
         match endpoint.call(&Request::Initialize(options)) {
             Ok(Response::Initialized { root }) => {
                 endpoint.root = root;
+                let started = std::time::Instant::now();
+                match endpoint.call(&Request::Ping) {
+                    Ok(Response::Done) => endpoint.round_trip = started.elapsed(),
+                    Ok(other) => return Err(ProtocolError::Unexpected(describe(&other))),
+                    Err(error) => return Err(ProtocolError::Refused(error.to_string())),
+                }
                 Ok(endpoint)
             }
             Ok(other) => Err(ProtocolError::Unexpected(describe(&other))),
             Err(EndpointError::Remote(message)) => Err(ProtocolError::Refused(message)),
             Err(error) => Err(ProtocolError::Refused(error.to_string())),
         }
+    }
+
+    /// Returns the round trip to the agent, measured once after initialization.
+    pub fn round_trip(&self) -> Duration {
+        self.round_trip
     }
 
     /// Returns the root as the agent resolved it (absolute, on its host).

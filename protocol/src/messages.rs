@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: [u8; 8] = *b"\x00MUTAGNT";
 
 /// Bumped whenever a message after [`Hello`] changes.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The agent's first frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +73,8 @@ pub enum Request {
     Transition(Vec<Change>),
     /// Release staged files; answered by [`Response::Done`].
     Shutdown,
+    /// Answered by [`Response::Done`] at once: measures the round trip.
+    Ping,
 }
 
 /// An answer from the agent, or a message it sends on its own.

@@ -325,6 +325,7 @@ impl Server {
                 endpoint.transition(changes).map(Response::Transitioned)
             }
             Request::Shutdown => endpoint.shutdown().map(|()| Response::Done),
+            Request::Ping => Ok(Response::Done),
         };
         let response =
             response.unwrap_or_else(|error| Response::Error(mutagen_core::render_error(&error)));

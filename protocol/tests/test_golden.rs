@@ -50,7 +50,7 @@ fn requests_and_responses() -> Vec<(&'static str, Vec<u8>)> {
     };
     let change = Change::new("a.txt", Some(file(1, false)), Some(file(3, false)));
     vec![
-        ("hello", frame(&Hello { protocol: 2, version: "0.1.0".into(), build: "ab".repeat(32) })),
+        ("hello", frame(&Hello { protocol: 3, version: "0.1.0".into(), build: "ab".repeat(32) })),
         ("request-initialize", frame(&Request::Initialize(options))),
         ("request-check", frame(&Request::Check)),
         ("request-scan", frame(&Request::Scan { base: Some(3) })),
@@ -81,6 +81,7 @@ fn requests_and_responses() -> Vec<(&'static str, Vec<u8>)> {
             frame(&Request::Transition(vec![change, Change::new("", None, Some(tree()))])),
         ),
         ("request-shutdown", frame(&Request::Shutdown)),
+        ("request-ping", frame(&Request::Ping)),
         ("response-initialized", frame(&Response::Initialized { root: "/home/u/project".into() })),
         (
             "response-checked",

@@ -169,6 +169,10 @@ fn hostile(script: impl FnMut(Request, &mut dyn Write) -> bool + Send + 'static)
                 write_frame(&mut output, &Response::Initialized { root }).expect("init");
                 continue;
             }
+            if request == Request::Ping {
+                write_frame(&mut output, &Response::Done).expect("pong");
+                continue;
+            }
             if !script(request, &mut output) {
                 return;
             }

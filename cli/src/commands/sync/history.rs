@@ -167,8 +167,12 @@ fn describe(record: &Record) -> Vec<String> {
         }
         Event::Halted { reason } => reason.description().to_owned(),
         Event::Error { message } => message.clone(),
-        Event::Connected { side, url, agent_version, root, duration_ms } => {
-            format!("{side} {url} (agent {agent_version}, root {root}) in {duration_ms} ms")
+        Event::Connected { side, url, agent_version, root, duration_ms, round_trip_us } => {
+            format!(
+                "{side} {url} (agent {agent_version}, root {root}) in {duration_ms} ms, \
+                 round trip {:.1} ms",
+                *round_trip_us as f64 / 1000.0
+            )
         }
         Event::Disconnected { side, reason } => format!("{side}: {reason}"),
         Event::Paused
