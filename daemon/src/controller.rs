@@ -8,6 +8,19 @@
 //! - All file-system and journal work runs on blocking threads, never on the async executor.
 //! - A periodic rescan that finds nothing to do (no transition, no ancestor change, the same
 //!   conflicts and problems) is not journaled: it is a poll, not a cycle.
+//! - Endpoints come from the [`Connector`] and are used only while both are connected. After
+//!   any failed cycle or check both are shut down and dropped (a remote one's agent exits);
+//!   the controller connects again after a backoff of 1 s doubling to 30 s. A paused session
+//!   holds no connection. `connected` in the listing is whether the endpoint exists.
+//! - Commands are read while connecting and while a cycle runs: a pause, terminate or
+//!   shutdown then cancels the remote endpoints' calls instead of waiting for them, and every
+//!   command is handled as soon as the cycle returned.
+//!
+//! # Theory of operation
+//! `run` loops: serve queued commands; disconnect if paused; connect what is missing (unless
+//! a backoff is running); cycle when woken; otherwise wait for a command, a delay, or (on a
+//! blocking thread) for the endpoints' wakeups. The engine (journal log, state, endpoints)
+//! moves to a blocking thread for every cycle, check and journal write, and comes back.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
