@@ -33,24 +33,11 @@ echo "tree: $(find "$B/src" -type f | wc -l) files, $(find "$B/src" -type d | wc
 export MUTAGEN_DATA_DIRECTORY="$B/mutagen-data"
 export UNISON="$B/unison-home"
 
-now() { date +%s.%N; }
-# measure LABEL SETUP CMD: SETUP untimed, CMD timed, REPS times; prints the median.
-measure() {
-  local label="$1" setup="$2" cmd="$3" times=() t0 t1
-  for _ in $(seq 1 "$REPS"); do
-    eval "$setup"
-    t0=$(now); eval "$cmd" > "$B/last.out" 2>&1 || { echo "FAILED: $label"; cat "$B/last.out"; exit 1; }; t1=$(now)
-    times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')")
-  done
-  printf '%s\n' "${times[@]}" | sort -n | awk -v l="$label" '{a[NR]=$1} END {
-    m = (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2
-    printf "| %-38s | %8.3f | %8.3f | %8.3f |\n", l, m, a[1], a[NR] }'
-}
 fresh() { rm -rf "$B/dst" "$MUTAGEN_DATA_DIRECTORY" "$UNISON"; mkdir -p "$UNISON"; sync; }
 
 echo
-echo "| case (seconds, REPS=$REPS)                 |   median |      min |      max |"
-echo "|----------------------------------------|----------|----------|----------|"
+echo "| case (REPS=$REPS)                                 |       median |       min |       max |"
+echo "|--------------------------------------------------|-------------:|----------:|----------:|"
 measure "initial sync: mutagen sync once"  fresh "'$MUTAGEN' sync once '$B/src' '$B/dst'"
 measure "initial sync: rsync -a"           fresh "rsync -a '$B/src/' '$B/dst/'"
 measure "initial sync: unison -batch"      "fresh; mkdir -p '$B/dst'" "unison -batch -times -perms 0 '$B/src' '$B/dst'"
