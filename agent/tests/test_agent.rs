@@ -1,7 +1,6 @@
 //! Handshake, a scan, and exit on a closed input, through the real binary.
 
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mutagen_endpoint::Endpoint;
@@ -26,7 +25,7 @@ fn the_agent_greets_with_its_own_build_serves_and_exits_cleaning_up_when_its_inp
         reader: Box::new(child.stdout.take().expect("stdout")),
         writer: Box::new(child.stdin.take().expect("stdin")),
         guard: Box::new(()),
-        stderr: Arc::new(Mutex::new(Vec::new())),
+        stderr: Default::default(),
     };
     let hello = handshake(&mut stream.reader).expect("handshake");
     assert_eq!(hello.build, build_of(binary.as_ref()).expect("hash the binary"));

@@ -122,10 +122,8 @@ impl Client {
     /// # Errors
     /// The daemon's error message, or a connection failure.
     pub fn call(&mut self, request: &Request) -> anyhow::Result<Response> {
-        match self.request(request)? {
-            Response::Error(message) => bail!("{message}"),
-            response => Ok(response),
-        }
+        // A request that does not offer to prompt gets no questions; decline any.
+        self.call_asking(request, &mut |_, _| None)
     }
 }
 

@@ -1,14 +1,15 @@
 //! Connecting a session's endpoints: one factory for every kind of URL.
 //!
 //! [`Connector::connect`] turns a session side into a `Box<dyn Endpoint>`: a
-//! [`LocalEndpoint`] for a local path, a [`RemoteEndpoint`] served by an agent for an SSH URL
+//! [`LocalEndpoint`](mutagen_endpoint::LocalEndpoint) (built by [`local_endpoint`], as the agent builds its own) for a local path, a [`RemoteEndpoint`] served by an agent for an SSH URL
 //! (through the daemon's shared [`SshPool`]). The controller never knows which it drives.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use mutagen_endpoint::{Endpoint, Ignorer, LocalEndpoint, LocalOptions, ScanOptions, Side};
+use mutagen_endpoint::{Endpoint, Side};
+use mutagen_protocol::server::local_endpoint;
 use mutagen_protocol::{EndpointOptions, RemoteEndpoint};
 use mutagen_session::url::Url;
 use mutagen_session::{SessionSpec, WatchMode};
@@ -83,11 +84,6 @@ impl Connector {
         }
     }
 
-    /// How many ssh masters are open.
-    pub fn open_masters(&self) -> usize {
-        self.ssh.open_masters()
-    }
-
     /// Connects one side of a session; ssh asks `prompter` what it needs to know (without
     /// one, it never prompts).
     ///
@@ -111,24 +107,21 @@ impl Connector {
             Side::Beta => &spec.beta,
         };
         let url = Url::stored(text).map_err(|e| e.to_string())?;
-        let read_only = side == Side::Alpha && !configuration.mode.is_bidirectional();
-        let watch = configuration.watch_mode == WatchMode::Portable;
+        let mut options = EndpointOptions {
+            root: String::new(),
+            staging_name: format!("{identifier}-{side}"),
+            ignores: configuration.ignores.clone(),
+            ignore_vcs: configuration.ignore_vcs,
+            symlink_mode: configuration.symlink_mode,
+            read_only: side == Side::Alpha && !configuration.mode.is_bidirectional(),
+            watch: configuration.watch_mode == WatchMode::Portable,
+        };
         match url {
             Url::Local(root) => {
-                let ignorer = Ignorer::new(&configuration.ignores, configuration.ignore_vcs)
-                    .map_err(|e| e.to_string())?;
-                let name = format!("{identifier}-{side}");
                 let staging = self.data.staging(identifier, &side.to_string());
-                let staging = mutagen_endpoint::staging::placement(&root, &staging, &name);
-                let mut options = LocalOptions::new(staging);
-                options.scan = ScanOptions {
-                    symlink_mode: configuration.symlink_mode,
-                    ignorer: Arc::new(ignorer),
-                };
-                options.read_only = read_only;
-                options.watch = watch;
+                let (endpoint, _) = local_endpoint(root, &staging, &options)?;
                 Ok(Connected {
-                    endpoint: Box::new(LocalEndpoint::new(root, options)),
+                    endpoint: Box::new(endpoint),
                     canceller: None,
                     remote: None,
                     duration_ms: 0,
@@ -137,15 +130,7 @@ impl Connector {
             Url::Ssh(ssh) => {
                 let (stream, hello) =
                     self.ssh.connect_agent(&ssh, prompter).await.map_err(|e| e.to_string())?;
-                let options = EndpointOptions {
-                    root: ssh.path.clone(),
-                    staging_name: format!("{identifier}-{side}"),
-                    ignores: configuration.ignores.clone(),
-                    ignore_vcs: configuration.ignore_vcs,
-                    symlink_mode: configuration.symlink_mode,
-                    read_only,
-                    watch,
-                };
+                options.root.clone_from(&ssh.path);
                 let description = ssh.to_string();
                 let endpoint = tokio::task::spawn_blocking(move || {
                     RemoteEndpoint::initialize(stream, options, description)

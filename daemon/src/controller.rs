@@ -164,6 +164,11 @@ pub fn spawn(
     Ok(Handle { identifier, info, commands: sender })
 }
 
+/// Returns a side's position in the controller's per-side arrays (alpha first).
+fn index(side: Side) -> usize {
+    usize::from(side == Side::Beta)
+}
+
 /// Builds the listed description of a session.
 fn describe(state: &SessionState, status: Status, connected: [bool; 2]) -> SessionInfo {
     let side = |url: &str, side: &mutagen_journal::SideState, connected| EndpointInfo {
@@ -470,9 +475,8 @@ impl Controller {
     /// Takes a connected endpoint into the engine; a remote one is journaled.
     async fn adopt(&mut self, side: Side, connected: Connected) {
         let Connected { endpoint, canceller, remote, duration_ms } = connected;
-        let index = usize::from(side == Side::Beta);
-        self.cancellers[index] = canceller;
-        self.remote[index] = remote.is_some();
+        self.cancellers[index(side)] = canceller;
+        self.remote[index(side)] = remote.is_some();
         self.blocking(move |engine| {
             *engine.side(side) = Some(endpoint);
             if let Some((agent_version, root, round_trip_us)) = remote {
@@ -503,9 +507,8 @@ impl Controller {
                 tracing::debug!("shutting endpoints down: {}", errors.join("; "));
             }
             if let Some(reason) = reason {
-                for side in [Side::Alpha, Side::Beta]
-                    .into_iter()
-                    .filter(|s| remote[usize::from(*s == Side::Beta)])
+                for side in
+                    [Side::Alpha, Side::Beta].into_iter().filter(|side| remote[index(*side)])
                 {
                     let _ = engine.record(Event::Disconnected { side, reason: reason.clone() });
                 }
@@ -1165,8 +1168,8 @@ mod tests {
         _dir: tempfile::TempDir,
     }
 
-    /// A session whose beta behaves as `beta` says (alpha is healthy); `wakeups` is the
-    /// sender half of beta's wakeup channel, dropped to simulate a lost connection.
+    /// A session whose beta behaves as `beta` says (alpha is healthy) and wakes through
+    /// `beta_wakeups` (its sender is dropped to simulate a lost connection).
     fn harness(beta: Behaviour, beta_wakeups: Option<crossbeam_channel::Receiver<()>>) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = DataDirectory::new(dir.path().join("data"));

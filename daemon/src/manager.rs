@@ -156,17 +156,12 @@ impl Manager {
                 locals.push(path);
             }
         }
-        if let [alpha, beta] = locals.as_slice() {
-            url::check_disjoint(alpha, beta, self.data.root()).map_err(|e| e.to_string())?;
-        } else if let [root] = locals.as_slice()
-            && url::resolved(self.data.root()).starts_with(url::resolved(root))
-        {
-            return Err(format!(
-                "data directory {} is inside root {}: set MUTAGEN_DATA_DIRECTORY elsewhere",
-                self.data.root().display(),
-                root.display()
-            ));
+        match locals.as_slice() {
+            [alpha, beta] => url::check_disjoint(alpha, beta, self.data.root()),
+            [root] => url::check_data_outside(root, self.data.root()),
+            _ => Ok(()),
         }
+        .map_err(|e| e.to_string())?;
         let identifier = identifier::new_identifier(identifier::SYNC_PREFIX)
             .map_err(|e| format!("unable to generate an identifier: {e}"))?;
         // Both endpoints are reached before anything is recorded: a session that cannot

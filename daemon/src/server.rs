@@ -147,16 +147,8 @@ async fn serve(data: DataDirectory, settings: TransportSettings) -> anyhow::Resu
 /// Serves one client connection until it closes.
 async fn connection(manager: Arc<Manager>, mut stream: UnixStream, stop: watch::Sender<bool>) {
     loop {
-        let mut header = [0u8; 4];
-        if stream.read_exact(&mut header).await.is_err() {
-            return;
-        }
-        let Ok(length) = protocol::check_length(header) else { return };
-        let mut body = vec![0; length];
-        if stream.read_exact(&mut body).await.is_err() {
-            return;
-        }
-        let response = match postcard::from_bytes::<Request>(&body) {
+        let Some(request) = read_request(&mut stream).await else { return };
+        let response = match request {
             Ok(Request::Create { spec, prompt: true }) => {
                 let creating = |prompter| {
                     let manager = manager.clone();
@@ -205,12 +197,12 @@ where
     F: std::future::Future<Output = Result<Response, String>>,
 {
     let (prompter, mut questions) = tokio::sync::mpsc::channel(1);
-    let creating = run(prompter);
-    tokio::pin!(creating);
+    let running = run(prompter);
+    tokio::pin!(running);
     let mut connected = true;
     loop {
         tokio::select! {
-            result = &mut creating => {
+            result = &mut running => {
                 let response = result.unwrap_or_else(Response::Error);
                 return connected.then_some(response);
             }
@@ -231,15 +223,21 @@ where
 /// user declined.
 async fn ask(stream: &mut UnixStream, message: String, secret: bool) -> Option<Option<String>> {
     write(stream, &Response::Prompt { message, secret }).await.ok()?;
+    match read_request(stream).await? {
+        Ok(Request::Answer(answer)) => Some(answer),
+        _ => None,
+    }
+}
+
+/// Reads one request frame; `None` when the connection ended or sent an impossible length,
+/// `Some(Err)` when the frame does not decode.
+async fn read_request(stream: &mut UnixStream) -> Option<Result<Request, postcard::Error>> {
     let mut header = [0u8; 4];
     stream.read_exact(&mut header).await.ok()?;
     let length = protocol::check_length(header).ok()?;
     let mut body = vec![0; length];
     stream.read_exact(&mut body).await.ok()?;
-    match postcard::from_bytes::<Request>(&body) {
-        Ok(Request::Answer(answer)) => Some(answer),
-        _ => None,
-    }
+    Some(postcard::from_bytes::<Request>(&body))
 }
 
 async fn write(stream: &mut UnixStream, response: &Response) -> std::io::Result<()> {

@@ -53,20 +53,36 @@ pub struct AgentStream {
     /// (the agent exits when its input closes).
     pub guard: Box<dyn Send>,
     /// The tail of what the agent wrote to its standard error, for error messages.
-    pub stderr: Arc<Mutex<Vec<u8>>>,
+    pub stderr: OutputTail,
+}
+
+/// The last bytes a process wrote to a stream, shared between the thread that collects them
+/// and whoever reports an error.
+#[derive(Clone, Debug, Default)]
+pub struct OutputTail(Arc<Mutex<Vec<u8>>>);
+
+impl OutputTail {
+    /// How much is kept.
+    pub const LIMIT: usize = 4096;
+
+    /// Appends output, keeping only the last [`OutputTail::LIMIT`] bytes.
+    pub fn push(&self, bytes: &[u8]) {
+        let mut tail = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        tail.extend_from_slice(bytes);
+        let excess = tail.len().saturating_sub(Self::LIMIT);
+        tail.drain(..excess);
+    }
+
+    /// Returns the output so far, trimmed, lossily decoded.
+    pub fn text(&self) -> String {
+        let tail = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        String::from_utf8_lossy(&tail).trim().to_owned()
+    }
 }
 
 impl std::fmt::Debug for AgentStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AgentStream")
-    }
-}
-
-impl AgentStream {
-    /// Returns the agent's standard error so far, trimmed, lossily decoded.
-    pub fn stderr_text(&self) -> String {
-        let guard = self.stderr.lock().unwrap_or_else(PoisonError::into_inner);
-        String::from_utf8_lossy(&guard).trim().to_owned()
     }
 }
 
@@ -133,7 +149,7 @@ pub struct RemoteEndpoint {
     /// Bytes written to and read from the agent (frames), for measurements.
     traffic: Arc<Traffic>,
     silence: Duration,
-    stderr: Arc<Mutex<Vec<u8>>>,
+    stderr: OutputTail,
     _guard: Box<dyn Send>,
 }
 
@@ -155,9 +171,9 @@ impl RemoteEndpoint {
     ) -> Result<RemoteEndpoint, ProtocolError> {
         let AgentStream { reader, writer, guard, stderr } = stream;
         let traffic = Arc::new(Traffic::default());
-        let mut reader = Counted { inner: reader, count: traffic.clone(), read: true };
+        let mut reader = Counted { inner: reader, count: traffic.clone() };
         let writer: Box<dyn Write + Send> =
-            Box::new(Counted { inner: writer, count: traffic.clone(), read: false });
+            Box::new(Counted { inner: writer, count: traffic.clone() });
         let (responses_sender, responses) = crossbeam_channel::bounded(64);
         let (wakeup_sender, wakeups) = crossbeam_channel::bounded(1);
         let reader_responses = responses_sender.clone();
@@ -217,7 +233,6 @@ impl RemoteEndpoint {
                 Ok(endpoint)
             }
             Ok(other) => Err(ProtocolError::Unexpected(describe(&other))),
-            Err(EndpointError::Remote(message)) => Err(ProtocolError::Refused(message)),
             Err(error) => Err(ProtocolError::Refused(error.to_string())),
         }
     }
@@ -249,10 +264,7 @@ impl RemoteEndpoint {
 
     fn fail(&mut self, error: ProtocolError) -> EndpointError {
         self.broken = true;
-        let stderr = {
-            let guard = self.stderr.lock().unwrap_or_else(PoisonError::into_inner);
-            String::from_utf8_lossy(&guard).trim().to_owned()
-        };
+        let stderr = self.stderr.text();
         let mut message =
             format!("connection to the agent on {} failed: {error}", self.description);
         if !stderr.is_empty() {
@@ -308,11 +320,10 @@ struct Traffic {
     received: std::sync::atomic::AtomicU64,
 }
 
-/// Counts what passes through a stream.
+/// Counts what passes through a stream (reads as received, writes as sent).
 struct Counted<T> {
     inner: T,
     count: Arc<Traffic>,
-    read: bool,
 }
 
 impl<T: Read> Read for Counted<T> {
@@ -326,9 +337,7 @@ impl<T: Read> Read for Counted<T> {
 impl<T: Write> Write for Counted<T> {
     fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buffer)?;
-        if !self.read {
-            self.count.sent.fetch_add(n as u64, Ordering::Relaxed);
-        }
+        self.count.sent.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 

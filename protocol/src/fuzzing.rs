@@ -4,7 +4,6 @@
 //! handshake and initialization and then through every call: whatever the bytes, the
 //! daemon's side must fail cleanly, never panic, hang or accept an invalid snapshot.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mutagen_endpoint::{Endpoint, StageRequest};
@@ -28,7 +27,7 @@ pub fn agent_stream(data: &[u8]) {
         reader: Box::new(std::io::Cursor::new(reader.to_vec())),
         writer: Box::new(std::io::sink()),
         guard: Box::new(()),
-        stderr: Arc::new(Mutex::new(Vec::new())),
+        stderr: Default::default(),
     };
     let options = EndpointOptions {
         root: "~/fuzz".into(),

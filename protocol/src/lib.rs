@@ -28,7 +28,7 @@ pub mod server;
 
 use std::time::Duration;
 
-pub use client::{AgentStream, Canceller, RemoteEndpoint, handshake};
+pub use client::{AgentStream, Canceller, OutputTail, RemoteEndpoint, handshake};
 pub use messages::{
     EndpointOptions, Hello, MAGIC, PROTOCOL_VERSION, Request, Response, SnapshotTransfer,
 };

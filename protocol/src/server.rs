@@ -122,14 +122,31 @@ pub fn open_endpoint(
         return Err(format!("invalid staging name {:?}", options.staging_name));
     }
     let root = resolve_root(&options.root, environment)?;
-    let ignorer = Ignorer::new(&options.ignores, options.ignore_vcs).map_err(|e| e.to_string())?;
     let staging = environment.data.join("staging").join(&options.staging_name);
-    let staging = mutagen_endpoint::staging::placement(&root, &staging, &options.staging_name);
+    let (endpoint, staging) = local_endpoint(root.clone(), &staging, options)?;
+    Ok((endpoint, root, staging))
+}
+
+/// Builds a local endpoint over `root` (absolute) as `options` say, staging in
+/// `default_staging` or next to the root (see [`mutagen_endpoint::staging::placement`]);
+/// returns it with the staging directory it uses. The agent and the daemon's local
+/// endpoints are made the same way.
+///
+/// # Errors
+/// A lowercase message for invalid ignore patterns.
+pub fn local_endpoint(
+    root: PathBuf,
+    default_staging: &Path,
+    options: &EndpointOptions,
+) -> Result<(LocalEndpoint, PathBuf), String> {
+    let ignorer = Ignorer::new(&options.ignores, options.ignore_vcs).map_err(|e| e.to_string())?;
+    let staging =
+        mutagen_endpoint::staging::placement(&root, default_staging, &options.staging_name);
     let mut local = LocalOptions::new(staging.clone());
     local.scan = ScanOptions { symlink_mode: options.symlink_mode, ignorer: Arc::new(ignorer) };
     local.read_only = options.read_only;
     local.watch = options.watch;
-    Ok((LocalEndpoint::new(root.clone(), local), root, staging))
+    Ok((LocalEndpoint::new(root, local), staging))
 }
 
 /// Returns this agent's hello.

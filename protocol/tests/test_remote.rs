@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mutagen_endpoint::{
@@ -37,7 +36,7 @@ fn stream(socket: UnixStream) -> AgentStream {
         reader: Box::new(reader),
         writer: Box::new(socket),
         guard: Box::new(()),
-        stderr: Arc::new(Mutex::new(Vec::new())),
+        stderr: Default::default(),
     }
 }
 

@@ -9,6 +9,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use mutagen_core::normalize;
+
 use crate::SessionError;
 
 /// An endpoint URL, parsed.
@@ -195,20 +197,25 @@ pub fn check_disjoint(alpha: &Path, beta: &Path, data: &Path) -> Result<(), Sess
             beta.display()
         )));
     }
-    let real_data = resolved(data);
-    for (root, real) in [(alpha, &real_alpha), (beta, &real_beta)] {
-        if real_data.starts_with(real) {
-            return Err(SessionError::InvalidConfiguration(format!(
-                "data directory {} is inside root {}: set MUTAGEN_DATA_DIRECTORY elsewhere",
-                data.display(),
-                root.display()
-            )));
-        }
+    check_data_outside(alpha, data)?;
+    check_data_outside(beta, data)
+}
+
+/// Checks that the data directory is not inside a local root (through symbolic links too):
+/// its journal and staging would be synchronized.
+///
+/// # Errors
+/// [`SessionError::InvalidConfiguration`] naming both paths.
+pub fn check_data_outside(root: &Path, data: &Path) -> Result<(), SessionError> {
+    if resolved(data).starts_with(resolved(root)) {
+        return Err(SessionError::InvalidConfiguration(format!(
+            "data directory {} is inside root {}: set MUTAGEN_DATA_DIRECTORY elsewhere",
+            data.display(),
+            root.display()
+        )));
     }
     Ok(())
 }
-
-use mutagen_core::normalize;
 
 #[cfg(test)]
 mod tests {

@@ -28,7 +28,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use mutagen_protocol::{AgentStream, Hello, PROTOCOL_VERSION, ProtocolError, handshake};
+use mutagen_protocol::{
+    AgentStream, Hello, OutputTail, PROTOCOL_VERSION, ProtocolError, handshake,
+};
 use mutagen_session::url::SshUrl;
 use openssh::{Session, Stdio};
 
@@ -40,9 +42,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long an agent may take to greet.
 const GREETING_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How much of a remote process's standard error is kept.
-const STDERR_TAIL: usize = 4096;
 
 /// (user, host, port): what identifies a master connection.
 type Key = (Option<String>, String, Option<u16>);
@@ -76,7 +75,7 @@ fn destination((user, host, port): &Key) -> String {
 struct Master {
     session: Arc<Session>,
     /// The ssh process; killed on drop.
-    process: Mutex<Option<tokio::process::Child>>,
+    process: Mutex<tokio::process::Child>,
     /// Holds the control socket and the master's log; removed on drop.
     _directory: tempfile::TempDir,
     /// Leases handed out and not yet dropped (guarded by the pool's map lock).
@@ -86,7 +85,7 @@ struct Master {
 impl Master {
     fn alive(&self) -> bool {
         let mut process = self.process.lock().unwrap_or_else(PoisonError::into_inner);
-        matches!(process.as_mut().map(tokio::process::Child::try_wait), Some(Ok(None)))
+        matches!(process.try_wait(), Ok(None))
     }
 }
 
@@ -222,7 +221,7 @@ impl SshPool {
             }
         };
         // Ends the relay however the connection attempt ends.
-        let _asking = asking.map(AbortOnDrop);
+        let asking = asking.map(AbortOnDrop);
         for option in [
             "ControlPersist=no",
             "ConnectTimeout=20",
@@ -264,7 +263,7 @@ impl SshPool {
                 return Err(failed(reason));
             }
             // A user answering a prompt may take longer than a connection.
-            if started.elapsed() > CONNECT_TIMEOUT && _asking.is_none() {
+            if started.elapsed() > CONNECT_TIMEOUT && asking.is_none() {
                 return Err(failed(format!("no connection after {} s", CONNECT_TIMEOUT.as_secs())));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -273,7 +272,7 @@ impl SshPool {
         let session = Session::resume_mux(control.into_boxed_path(), Some(log.into_boxed_path()));
         Ok(Master {
             session: Arc::new(session),
-            process: Mutex::new(Some(process)),
+            process: Mutex::new(process),
             _directory: directory,
             leases: 0,
         })
@@ -292,14 +291,13 @@ impl SshPool {
         let key: Key = (url.user.clone(), url.host.clone(), url.port);
         let host = destination(&key);
         let (binary, build) = self.agent.locate()?;
+        let ours = |hello: &Hello| hello.protocol == PROTOCOL_VERSION && hello.build == build;
         // Held until the agent runs, so that the master is not closed between an attempt,
         // the install and the next attempt.
         let held = self.lease(&key, prompter).await?;
         let lease = self.lease(&key, None).await?;
         let mismatch = match start_agent(lease, &host).await {
-            Ok((stream, hello)) if hello.protocol == PROTOCOL_VERSION && hello.build == build => {
-                return Ok((stream, hello));
-            }
+            Ok((stream, hello)) if ours(&hello) => return Ok((stream, hello)),
             Ok((_, hello)) => {
                 format!("found agent {} (build {})", hello.version, short(&hello.build))
             }
@@ -309,9 +307,7 @@ impl SshPool {
         tracing::info!("installing the agent on {host} ({mismatch})");
         install(&held.session, &binary, &host).await?;
         match start_agent(held, &host).await {
-            Ok((stream, hello)) if hello.protocol == PROTOCOL_VERSION && hello.build == build => {
-                Ok((stream, hello))
-            }
+            Ok((stream, hello)) if ours(&hello) => Ok((stream, hello)),
             Ok((_, hello)) => Err(TransportError::Start {
                 host,
                 reason: format!(
@@ -347,7 +343,10 @@ async fn relay_questions(listener: tokio::net::UnixListener, prompter: Prompter)
         if stream.read_exact(&mut header).await.is_err() {
             continue;
         }
-        let length = u32::from_be_bytes(header).min(4096) as usize;
+        let length = u32::from_be_bytes(header) as usize;
+        if length > 4096 {
+            continue;
+        }
         let mut prompt = vec![0u8; length];
         if stream.read_exact(&mut prompt).await.is_err() {
             continue;
@@ -403,8 +402,8 @@ enum Started {
 }
 
 /// Collects the tail of a stream in a thread.
-fn collect_tail(mut reader: std::io::PipeReader) -> Arc<Mutex<Vec<u8>>> {
-    let tail = Arc::new(Mutex::new(Vec::new()));
+fn collect_tail(mut reader: std::io::PipeReader) -> OutputTail {
+    let tail = OutputTail::default();
     let shared = tail.clone();
     std::thread::spawn(move || {
         let mut buffer = [0u8; 1024];
@@ -412,10 +411,7 @@ fn collect_tail(mut reader: std::io::PipeReader) -> Arc<Mutex<Vec<u8>>> {
             if n == 0 {
                 break;
             }
-            let mut tail = shared.lock().unwrap_or_else(PoisonError::into_inner);
-            tail.extend_from_slice(&buffer[..n]);
-            let excess = tail.len().saturating_sub(STDERR_TAIL);
-            tail.drain(..excess);
+            shared.push(&buffer[..n]);
         }
     });
     tail
@@ -479,7 +475,7 @@ async fn start_agent(lease: Lease, host: &str) -> Result<(AgentStream, Hello), S
         Err(ProtocolError::Closed(printed)) => {
             // Let the error output arrive before it is read.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let said = stream.stderr_text();
+            let said = stream.stderr.text();
             Err(Started::Missing([printed, said].join(" ").trim().to_owned()))
         }
         Err(error) => Err(failed(error.to_string())),
@@ -508,9 +504,7 @@ async fn install(session: &Arc<Session>, binary: &Path, host: &str) -> Transport
     });
     let copied = copied.await.map_err(|e| failed(e.to_string()))?;
     let status = child.wait().await.map_err(|e| failed(e.to_string()))?;
-    let said = String::from_utf8_lossy(&stderr.lock().unwrap_or_else(PoisonError::into_inner))
-        .trim()
-        .to_owned();
+    let said = stderr.text();
     match (copied, status.success()) {
         (Ok(_), true) => Ok(()),
         (Err(error), _) => Err(failed(format!("unable to send the agent: {error} {said}"))),

@@ -107,15 +107,25 @@ pub fn client() -> anyhow::Result<Client> {
     Client::connect_or_start(&DataDirectory::from_environment()?)
 }
 
+/// Sends a request whose connections may ask the user (on this terminal when `prompt`).
+fn call_prompting(request: &Request, prompt: bool) -> anyhow::Result<Response> {
+    match prompt {
+        true => client()?.call_asking(request, &mut crate::prompt::ask),
+        false => client()?.call(request),
+    }
+}
+
 /// Runs `sync create`.
 pub fn cmd_create(args: CreateArgs) -> anyhow::Result<Outcome> {
     let cwd = std::env::current_dir().context("unable to determine the working directory")?;
     let alpha = Url::parse(&args.alpha, &cwd)?;
     let beta = Url::parse(&args.beta, &cwd)?;
     let data = DataDirectory::from_environment()?;
-    if let (Url::Local(alpha), Url::Local(beta)) = (&alpha, &beta) {
-        url::check_disjoint(alpha, beta, data.root())?;
-    }
+    match (&alpha, &beta) {
+        (Url::Local(alpha), Url::Local(beta)) => url::check_disjoint(alpha, beta, data.root()),
+        (Url::Local(root), _) | (_, Url::Local(root)) => url::check_data_outside(root, data.root()),
+        _ => Ok(()),
+    }?;
     for (parsed, url) in [(&alpha, &args.alpha), (&beta, &args.beta)] {
         if let Url::Local(path) = parsed
             && path.to_str().is_none()
@@ -148,12 +158,7 @@ pub fn cmd_create(args: CreateArgs) -> anyhow::Result<Outcome> {
     // With a terminal, ssh's questions (passwords, passphrases, host keys) are asked here;
     // without one, connections never prompt and fail with ssh's message instead.
     let prompt = crate::prompt::interactive();
-    let request = Request::Create { spec, prompt };
-    let response = match prompt {
-        true => client()?.call_asking(&request, &mut crate::prompt::ask)?,
-        false => client()?.call(&request)?,
-    };
-    match response {
+    match call_prompting(&Request::Create { spec, prompt }, prompt)? {
         Response::Created { identifier } => println!("Created session {identifier}"),
         other => bail!("unexpected answer from the daemon: {other:?}"),
     }
@@ -174,11 +179,7 @@ pub fn cmd_simple(args: SelectionArgs, verb: Verb) -> anyhow::Result<Outcome> {
         Verb::Pause => Request::Pause(selection),
         Verb::Resume => {
             let prompt = crate::prompt::interactive();
-            let request = Request::Resume { selection, prompt };
-            match prompt {
-                true => client()?.call_asking(&request, &mut crate::prompt::ask)?,
-                false => client()?.call(&request)?,
-            };
+            call_prompting(&Request::Resume { selection, prompt }, prompt)?;
             return Ok(Outcome::Success);
         }
         Verb::Reset => Request::Reset(selection),
