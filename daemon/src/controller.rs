@@ -460,11 +460,11 @@ impl Controller {
                         let _ = engine.flush();
                     })
                     .await;
+                    let status = self.idle_status();
+                    self.publish(status);
                     for waiter in self.waiters.drain(..) {
                         let _ = waiter.send(Err(message.clone()));
                     }
-                    let status = self.idle_status();
-                    self.publish(status);
                     return Err(None);
                 }
             }
@@ -832,11 +832,13 @@ impl Controller {
             })
             .await;
         }
+        // The listing shows the idle status before any flush is answered: a `sync list`
+        // right after `sync flush` must not see the cycle still running.
+        let status = self.idle_status();
+        self.publish(status);
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(answer.clone());
         }
-        let status = self.idle_status();
-        self.publish(status);
     }
 }
 
