@@ -302,16 +302,13 @@ mod tests {
         let root = dir.path().join("root");
         assert_eq!(placement(&root, &default, "s-beta"), default, "same file system");
         assert_eq!(placement(Path::new("/no/such/parent/root"), &default, "x"), default);
-        // /dev/shm and /proc are other file systems than a temporary directory on disk.
-        let device =
-            |p: &Path| fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::dev(&m)).ok();
-        if let Ok(shm) = tempfile::tempdir_in("/dev/shm")
-            && device(shm.path()) != device(dir.path())
-        {
-            let root = shm.path().join("root");
-            let placed = placement(&root, &default, "s-beta");
-            assert_eq!(placed, shm.path().join(".mutagen-temporary-staging-s-beta"));
-        }
+        // /dev/shm is its own tmpfs on Linux: another file system than the data directory
+        // (each tmpfs mount has its own device number, even when /tmp is one too).
+        let device = |p: &Path| fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::dev(&m));
+        let shm = tempfile::tempdir_in("/dev/shm").expect("a directory in /dev/shm");
+        assert_ne!(device(shm.path()).expect("shm"), device(dir.path()).expect("tmp"));
+        let placed = placement(&shm.path().join("root"), &default, "s-beta");
+        assert_eq!(placed, shm.path().join(".mutagen-temporary-staging-s-beta"));
     }
 
     #[test]
