@@ -23,14 +23,16 @@ pub fn interactive() -> bool {
 pub fn ask(question: &str, secret: bool) -> Option<String> {
     let stdin = std::io::stdin();
     let mut stderr = std::io::stderr();
-    let _ = write!(stderr, "{question}");
-    let _ = stderr.flush();
+    // Echo goes off before the question shows: an answer typed as soon as it appears (or
+    // typed ahead) is never echoed.
     let saved = secret.then(|| rustix::termios::tcgetattr(&stdin).ok()).flatten();
     if let Some(saved) = &saved {
         let mut quiet = saved.clone();
         quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
         let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &quiet);
     }
+    let _ = write!(stderr, "{question}");
+    let _ = stderr.flush();
     let mut line = String::new();
     let read = stdin.lock().read_line(&mut line);
     if let Some(saved) = &saved {
