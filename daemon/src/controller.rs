@@ -108,6 +108,9 @@ impl Engine {
     }
 }
 
+/// How many follow-up cycles a flush waits for at most after its own.
+const FLUSH_FOLLOW_UPS: u32 = 3;
+
 /// How a cycle ended.
 enum Outcome {
     /// Committed to the journal.
@@ -154,6 +157,7 @@ pub fn spawn(
         notify,
         commands,
         waiters: Vec::new(),
+        follow_ups: 0,
         status: Status::Disconnected,
         journal_next: true,
         failures: 0,
@@ -228,8 +232,10 @@ struct Controller {
     info: Arc<Mutex<SessionInfo>>,
     notify: Arc<watch::Sender<u64>>,
     commands: mpsc::UnboundedReceiver<Command>,
-    /// Flushes waiting for the next cycle to complete.
+    /// Flushes waiting for the session to settle.
     waiters: Vec<Reply>,
+    /// Follow-up cycles run since the waiting flushes' cycle (see [`FLUSH_FOLLOW_UPS`]).
+    follow_ups: u32,
     status: Status,
     /// Journal the next cycle even if it is quiet (first cycle, flush, reset, resume).
     journal_next: bool,
@@ -832,6 +838,15 @@ impl Controller {
             })
             .await;
         }
+        // A cycle that transitioned runs a follow-up to confirm the results: a flush is
+        // answered once the session has settled (or after a few follow-ups, when the files
+        // keep changing), so that what it returns to is not a cycle still running.
+        let again = matches!(outcome, Outcome::Committed { again: true });
+        if again && !self.waiters.is_empty() && self.follow_ups < FLUSH_FOLLOW_UPS {
+            self.follow_ups += 1;
+            return;
+        }
+        self.follow_ups = 0;
         // The listing shows the idle status before any flush is answered: a `sync list`
         // right after `sync flush` must not see the cycle still running.
         let status = self.idle_status();
@@ -1100,8 +1115,14 @@ mod tests {
     /// What a fake endpoint does when scanned.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     enum Behaviour {
-        /// An empty root.
+        /// An empty root that keeps what transitions write.
         Healthy,
+        /// A root with one file that keeps what transitions write.
+        WithFile,
+        /// An empty root that forgets what transitions write.
+        Forgetful,
+        /// A root with one file that forgets what transitions write.
+        ForgetfulWithFile,
         /// Every scan fails.
         Failing,
         /// Scans block until cancelled.
@@ -1110,6 +1131,8 @@ mod tests {
 
     struct Fake {
         behaviour: Behaviour,
+        tree: Option<Entry>,
+        scans: Arc<AtomicUsize>,
         cancelled: crossbeam_channel::Receiver<()>,
         wakeups: Option<crossbeam_channel::Receiver<()>>,
     }
@@ -1124,12 +1147,20 @@ mod tests {
         }
 
         fn scan(&mut self) -> EndpointResult<Arc<Snapshot>> {
+            self.scans.fetch_add(1, Ordering::SeqCst);
             match self.behaviour {
-                Behaviour::Healthy => Ok(Arc::new(Snapshot {
-                    content: Some(Entry::empty_directory()),
-                    directories: 1,
-                    ..Snapshot::default()
-                })),
+                Behaviour::Healthy
+                | Behaviour::WithFile
+                | Behaviour::Forgetful
+                | Behaviour::ForgetfulWithFile => {
+                    let files = self.tree.as_ref().map_or(0, |tree| tree.count() - 1);
+                    Ok(Arc::new(Snapshot {
+                        content: self.tree.clone(),
+                        directories: 1,
+                        files,
+                        ..Snapshot::default()
+                    }))
+                }
                 Behaviour::Failing => Err(EndpointError::Remote("the fake failed".into())),
                 Behaviour::Stuck => {
                     let _ = self.cancelled.recv();
@@ -1155,6 +1186,12 @@ mod tests {
         }
 
         fn transition(&mut self, changes: Vec<Change>) -> EndpointResult<TransitionResult> {
+            if !matches!(self.behaviour, Behaviour::Forgetful | Behaviour::ForgetfulWithFile) {
+                for change in &changes {
+                    mutagen_reconcile::replace_at(&mut self.tree, &change.path, change.new.clone())
+                        .expect("the fake applies the change");
+                }
+            }
             let results = changes.into_iter().map(|c| c.new).collect();
             Ok(TransitionResult { results, ..TransitionResult::default() })
         }
@@ -1167,12 +1204,22 @@ mod tests {
     struct Harness {
         handle: Handle,
         connections: Arc<AtomicUsize>,
+        /// Scans of beta.
+        scans: Arc<AtomicUsize>,
         _dir: tempfile::TempDir,
     }
 
     /// A session whose beta behaves as `beta` says (alpha is healthy) and wakes through
     /// `beta_wakeups` (its sender is dropped to simulate a lost connection).
     fn harness(beta: Behaviour, beta_wakeups: Option<crossbeam_channel::Receiver<()>>) -> Harness {
+        harness_with(Behaviour::Healthy, beta, beta_wakeups)
+    }
+
+    fn harness_with(
+        alpha: Behaviour,
+        beta: Behaviour,
+        beta_wakeups: Option<crossbeam_channel::Receiver<()>>,
+    ) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = DataDirectory::new(dir.path().join("data"));
         let journal = Journal::open(&data.journal()).expect("journal");
@@ -1195,12 +1242,22 @@ mod tests {
         let connections = Arc::new(AtomicUsize::new(0));
         let mut connector = Connector::new(data, &TransportSettings::default());
         let counted = connections.clone();
+        let scans = Arc::new(AtomicUsize::new(0));
+        let beta_scans = scans.clone();
         connector.fake = Some(Box::new(move |side| {
             counted.fetch_add(1, Ordering::SeqCst);
             let (cancel, cancelled) = crossbeam_channel::bounded(1);
-            let behaviour = if side == Side::Beta { beta } else { Behaviour::Healthy };
+            let behaviour = if side == Side::Beta { beta } else { alpha };
             let wakeups = if side == Side::Beta { beta_wakeups.clone() } else { None };
-            let endpoint = Fake { behaviour, cancelled, wakeups };
+            let mut tree = Some(Entry::empty_directory());
+            if matches!(behaviour, Behaviour::WithFile | Behaviour::ForgetfulWithFile) {
+                let file =
+                    Entry::File { digest: mutagen_reconcile::Digest([7; 32]), executable: false };
+                mutagen_reconcile::replace_at(&mut tree, "f", Some(file)).expect("a file");
+            }
+            let scans =
+                if side == Side::Beta { beta_scans.clone() } else { Arc::new(AtomicUsize::new(0)) };
+            let endpoint = Fake { behaviour, tree, scans, cancelled, wakeups };
             let canceller: Cancel = Arc::new(move || {
                 let _ = cancel.try_send(());
             });
@@ -1220,7 +1277,7 @@ mod tests {
             Arc::new(notify),
         )
         .expect("spawn");
-        Harness { handle, connections, _dir: dir }
+        Harness { handle, connections, scans, _dir: dir }
     }
 
     async fn command(handle: &Handle, make: impl FnOnce(Reply) -> Command) -> Result<(), String> {
@@ -1285,5 +1342,27 @@ mod tests {
         drop(lost);
         until("a reconnection", || harness.connections.load(Ordering::SeqCst) >= 4).await;
         command(&harness.handle, |r| Command::Flush(Some(r))).await.expect("synchronizes again");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flush_returns_once_the_session_settled() {
+        // The flush's cycle copies beta's file to alpha; its follow-up confirms it.
+        let harness = harness_with(Behaviour::Healthy, Behaviour::WithFile, None);
+        command(&harness.handle, |r| Command::Flush(Some(r))).await.expect("flushed");
+        // (Whether the session's own first cycle ran before the flush arrived is timing.)
+        let scans = harness.scans.load(Ordering::SeqCst);
+        assert!(scans >= 2, "the cycle that copied and the one that confirmed: {scans}");
+        let listed = info(&harness.handle);
+        assert_eq!(listed.status, Status::Watching, "nothing runs when the flush returns");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(harness.scans.load(Ordering::SeqCst), scans, "and nothing runs after it");
+
+        // Files that never settle (a creation and a deletion, in turn, forever): the flush
+        // still returns, after a bounded number of cycles, and the cycles go on.
+        let harness = harness_with(Behaviour::Forgetful, Behaviour::ForgetfulWithFile, None);
+        command(&harness.handle, |r| Command::Flush(Some(r))).await.expect("flushed");
+        let scans = harness.scans.load(Ordering::SeqCst);
+        assert!(scans <= 2 + FLUSH_FOLLOW_UPS as usize, "{scans} cycles before the answer");
+        until("more cycles", || harness.scans.load(Ordering::SeqCst) > scans).await;
     }
 }
