@@ -4,6 +4,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mutagen_endpoint::Endpoint;
+use mutagen_protocol::compression::Compression;
 use mutagen_protocol::{AgentStream, EndpointOptions, RemoteEndpoint, build_of, handshake};
 
 #[test]
@@ -40,7 +41,8 @@ fn the_agent_greets_with_its_own_build_serves_and_exits_cleaning_up_when_its_inp
         watch: true,
     };
     let mut endpoint =
-        RemoteEndpoint::initialize(stream, options, "local agent".into()).expect("initialize");
+        RemoteEndpoint::initialize(stream, options, "local agent".into(), Compression::Zstd)
+            .expect("initialize");
     assert_eq!(endpoint.root(), home.path().join("root").display().to_string());
     let snapshot = endpoint.scan().expect("scan");
     assert_eq!((snapshot.directories, snapshot.files, snapshot.total_file_size), (2, 1, 5));

@@ -99,6 +99,7 @@ pub fn session(session: &SessionInfo) -> Value {
             "mode": configuration.watch_mode.name(),
             "pollingInterval": configuration.watch_polling_interval,
         },
+        "compression": configuration.compression.name(),
         "alpha": endpoint(&session.alpha),
         "beta": endpoint(&session.beta),
     });

@@ -85,7 +85,9 @@ fn a_tree_goes_to_a_remote_root_and_back_in_real_time() {
     assert_eq!(endpoint["url"], url);
     assert_eq!(endpoint["connected"], true);
     assert_eq!(sessions[0]["alpha"]["protocol"], "local");
+    assert_eq!(sessions[0]["compression"], "zstd", "compressed by default");
     assert!(env.ok(&["sync", "list"]).contains(&url), "list shows the url");
+    assert!(env.ok(&["sync", "list", "--long"]).contains("\tCompression: zstd\n"));
 
     // A remote edit reaches alpha through the agent's watcher, without a flush.
     write(&beta.join("src/remote.txt"), "from the remote side\n");
@@ -237,7 +239,9 @@ fn two_remote_endpoints_sync_through_the_daemon() {
     let alpha_url = remote(&sshd, "root", &alpha.display().to_string());
     // The same host under another name: a second master, as for two hosts.
     let beta_url = format!("root@localhost:{}:{}", sshd.port, beta.display());
-    env.ok(&["sync", "create", &alpha_url, &beta_url, "--name", "relay"]);
+    let create = ["sync", "create", &alpha_url, &beta_url, "--name", "relay", "--compression"];
+    env.fails(&[&create[..], &["lz4"]].concat(), "unknown compression \"lz4\"");
+    env.ok(&[&create[..], &["none"]].concat());
     env.ok(&["sync", "flush", "relay"]);
     assert_eq!(read_tree(&beta), read_tree(&alpha), "staged through the daemon");
     write(&beta.join("back.txt"), "back\n");
@@ -245,6 +249,7 @@ fn two_remote_endpoints_sync_through_the_daemon() {
     let sessions = env.sessions();
     assert_eq!(sessions[0]["alpha"]["protocol"], "ssh");
     assert_eq!(sessions[0]["beta"]["host"], "localhost");
+    assert_eq!(sessions[0]["compression"], "none");
 }
 
 /// Runs `mutagen ARGS` with a pseudo-terminal as its standard streams, answering each

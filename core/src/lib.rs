@@ -6,7 +6,7 @@
 //! on pure code only.
 //!
 //! # Layout
-//! - [`Side`], [`HaltReason`], [`SymlinkMode`]: small enums, serialized in the journal and on
+//! - [`Side`], [`HaltReason`], [`SymlinkMode`], [`Compression`]: small enums, serialized in the journal and on
 //!   the wire (their encoding is pinned by the golden files of those crates).
 //! - [`ignore`]: ignore patterns in the upstream syntax ([`Ignorer`]), compiled with globset.
 //! - [`normalize`] and [`render_error`]: lexical paths and one-line error chains.
@@ -137,6 +137,44 @@ impl std::str::FromStr for SymlinkMode {
             other => Err(format!(
                 "unknown symbolic link mode {other:?} (expected ignore, portable or posix-raw)"
             )),
+        }
+    }
+}
+
+/// How the stream to a remote agent is compressed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Compression {
+    /// Frames travel as they are.
+    None,
+    /// One zstd stream in each direction, flushed with every batch of frames.
+    #[default]
+    Zstd,
+}
+
+impl Compression {
+    /// Returns the command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Compression, String> {
+        match text {
+            "none" => Ok(Compression::None),
+            "zstd" => Ok(Compression::Zstd),
+            other => Err(format!("unknown compression {other:?} (expected none or zstd)")),
         }
     }
 }

@@ -132,8 +132,9 @@ impl Connector {
                     self.ssh.connect_agent(&ssh, prompter).await.map_err(|e| e.to_string())?;
                 options.root.clone_from(&ssh.path);
                 let description = ssh.to_string();
+                let compression = configuration.compression;
                 let endpoint = tokio::task::spawn_blocking(move || {
-                    RemoteEndpoint::initialize(stream, options, description)
+                    RemoteEndpoint::initialize(stream, options, description, compression)
                 })
                 .await
                 .map_err(|e| e.to_string())?

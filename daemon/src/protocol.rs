@@ -16,7 +16,7 @@ use mutagen_session::{Configuration, Labels, SessionSpec};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever the messages change.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest frame either side accepts.
 pub const MAX_FRAME: u32 = 256 << 20;

@@ -11,7 +11,15 @@ use crate::state::SessionState;
 
 /// The encoding version written before every record. A reader refuses versions it does not
 /// know instead of guessing.
-pub const FORMAT_VERSION: u8 = 1;
+///
+/// - 1: the first format; specs and configurations were plain structs.
+/// - 2: specs and configurations are lists of tagged fields
+///   ([`mutagen_session::encoding`]), so that settings can be added without a new format;
+///   format-1 records still load (their sessions keep an uncompressed agent link).
+pub const FORMAT_VERSION: u8 = 2;
+
+/// The oldest format this version reads.
+const FORMAT_1: u8 = 1;
 
 /// One journal entry.
 ///
@@ -55,6 +63,10 @@ impl Record {
             Some((&FORMAT_VERSION, rest)) => {
                 postcard::from_bytes(rest).map_err(|e| DecodeError::Content(e.to_string()))
             }
+            Some((&FORMAT_1, rest)) => {
+                mutagen_session::encoding::read_format_1(|| postcard::from_bytes(rest))
+                    .map_err(|e| DecodeError::Content(e.to_string()))
+            }
             Some((&version, _)) => Err(DecodeError::Version(version)),
         }
     }
@@ -66,9 +78,11 @@ impl Record {
     pub fn decode_stamp(bytes: &[u8]) -> Result<(u64, u64), DecodeError> {
         match bytes.split_first() {
             None => Err(DecodeError::Empty),
-            Some((&FORMAT_VERSION, rest)) => postcard::take_from_bytes::<(u64, u64)>(rest)
-                .map(|(stamp, _)| stamp)
-                .map_err(|e| DecodeError::Content(e.to_string())),
+            Some((&(FORMAT_1 | FORMAT_VERSION), rest)) => {
+                postcard::take_from_bytes::<(u64, u64)>(rest)
+                    .map(|(stamp, _)| stamp)
+                    .map_err(|e| DecodeError::Content(e.to_string()))
+            }
             Some((&version, _)) => Err(DecodeError::Version(version)),
         }
     }
@@ -81,7 +95,7 @@ pub enum DecodeError {
     #[error("empty record")]
     Empty,
     /// The format version is unknown.
-    #[error("unknown record format {0} (this version reads format {FORMAT_VERSION})")]
+    #[error("unknown record format {0} (this version reads formats 1 to {FORMAT_VERSION})")]
     Version(u8),
     /// The content does not decode.
     #[error("undecodable record: {0}")]
@@ -233,8 +247,8 @@ mod tests {
     #[test]
     fn unknown_versions_and_garbage_are_refused() {
         let mut bytes = Record::now(1, Event::Paused).encode().expect("encode");
-        bytes[0] = 2;
-        assert_eq!(Record::decode(&bytes), Err(DecodeError::Version(2)));
+        bytes[0] = FORMAT_VERSION + 1;
+        assert_eq!(Record::decode(&bytes), Err(DecodeError::Version(FORMAT_VERSION + 1)));
         assert_eq!(Record::decode(&[]), Err(DecodeError::Empty));
         let garbage = [FORMAT_VERSION, 0xff, 0xff, 0xff];
         assert!(matches!(Record::decode(&garbage), Err(DecodeError::Content(_))));

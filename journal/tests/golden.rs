@@ -3,6 +3,9 @@
 //! the same record. A failure means the disk format changed: old journals would no longer
 //! load. Bump `FORMAT_VERSION` (with a migration) and re-bless with
 //! `MUTAGEN_BLESS=1 cargo test -p mutagen-journal --test golden`.
+//!
+//! `tests/golden/records-format-1.txt` is the same set written by format 1, frozen: it must
+//! keep decoding, into the same records except that its sessions predate compression.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,24 +13,24 @@ use std::path::Path;
 use mutagen_core::{HaltReason, Side};
 use mutagen_journal::{Event, Record, SessionState, SideState};
 use mutagen_reconcile::{Change, Conflict, Digest, Entry, Problem};
-use mutagen_session::SessionSpec;
+use mutagen_session::{Configuration, SessionSpec};
 
 fn file(byte: u8) -> Option<Entry> {
     Some(Entry::File { digest: Digest([byte; 32]), executable: byte.is_multiple_of(2) })
 }
 
-fn spec() -> SessionSpec {
+fn spec(configuration: Configuration) -> SessionSpec {
     SessionSpec {
         alpha: "/home/u/a".into(),
         beta: "u@host:2222:~/b".into(),
         name: "web".into(),
         labels: BTreeMap::from([("env".to_owned(), "dev".to_owned())]),
         paused: false,
-        configuration: Default::default(),
+        configuration,
     }
 }
 
-fn events() -> Vec<(&'static str, Event)> {
+fn events(configuration: Configuration) -> Vec<(&'static str, Event)> {
     let change = Change::new("a", file(1), file(2));
     let problem = Problem::new("p", "permission denied");
     let conflict = Conflict {
@@ -39,7 +42,7 @@ fn events() -> Vec<(&'static str, Event)> {
         identifier: "sync_0000000000000000000000000000000000000000001".into(),
         creation_time: 1_700_000_000_000_000_000,
         creating_version: "0.1.0".into(),
-        spec: spec(),
+        spec: spec(configuration.clone()),
         paused: true,
         ancestor: Some(Entry::Directory(BTreeMap::from([(
             "a".to_owned(),
@@ -60,7 +63,7 @@ fn events() -> Vec<(&'static str, Event)> {
             Event::Created {
                 identifier: state.identifier.clone(),
                 version: "0.1.0".into(),
-                spec: spec(),
+                spec: spec(configuration),
             },
         ),
         ("paused", Event::Paused),
@@ -113,6 +116,16 @@ fn events() -> Vec<(&'static str, Event)> {
     ]
 }
 
+fn records(configuration: Configuration) -> Vec<(&'static str, Record)> {
+    events(configuration)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, event))| {
+            (name, Record { time: 1_700_000_000_000_000_000 + i as u64, cycle: 3, event })
+        })
+        .collect()
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -127,13 +140,7 @@ fn unhex(text: &str) -> Vec<u8> {
 #[test]
 fn records_match_the_golden_file() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/records.txt");
-    let records: Vec<(&str, Record)> = events()
-        .into_iter()
-        .enumerate()
-        .map(|(i, (name, event))| {
-            (name, Record { time: 1_700_000_000_000_000_000 + i as u64, cycle: 3, event })
-        })
-        .collect();
+    let records = records(Configuration::default());
     for (name, record) in &records {
         assert_eq!(*name, record.event.kind(), "every kind, named as history shows it");
     }
@@ -149,5 +156,21 @@ fn records_match_the_golden_file() {
     for ((name, record), line) in records.iter().zip(golden.lines()) {
         let (_, bytes) = line.split_once(' ').expect("name hex");
         assert_eq!(&Record::decode(&unhex(bytes)).expect(name), record, "{name}");
+    }
+}
+
+#[test]
+fn format_1_records_still_decode() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/records-format-1.txt");
+    let golden = std::fs::read_to_string(&path).expect("golden file");
+    let expected = records(Configuration::predating());
+    assert_eq!(golden.lines().count(), expected.len(), "one line per event kind");
+    for ((name, record), line) in expected.iter().zip(golden.lines()) {
+        let (stored_name, bytes) = line.split_once(' ').expect("name hex");
+        assert_eq!(stored_name, *name);
+        let bytes = unhex(bytes);
+        assert_eq!(bytes[0], 1, "{name} is a format-1 record");
+        assert_eq!(&Record::decode(&bytes).expect(name), record, "{name}");
+        assert_eq!(Record::decode_stamp(&bytes), Ok((record.time, record.cycle)), "{name}");
     }
 }

@@ -32,6 +32,7 @@ use mutagen_reconcile::{Change, replace_at};
 
 use crate::ProtocolError;
 use crate::codec::{CHUNK, MAX_FRAME, read_frame, write_frame};
+use crate::compression::{self, Compression};
 use crate::messages::{EndpointOptions, Hello, MAGIC, Request, Response, SnapshotTransfer};
 
 /// How long an agent may stay completely silent while a request is outstanding.
@@ -160,7 +161,8 @@ impl std::fmt::Debug for RemoteEndpoint {
 }
 
 impl RemoteEndpoint {
-    /// Initializes the endpoint on an agent that has completed its [`handshake`].
+    /// Chooses the `compression` of the stream and initializes the endpoint on an agent that
+    /// has completed its [`handshake`].
     ///
     /// # Errors
     /// The agent refused the options (an invalid root, say) or the stream failed.
@@ -168,12 +170,18 @@ impl RemoteEndpoint {
         stream: AgentStream,
         options: EndpointOptions,
         description: String,
+        compression: Compression,
     ) -> Result<RemoteEndpoint, ProtocolError> {
         let AgentStream { reader, writer, guard, stderr } = stream;
         let traffic = Arc::new(Traffic::default());
-        let mut reader = Counted { inner: reader, count: traffic.clone() };
-        let writer: Box<dyn Write + Send> =
-            Box::new(Counted { inner: writer, count: traffic.clone() });
+        let reader = Counted { inner: reader, count: traffic.clone() };
+        let mut writer = Counted { inner: writer, count: traffic.clone() };
+        write_frame(&mut writer, &compression)?;
+        writer.flush().map_err(ProtocolError::Io)?;
+        let mut reader =
+            compression::reader(Box::new(reader), compression).map_err(ProtocolError::Io)?;
+        let writer =
+            compression::writer(Box::new(writer), compression).map_err(ProtocolError::Io)?;
         let (responses_sender, responses) = crossbeam_channel::bounded(64);
         let (wakeup_sender, wakeups) = crossbeam_channel::bounded(1);
         let reader_responses = responses_sender.clone();

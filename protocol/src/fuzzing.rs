@@ -10,6 +10,7 @@ use mutagen_endpoint::{Endpoint, StageRequest};
 use mutagen_reconcile::{Change, Digest};
 
 use crate::client::{AgentStream, RemoteEndpoint, handshake};
+use crate::compression::Compression;
 use crate::messages::EndpointOptions;
 
 /// Drives a remote endpoint over `data` as the agent's output.
@@ -38,7 +39,9 @@ pub fn agent_stream(data: &[u8]) {
         read_only: false,
         watch: true,
     };
-    let Ok(mut endpoint) = RemoteEndpoint::initialize(stream, options, "fuzz".into()) else {
+    let Ok(mut endpoint) =
+        RemoteEndpoint::initialize(stream, options, "fuzz".into(), Compression::None)
+    else {
         return;
     };
     endpoint.set_silence(Duration::from_millis(200));

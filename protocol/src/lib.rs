@@ -7,12 +7,14 @@
 //!
 //! # Layout
 //! - [`codec`]: length-prefixed postcard frames with a size limit, over blocking streams.
+//! - [`compression`]: the negotiated compression of everything after the handshake.
 //! - [`messages`]: the handshake ([`Hello`]), [`Request`]s and [`Response`]s.
 //! - [`client`]: [`RemoteEndpoint`], the endpoint the daemon drives, and the [`handshake`].
 //! - [`server`]: [`serve`], the agent's loop around a [`mutagen_endpoint::LocalEndpoint`].
 //!
 //! # Wire format
-//! The agent writes [`MAGIC`], then a [`Hello`] frame. The daemon then sends
+//! The agent writes [`MAGIC`], then a [`Hello`] frame. The daemon answers with a frame naming
+//! the [`compression::Compression`] of everything that follows, then sends
 //! [`Request::Initialize`] and one request per endpoint call; the agent answers each in order
 //! (a supply with a stream of transmissions), except [`Request::Receive`], which is
 //! pipelined and never answered. Wakeups and heartbeats flow back unrequested.
@@ -21,6 +23,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod compression;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod messages;

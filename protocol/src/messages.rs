@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: [u8; 8] = *b"\x00MUTAGNT";
 
 /// Bumped whenever a message after [`Hello`] changes.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The agent's first frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

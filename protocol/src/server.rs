@@ -22,6 +22,7 @@ use mutagen_endpoint::{Endpoint, Ignorer, LocalEndpoint, LocalOptions, ScanOptio
 
 use crate::ProtocolError;
 use crate::codec::{MAX_FRAME, read_frame, write_frame};
+use crate::compression::{self, Compression};
 use crate::messages::{
     EndpointOptions, Hello, MAGIC, PROTOCOL_VERSION, Request, Response, SnapshotTransfer,
 };
@@ -154,8 +155,8 @@ pub fn hello(build: String) -> Hello {
     Hello { protocol: PROTOCOL_VERSION, version: env!("CARGO_PKG_VERSION").to_owned(), build }
 }
 
-/// Serves one endpoint: writes the magic and `hello`, then answers requests until the input
-/// ends. `on_close` runs on the reader thread as soon as the input ends or breaks.
+/// Serves one endpoint: writes the magic and `hello`, reads the daemon's choice of
+/// compression, then answers requests until the input ends. `on_close` runs on the reader thread as soon as the input ends or breaks.
 ///
 /// # Errors
 /// The first failure to write to the daemon (the stream is gone).
@@ -166,13 +167,18 @@ pub fn serve(
     environment: &AgentEnvironment,
     on_close: Box<dyn FnOnce() + Send>,
 ) -> Result<(), ProtocolError> {
+    let mut output = output;
+    output.write_all(&MAGIC).map_err(ProtocolError::Io)?;
+    write_frame(&mut output, hello)?;
+    output.flush().map_err(ProtocolError::Io)?;
+    // The daemon's choice of compression, then everything else through it.
+    let Some(compression) = read_frame::<Compression>(&mut input, 16)? else {
+        on_close();
+        return Ok(());
+    };
+    let mut input = compression::reader(input, compression).map_err(ProtocolError::Io)?;
+    let output = compression::writer(output, compression).map_err(ProtocolError::Io)?;
     let writer: SharedWriter = Arc::new(Mutex::new(BufWriter::with_capacity(1 << 18, output)));
-    {
-        let mut guard = writer.lock().unwrap_or_else(PoisonError::into_inner);
-        guard.write_all(&MAGIC).map_err(ProtocolError::Io)?;
-        write_frame(&mut *guard, hello)?;
-        guard.flush().map_err(ProtocolError::Io)?;
-    }
     let (requests, incoming) = crossbeam_channel::bounded::<Request>(16);
     let scratch: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
     let leftovers = scratch.clone();

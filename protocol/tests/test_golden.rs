@@ -9,6 +9,7 @@ use std::path::Path;
 use mutagen_endpoint::rsync::{BlockHash, Signature};
 use mutagen_endpoint::{Snapshot, StageRequest, SymlinkMode, TransitionResult, Transmission};
 use mutagen_protocol::codec::{decode, write_frame};
+use mutagen_protocol::compression::Compression;
 use mutagen_protocol::messages::SnapshotTransfer;
 use mutagen_protocol::{EndpointOptions, Hello, MAGIC, Request, Response};
 use mutagen_reconcile::{Change, Digest, Entry, Problem};
@@ -51,6 +52,8 @@ fn requests_and_responses() -> Vec<(&'static str, Vec<u8>)> {
     let change = Change::new("a.txt", Some(file(1, false)), Some(file(3, false)));
     vec![
         ("hello", frame(&Hello { protocol: 3, version: "0.1.0".into(), build: "ab".repeat(32) })),
+        ("compression-none", frame(&Compression::None)),
+        ("compression-zstd", frame(&Compression::Zstd)),
         ("request-initialize", frame(&Request::Initialize(options))),
         ("request-check", frame(&Request::Check)),
         ("request-scan", frame(&Request::Scan { base: Some(3) })),
@@ -182,6 +185,8 @@ fn frames_match_the_golden_file() {
         let body = &unhex(bytes)[4..];
         let again = if name == "hello" {
             erased::Frame::frame(&decode::<Hello>(body).expect(name))
+        } else if name.starts_with("compression") {
+            erased::Frame::frame(&decode::<Compression>(body).expect(name))
         } else if name.starts_with("request") {
             erased::Frame::frame(&decode::<Request>(body).expect(name))
         } else {

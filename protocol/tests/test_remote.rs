@@ -12,6 +12,7 @@ use mutagen_endpoint::{
     Transmission,
 };
 use mutagen_protocol::codec::{read_frame, write_frame};
+use mutagen_protocol::compression::Compression;
 use mutagen_protocol::{
     AgentEnvironment, AgentStream, EndpointOptions, MAGIC, RemoteEndpoint, Request, Response,
     SnapshotTransfer, handshake, serve, server::hello,
@@ -46,6 +47,14 @@ fn agent(home: &Path) -> RemoteEndpoint {
 }
 
 fn agent_with(home: &Path, options: EndpointOptions) -> RemoteEndpoint {
+    agent_compressed(home, options, Compression::Zstd)
+}
+
+fn agent_compressed(
+    home: &Path,
+    options: EndpointOptions,
+    compression: Compression,
+) -> RemoteEndpoint {
     let (daemon, agent) = UnixStream::pair().expect("socket pair");
     let environment = AgentEnvironment {
         home: home.to_owned(),
@@ -60,7 +69,8 @@ fn agent_with(home: &Path, options: EndpointOptions) -> RemoteEndpoint {
     let mut stream = stream(daemon);
     let greeting = handshake(&mut stream.reader).expect("handshake");
     assert_eq!(greeting.build, "test-build");
-    RemoteEndpoint::initialize(stream, options, "test-agent".to_owned()).expect("initialize")
+    RemoteEndpoint::initialize(stream, options, "test-agent".to_owned(), compression)
+        .expect("initialize")
 }
 
 fn local(root: PathBuf, staging: PathBuf) -> LocalEndpoint {
@@ -75,13 +85,19 @@ fn write(root: &Path, relative: &str, content: &[u8]) {
 
 #[test]
 fn a_tree_syncs_both_ways_through_the_agent_loop() {
+    for compression in [Compression::None, Compression::Zstd] {
+        sync_both_ways(compression);
+    }
+}
+
+fn sync_both_ways(compression: Compression) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (alpha_root, home) = (dir.path().join("alpha"), dir.path().join("home"));
     std::fs::create_dir_all(&home).expect("home");
     write(&alpha_root, "a.txt", b"alpha");
     write(&alpha_root, "d/big.bin", &vec![7u8; 3 << 20]);
     let mut alpha = local(alpha_root.clone(), dir.path().join("staging"));
-    let mut beta = agent(&home);
+    let mut beta = agent_compressed(&home, options("beta", false), compression);
     assert_eq!(beta.root(), home.join("beta").display().to_string());
 
     let mut synchronizer = Synchronizer::new(Mode::TwoWaySafe);
@@ -90,6 +106,12 @@ fn a_tree_syncs_both_ways_through_the_agent_loop() {
     assert!(report.beta.transition_problems.is_empty(), "{report:?}");
     assert_eq!(std::fs::read(home.join("beta/a.txt")).expect("synced"), b"alpha");
     assert_eq!(std::fs::read(home.join("beta/d/big.bin")).expect("synced").len(), 3 << 20);
+    // A run of one byte value: compression makes the wire a small fraction of it.
+    let (sent, _) = beta.traffic();
+    match compression {
+        Compression::None => assert!(sent > 3 << 20, "{compression}: {sent} B sent"),
+        Compression::Zstd => assert!(sent < 64 << 10, "{compression}: {sent} B sent"),
+    }
 
     // Back from the remote side, as a delta of the big file.
     write(&home.join("beta"), "b.txt", b"beta");
@@ -138,8 +160,13 @@ fn an_invalid_root_is_refused_at_initialization() {
     });
     let mut stream = stream(daemon);
     handshake(&mut stream.reader).expect("handshake");
-    let error = RemoteEndpoint::initialize(stream, options("~nobody/x", false), "t".into())
-        .expect_err("unknown user");
+    let error = RemoteEndpoint::initialize(
+        stream,
+        options("~nobody/x", false),
+        "t".into(),
+        Compression::Zstd,
+    )
+    .expect_err("unknown user");
     assert!(error.to_string().contains("unable to resolve ~nobody"), "{error}");
 }
 
@@ -162,6 +189,8 @@ fn hostile(script: impl FnMut(Request, &mut dyn Write) -> bool + Send + 'static)
     std::thread::spawn(move || {
         output.write_all(&MAGIC).expect("magic");
         write_frame(&mut output, &hello("evil".into())).expect("hello");
+        let choice = read_frame::<Compression>(&mut input, 16).expect("choice");
+        assert_eq!(choice, Some(Compression::None));
         while let Ok(Some(request)) = read_frame::<Request>(&mut input, 1 << 30) {
             if let Request::Initialize(_) = request {
                 let root = "/remote/root".to_owned();
@@ -179,8 +208,13 @@ fn hostile(script: impl FnMut(Request, &mut dyn Write) -> bool + Send + 'static)
     });
     let mut stream = stream(daemon);
     handshake(&mut stream.reader).expect("handshake");
-    let mut endpoint =
-        RemoteEndpoint::initialize(stream, options("x", false), "evil-agent".into()).expect("init");
+    let mut endpoint = RemoteEndpoint::initialize(
+        stream,
+        options("x", false),
+        "evil-agent".into(),
+        Compression::None,
+    )
+    .expect("init");
     endpoint.set_silence(Duration::from_secs(2));
     endpoint
 }
@@ -344,7 +378,8 @@ fn rescans_send_only_what_changed() {
             b"x",
         );
     }
-    let mut beta = agent(&home);
+    // Uncompressed, so that the sizes are the protocol's own.
+    let mut beta = agent_compressed(&home, options("beta", false), Compression::None);
     let full = beta.scan().expect("first scan");
     let (sent, received) = beta.traffic();
     assert!(received > 300_000, "the first scan is the whole tree: {received} B");

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use mutagen_core::SymlinkMode;
+use mutagen_core::{Compression, SymlinkMode};
 use mutagen_reconcile::Mode;
 use serde::{Deserialize, Serialize};
 
@@ -59,7 +59,10 @@ impl FromStr for WatchMode {
 pub const DEFAULT_POLLING_INTERVAL: u32 = 10;
 
 /// Synchronization settings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Encoded as a list of tagged settings (see [`crate::encoding`]): add a setting there, not
+/// only here.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Configuration {
     /// The synchronization mode.
     pub mode: Mode,
@@ -73,6 +76,8 @@ pub struct Configuration {
     pub watch_mode: WatchMode,
     /// Seconds between warm rescans (`portable` and `force-poll`).
     pub watch_polling_interval: u32,
+    /// How the stream to a remote agent is compressed (unused by local endpoints).
+    pub compression: Compression,
 }
 
 impl Default for Configuration {
@@ -84,12 +89,24 @@ impl Default for Configuration {
             symlink_mode: SymlinkMode::default(),
             watch_mode: WatchMode::default(),
             watch_polling_interval: DEFAULT_POLLING_INTERVAL,
+            compression: Compression::default(),
         }
     }
 }
 
+impl Configuration {
+    /// The configuration of a session recorded before any optional setting existed: a
+    /// setting missing from a stored record takes its value from here, which is how the
+    /// program behaved before the setting was added (so an old session keeps its behaviour).
+    pub fn predating() -> Configuration {
+        Configuration { compression: Compression::None, ..Configuration::default() }
+    }
+}
+
 /// What a session is created from, and what it keeps for life.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Encoded as a list of tagged fields (see [`crate::encoding`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionSpec {
     /// Alpha's URL (an absolute local path today).
     pub alpha: String,

@@ -3,14 +3,17 @@
 //! # Layout
 //! - [`identifier`]: session identifiers (`sync_` + 43 base62 characters) and names.
 //! - [`labels`]: Kubernetes-style labels and label selectors.
-//! - [`url`]: endpoint URLs (local paths today; SSH and Docker URLs are recognized and refused
-//!   with a clear error until the remote transports exist).
+//! - [`url`]: endpoint URLs (local paths and SSH URLs; Docker URLs are recognized and refused
+//!   with a clear error until their transport exists).
 //! - [`configuration`]: the configuration frozen into a session when it is created.
+//! - [`encoding`]: how specs and configurations are serialized, so that a later version can add
+//!   settings and still read every stored session.
 //!
 //! Everything here is pure validation and data: no I/O beyond reading `HOME`, the working
 //! directory and `/dev/urandom`.
 
 pub mod configuration;
+pub mod encoding;
 pub mod identifier;
 pub mod labels;
 pub mod url;

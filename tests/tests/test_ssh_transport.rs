@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use mutagen_endpoint::{Endpoint, LocalEndpoint, LocalOptions, Synchronizer};
+use mutagen_protocol::compression::Compression;
 use mutagen_protocol::{EndpointOptions, RemoteEndpoint};
 use mutagen_reconcile::Mode;
 use mutagen_session::url::{SshUrl, Url};
@@ -65,9 +66,13 @@ fn an_agent_is_installed_over_ssh_and_serves_a_cycle() {
     assert_eq!(pool.open_masters(), 1, "one master per (user, host, port)");
     drop(second);
 
-    let mut beta =
-        RemoteEndpoint::initialize(stream, options(&target.path), "root@127.0.0.1".into())
-            .expect("initialize");
+    let mut beta = RemoteEndpoint::initialize(
+        stream,
+        options(&target.path),
+        "root@127.0.0.1".into(),
+        Compression::Zstd,
+    )
+    .expect("initialize");
     let alpha_root = dir.path().join("alpha");
     write(&alpha_root, "a/b.txt", "over ssh");
     let mut alpha =

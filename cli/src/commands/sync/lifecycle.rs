@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use mutagen_core::{Compression, SymlinkMode};
 use mutagen_daemon::protocol::{Request, Response, Selection};
 use mutagen_daemon::{Client, DataDirectory};
-use mutagen_endpoint::SymlinkMode;
 use mutagen_reconcile::Mode;
 use mutagen_session::url::{self, Url};
 use mutagen_session::{Configuration, Selector, SessionSpec, WatchMode, parse_label};
@@ -50,6 +50,9 @@ pub struct CreateArgs {
     /// Seconds between rescans in portable and force-poll watch modes
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     watch_polling_interval: u32,
+    /// Compression of the link to a remote agent: zstd, none
+    #[arg(long, default_value = "zstd")]
+    compression: Compression,
 }
 
 /// Which sessions: names or identifiers, `--all`, or `--label-selector`.
@@ -151,6 +154,7 @@ pub fn cmd_create(args: CreateArgs) -> anyhow::Result<Outcome> {
             symlink_mode: args.symlink_mode,
             watch_mode: args.watch_mode,
             watch_polling_interval: args.watch_polling_interval,
+            compression: args.compression,
         },
     };
     // Everything checkable here is checked before a daemon is started for nothing.

@@ -215,6 +215,15 @@ pub fn describe(session: &SessionInfo, long: bool) -> String {
             "\tIgnore VCS mode: {}\n",
             if configuration.ignore_vcs { "Ignore" } else { "Propagate" }
         ));
+        let remote = |url: &str| {
+            !matches!(
+                mutagen_session::url::Url::stored(url),
+                Ok(mutagen_session::url::Url::Local(_))
+            )
+        };
+        if remote(&session.alpha.url) || remote(&session.beta.url) {
+            out.push_str(&format!("\tCompression: {}\n", configuration.compression));
+        }
         out.push_str(&format!("Successful cycles: {}\n", session.successful_cycles));
     }
     endpoint(&mut out, "Alpha", &session.alpha, &session.configuration, long);

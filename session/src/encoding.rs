@@ -1,0 +1,319 @@
+//! How a [`SessionSpec`] and its [`Configuration`] are serialized (journal records and the
+//! daemon's messages).
+//!
+//! # Why lists of tagged fields
+//! postcard is not self-describing: a struct that gains a field no longer reads any record
+//! written before. So a spec is encoded as a list of [`SpecField`]s and a configuration as a
+//! list of [`Setting`]s. A later version adds a setting as a **new variant at the end** of
+//! the enum and still reads every older record; a setting missing from a record takes its
+//! value from [`Configuration::predating`], the behaviour from before the setting existed.
+//! Never reorder or remove variants: their index is the tag on disk.
+//!
+//! # Invariants
+//! - Writing emits every field once, in enum order; reading refuses a field given twice and a
+//!   spec without both URLs or without a configuration.
+//! - A record from a newer version (an unknown tag) does not decode: the reader fails loudly
+//!   instead of dropping a setting it does not know.
+//!
+//! # Journal format 1
+//! Journal format 1 stored both as plain structs (no compression setting). The journal reads
+//! such records inside [`read_format_1`], which switches the two `Deserialize`
+//! implementations to that layout for the current thread.
+
+use std::cell::Cell;
+use std::collections::HashSet;
+
+use mutagen_core::{Compression, SymlinkMode};
+use mutagen_reconcile::Mode;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::configuration::{Configuration, SessionSpec, WatchMode};
+use crate::labels::Labels;
+
+/// One field of a [`SessionSpec`]; the variant index is the tag on disk.
+#[derive(Serialize, Deserialize)]
+enum SpecField {
+    Alpha(String),
+    Beta(String),
+    Name(String),
+    Labels(Labels),
+    Paused(bool),
+    Configuration(Configuration),
+}
+
+/// One setting of a [`Configuration`]; the variant index is the tag on disk.
+#[derive(Serialize, Deserialize)]
+enum Setting {
+    Mode(Mode),
+    Ignores(Vec<String>),
+    IgnoreVcs(bool),
+    SymlinkMode(SymlinkMode),
+    WatchMode(WatchMode),
+    WatchPollingInterval(u32),
+    Compression(Compression),
+}
+
+thread_local! {
+    static FORMAT_1: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `read` with specs and configurations decoded in journal format 1's layout.
+pub fn read_format_1<T>(read: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FORMAT_1.with(|flag| flag.set(self.0));
+        }
+    }
+    let _restore = Restore(FORMAT_1.with(|flag| flag.replace(true)));
+    read()
+}
+
+fn format_1() -> bool {
+    FORMAT_1.with(Cell::get)
+}
+
+/// Refuses a tag seen before.
+fn once<T, E: serde::de::Error>(
+    seen: &mut HashSet<std::mem::Discriminant<T>>,
+    field: &T,
+) -> Result<(), E> {
+    if seen.insert(std::mem::discriminant(field)) {
+        Ok(())
+    } else {
+        Err(E::custom("a field is given twice"))
+    }
+}
+
+impl Serialize for Configuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        [
+            Setting::Mode(self.mode),
+            Setting::Ignores(self.ignores.clone()),
+            Setting::IgnoreVcs(self.ignore_vcs),
+            Setting::SymlinkMode(self.symlink_mode),
+            Setting::WatchMode(self.watch_mode),
+            Setting::WatchPollingInterval(self.watch_polling_interval),
+            Setting::Compression(self.compression),
+        ]
+        .as_slice()
+        .serialize(serializer)
+    }
+}
+
+/// Journal format 1's configuration.
+#[derive(Deserialize)]
+struct ConfigurationFormat1 {
+    mode: Mode,
+    ignores: Vec<String>,
+    ignore_vcs: bool,
+    symlink_mode: SymlinkMode,
+    watch_mode: WatchMode,
+    watch_polling_interval: u32,
+}
+
+impl<'de> Deserialize<'de> for Configuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Configuration, D::Error> {
+        if format_1() {
+            let old = ConfigurationFormat1::deserialize(deserializer)?;
+            return Ok(Configuration {
+                mode: old.mode,
+                ignores: old.ignores,
+                ignore_vcs: old.ignore_vcs,
+                symlink_mode: old.symlink_mode,
+                watch_mode: old.watch_mode,
+                watch_polling_interval: old.watch_polling_interval,
+                ..Configuration::predating()
+            });
+        }
+        let mut configuration = Configuration::predating();
+        let mut seen = HashSet::new();
+        for setting in Vec::<Setting>::deserialize(deserializer)? {
+            once(&mut seen, &setting)?;
+            match setting {
+                Setting::Mode(mode) => configuration.mode = mode,
+                Setting::Ignores(ignores) => configuration.ignores = ignores,
+                Setting::IgnoreVcs(ignore_vcs) => configuration.ignore_vcs = ignore_vcs,
+                Setting::SymlinkMode(mode) => configuration.symlink_mode = mode,
+                Setting::WatchMode(mode) => configuration.watch_mode = mode,
+                Setting::WatchPollingInterval(seconds) => {
+                    configuration.watch_polling_interval = seconds;
+                }
+                Setting::Compression(compression) => configuration.compression = compression,
+            }
+        }
+        Ok(configuration)
+    }
+}
+
+impl Serialize for SessionSpec {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        [
+            SpecField::Alpha(self.alpha.clone()),
+            SpecField::Beta(self.beta.clone()),
+            SpecField::Name(self.name.clone()),
+            SpecField::Labels(self.labels.clone()),
+            SpecField::Paused(self.paused),
+            SpecField::Configuration(self.configuration.clone()),
+        ]
+        .as_slice()
+        .serialize(serializer)
+    }
+}
+
+/// Journal format 1's spec.
+#[derive(Deserialize)]
+struct SessionSpecFormat1 {
+    alpha: String,
+    beta: String,
+    name: String,
+    labels: Labels,
+    paused: bool,
+    configuration: Configuration,
+}
+
+impl<'de> Deserialize<'de> for SessionSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<SessionSpec, D::Error> {
+        if format_1() {
+            let old = SessionSpecFormat1::deserialize(deserializer)?;
+            return Ok(SessionSpec {
+                alpha: old.alpha,
+                beta: old.beta,
+                name: old.name,
+                labels: old.labels,
+                paused: old.paused,
+                configuration: old.configuration,
+            });
+        }
+        let (mut alpha, mut beta, mut configuration) = (None, None, None);
+        let mut spec = SessionSpec {
+            alpha: String::new(),
+            beta: String::new(),
+            name: String::new(),
+            labels: Labels::new(),
+            paused: false,
+            configuration: Configuration::predating(),
+        };
+        let mut seen = HashSet::new();
+        for field in Vec::<SpecField>::deserialize(deserializer)? {
+            once(&mut seen, &field)?;
+            match field {
+                SpecField::Alpha(url) => alpha = Some(url),
+                SpecField::Beta(url) => beta = Some(url),
+                SpecField::Name(name) => spec.name = name,
+                SpecField::Labels(labels) => spec.labels = labels,
+                SpecField::Paused(paused) => spec.paused = paused,
+                SpecField::Configuration(value) => configuration = Some(value),
+            }
+        }
+        spec.alpha = alpha.ok_or_else(|| D::Error::custom("a session without an alpha URL"))?;
+        spec.beta = beta.ok_or_else(|| D::Error::custom("a session without a beta URL"))?;
+        spec.configuration =
+            configuration.ok_or_else(|| D::Error::custom("a session without a configuration"))?;
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> SessionSpec {
+        SessionSpec {
+            alpha: "/a".into(),
+            beta: "host:b".into(),
+            name: "n".into(),
+            labels: Labels::from([("k".to_owned(), "v".to_owned())]),
+            paused: true,
+            configuration: Configuration {
+                compression: Compression::Zstd,
+                ignores: vec!["*.o".into()],
+                ..Configuration::default()
+            },
+        }
+    }
+
+    #[test]
+    fn specs_round_trip() {
+        let bytes = postcard::to_stdvec(&spec()).expect("encode");
+        assert_eq!(postcard::from_bytes::<SessionSpec>(&bytes).expect("decode"), spec());
+    }
+
+    #[test]
+    fn missing_settings_predate_and_missing_urls_are_refused() {
+        // Only the URLs and an empty configuration: every setting takes its old behaviour.
+        let fields = [
+            SpecField::Alpha("/a".into()),
+            SpecField::Beta("/b".into()),
+            SpecField::Configuration(Configuration::predating()),
+        ];
+        let mut bytes = postcard::to_stdvec(fields.as_slice()).expect("encode");
+        let decoded: SessionSpec = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!(decoded.configuration.compression, Compression::None);
+        let empty: Vec<Setting> = Vec::new();
+        let settings = postcard::to_stdvec(&empty).expect("encode");
+        assert_eq!(
+            postcard::from_bytes::<Configuration>(&settings).expect("decode"),
+            Configuration::predating()
+        );
+
+        let no_beta =
+            postcard::to_stdvec([SpecField::Alpha("/a".into())].as_slice()).expect("encode");
+        // (postcard drops the message of a custom error.)
+        assert!(postcard::from_bytes::<SessionSpec>(&no_beta).is_err());
+
+        // The same field twice.
+        bytes = postcard::to_stdvec(
+            [
+                SpecField::Alpha("/a".into()),
+                SpecField::Alpha("/c".into()),
+                SpecField::Beta("/b".into()),
+            ]
+            .as_slice(),
+        )
+        .expect("encode");
+        assert!(postcard::from_bytes::<SessionSpec>(&bytes).is_err());
+
+        // An unknown tag (a newer version's setting).
+        let unknown = [1u8, 99, 0];
+        assert!(postcard::from_bytes::<Configuration>(&unknown).is_err());
+    }
+
+    #[test]
+    fn format_1_is_read_only_inside_its_scope() {
+        #[derive(Serialize)]
+        struct Old<'a> {
+            mode: Mode,
+            ignores: &'a [String],
+            ignore_vcs: bool,
+            symlink_mode: SymlinkMode,
+            watch_mode: WatchMode,
+            watch_polling_interval: u32,
+        }
+        let old = Old {
+            mode: Mode::OneWayReplica,
+            ignores: &["x".to_owned()],
+            ignore_vcs: true,
+            symlink_mode: SymlinkMode::PosixRaw,
+            watch_mode: WatchMode::NoWatch,
+            watch_polling_interval: 7,
+        };
+        let bytes = postcard::to_stdvec(&old).expect("encode");
+        let read = read_format_1(|| postcard::from_bytes::<Configuration>(&bytes)).expect("v1");
+        assert_eq!(
+            read,
+            Configuration {
+                mode: Mode::OneWayReplica,
+                ignores: vec!["x".into()],
+                ignore_vcs: true,
+                symlink_mode: SymlinkMode::PosixRaw,
+                watch_mode: WatchMode::NoWatch,
+                watch_polling_interval: 7,
+                compression: Compression::None,
+            }
+        );
+        assert!(!format_1(), "the scope ends with the call");
+        assert_ne!(postcard::from_bytes::<Configuration>(&bytes).ok(), Some(read));
+    }
+}
