@@ -9,6 +9,10 @@
 #      rsync: literal data and total bytes sent)
 #   5. reconvergence after a cut link: the ssh master is killed, a file written at once on
 #      alpha, and the time until it is on beta is measured (reconnect, agent, cycle)
+#   6. compression: the initial sync of a real source tree (the sources of this project's
+#      dependencies, from ~/.cargo/registry/src) with --compression zstd and none, against
+#      rsync with and without -z; time and bytes on the wire (mutagen: the ssh connection's
+#      TCP bytes from ss; rsync: its --stats totals, before ssh framing)
 # The roots are on BENCH_DIR (tmpfs); the data directory is on the home disk, as users have
 # it (BENCH_DATA, default ~/.cache/mutagen-bench-data). Installs rsync, unison, python3 and
 # openssh-server if missing; builds mutagen and the static agent in release mode.
@@ -152,5 +156,24 @@ measure "1-byte edit in 50 MB: rsync -e ssh --no-whole-file" flip_big "rsync -a 
 row "  bytes sent, rsync (literal / total sent)" "$(grep -oP 'Literal data: \K[0-9,]+' "$B/last.out" | tr -d ,) B" "$(grep -oP 'Total bytes sent: \K[0-9,]+' "$B/last.out" | tr -d ,) B"
 clean; mkdir -p "$DST"; unison_run >/dev/null 2>&1
 measure "1-byte edit in 50 MB: unison over ssh" flip_big "unison_run"
+clean
+
+# 6. Compression, on a tree that compresses like source code does.
+rm -rf "$SRC"; mkdir -p "$SRC"; cp -r "${CARGO_HOME:-$HOME/.cargo}/registry/src/." "$SRC/"; sync
+echo
+echo "### compression on a source tree: $(find "$SRC" -type f | wc -l) files, $(du -sm "$SRC" | cut -f1) MB (the dependencies' sources)"
+echo
+echo "| case                                             |       median |       min |       max |"
+echo "|--------------------------------------------------|-------------:|----------:|----------:|"
+# The TCP bytes both ways of the established ssh connections to the bench sshd.
+wire() { ss -tinH state established "( dport = :$PORT )" | grep -oP 'bytes_(sent|received):\K[0-9]+' | awk '{s+=$1} END {print s+0}'; }
+for compression in zstd none; do
+  measure "source tree: mutagen --compression $compression" clean "session src --watch-mode no-watch --compression $compression"
+  row "  bytes on the wire (TCP, both ways)" "$(wire) B"
+done
+for z in "" "-z"; do
+  measure "source tree: rsync -a $z -e ssh" clean "rsync -a $z --stats -e '$SSH' '$SRC/' 'benchhost:$DST/'"
+  row "  bytes (rsync sent + received)" "$(( $(grep -oP 'Total bytes sent: \K[0-9,]+' "$B/last.out" | tr -d ,) + $(grep -oP 'Total bytes received: \K[0-9,]+' "$B/last.out" | tr -d ,) )) B"
+done
 clean
 "$MUTAGEN" daemon stop >/dev/null

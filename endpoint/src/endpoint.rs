@@ -69,8 +69,9 @@ pub enum Transmission {
         /// The size the supplier expects to send.
         size: u64,
     },
-    /// Literal content.
-    Data(Vec<u8>),
+    /// Literal content (encoded as bytes: the same bytes on the wire as a sequence, without
+    /// a serializer call per byte).
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Content copied from blocks of the receiver's base file (see [`StageRequest::base`]).
     Blocks {
         /// The first block.

@@ -44,7 +44,7 @@ pub struct Signature {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Operation {
     /// Bytes to write as they are.
-    Data(Vec<u8>),
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Copy `count` consecutive blocks of the base, starting at block `start`.
     Blocks {
         /// The first block.
