@@ -3,8 +3,8 @@
 //!
 //! # Why lists of tagged fields
 //! postcard is not self-describing: a struct that gains a field no longer reads any record
-//! written before. So a spec is encoded as a list of [`SpecField`]s and a configuration as a
-//! list of [`Setting`]s. A later version adds a setting as a **new variant at the end** of
+//! written before. So a spec is encoded as a list of `SpecField`s and a configuration as a
+//! list of `Setting`s. A later version adds a setting as a **new variant at the end** of
 //! the enum and still reads every older record; a setting missing from a record takes its
 //! value from [`Configuration::predating`], the behaviour from before the setting existed.
 //! Never reorder or remove variants: their index is the tag on disk.
