@@ -1,14 +1,27 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs beyond Rust: OpenSSH's server and client, for the
-# loopback sshd the SSH tests start themselves. Idempotent; needs root (or sudo) only when
-# something is missing.
+# Installs what the test suite needs beyond Rust, and builds the static agent:
+# - OpenSSH's server and client, for the loopback sshd the SSH tests start themselves;
+# - Docker's engine and busybox-static, for the private dockerd (and its offline busybox
+#   image) the Docker tests start themselves;
+# - the statically linked agent (debug profile), which the daemon under test finds beside
+#   itself and installs into containers that have no glibc.
+# Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
-if [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null && command -v ssh-keygen >/dev/null; then
-  exit 0
+cd "$(dirname "$0")/.."
+missing=()
+[ -x /usr/sbin/sshd ] && command -v ssh >/dev/null && command -v ssh-keygen >/dev/null \
+  || missing+=(openssh-server openssh-client)
+command -v dockerd >/dev/null && command -v docker >/dev/null || missing+=(docker.io)
+[ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' \
+  || missing+=(busybox-static)
+command -v file >/dev/null || missing+=(file)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  echo "installed ${missing[*]} for the ssh and docker tests" >&2
 fi
-sudo=""
-[ "$(id -u)" = 0 ] || sudo="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq openssh-server openssh-client >/dev/null
-echo "installed openssh-server for the ssh tests" >&2
+RUSTFLAGS="-C target-feature=+crt-static" \
+  cargo build --locked --target x86_64-unknown-linux-gnu --bin mutagen-agent

@@ -6,7 +6,10 @@
 //! runs on any x86_64 Linux, a libc-less container included. It resolves `~user` from
 //! `/etc/passwd` itself, so it needs no name-service library.
 //!
-//! Usage: `mutagen-agent endpoint` (serve), `mutagen-agent version`. It exits as soon as its
+//! Usage: `mutagen-agent endpoint` (serve), `mutagen-agent version`, `mutagen-agent install`
+//! (renames this executable, uploaded under a temporary name, to `mutagen-agent` in the same
+//! directory: the atomic last step of an install where no shell is available, as in a
+//! container). It exits as soon as its
 //! input closes, so nothing is left running after a link cut, a terminate or a daemon stop.
 
 use std::os::fd::AsFd;
@@ -21,6 +24,13 @@ fn main() -> ExitCode {
             println!("mutagen-agent {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        "install" => match install() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("mutagen-agent: {message}");
+                ExitCode::FAILURE
+            }
+        },
         "endpoint" => match run() {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
@@ -29,10 +39,23 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            eprintln!("usage: mutagen-agent endpoint|version");
+            eprintln!("usage: mutagen-agent endpoint|version|install");
             ExitCode::from(2)
         }
     }
+}
+
+/// Moves this executable into place as `mutagen-agent` beside it (a rename: a half-written
+/// agent is never found under the final name).
+fn install() -> Result<(), String> {
+    let executable = std::env::current_exe()
+        .map_err(|e| format!("unable to find the agent's executable: {e}"))?;
+    let target = executable.with_file_name("mutagen-agent");
+    if executable == target {
+        return Ok(());
+    }
+    std::fs::rename(&executable, &target)
+        .map_err(|e| format!("unable to install {}: {e}", target.display()))
 }
 
 fn run() -> Result<(), String> {

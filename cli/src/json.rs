@@ -56,6 +56,13 @@ fn endpoint(info: &EndpointInfo) -> Value {
         Ok(mutagen_session::url::Url::Ssh(ssh)) => {
             ("ssh", ssh.user.clone(), Some(ssh.host.clone()), ssh.port, ssh.path.clone())
         }
+        Ok(mutagen_session::url::Url::Docker(docker)) => (
+            "docker",
+            docker.user.clone(),
+            Some(docker.container.clone()),
+            None,
+            docker.path.clone(),
+        ),
         _ => ("local", None, None, None, info.url.clone()),
     };
     json!({
@@ -65,6 +72,7 @@ fn endpoint(info: &EndpointInfo) -> Value {
         "port": port,
         "path": path,
         "url": info.url,
+        "environment": info.environment,
         "connected": info.connected,
         "scanned": endpoint.scanned,
         "directories": endpoint.directories,

@@ -234,7 +234,6 @@ fn bad_input_gets_clear_errors() {
             &["sync", "create", "alpha", "host:/srv"],
             "unable to connect to beta: unable to connect to host: ssh: Could not resolve",
         ),
-        (&["sync", "create", "docker://box/app", "beta"], "docker endpoints"),
         (&["sync", "create", "alpha", "alpha/inner"], "overlap"),
         (&["sync", "create", "alpha", "beta", "--name", "2fast"], "invalid session name \"2fast\""),
         (&["sync", "create", "alpha", "beta", "--name", "a_b"], "invalid session name \"a_b\""),

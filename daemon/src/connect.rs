@@ -14,7 +14,7 @@ use mutagen_protocol::{EndpointOptions, RemoteEndpoint};
 use mutagen_session::url::Url;
 use mutagen_session::{SessionSpec, WatchMode};
 use mutagen_transports::ssh::Prompter;
-use mutagen_transports::{AgentBinary, SshPool};
+use mutagen_transports::{AgentBinary, DockerTransport, SshPool};
 
 use crate::paths::DataDirectory;
 
@@ -52,6 +52,7 @@ pub type Fake = Box<dyn Fn(Side) -> Result<Connected, String> + Send + Sync>;
 pub struct Connector {
     data: DataDirectory,
     ssh: SshPool,
+    docker: DockerTransport,
     /// Replaces every connection in the controller's tests.
     #[cfg(test)]
     pub fake: Option<Fake>,
@@ -69,16 +70,17 @@ impl Connector {
         let control = data.ssh_control();
         let _ = std::fs::remove_dir_all(&control);
         let executable = std::env::current_exe().ok();
-        let agent = AgentBinary::new(settings.agent_path.clone(), executable.as_deref());
+        let agent = Arc::new(AgentBinary::new(settings.agent_path.clone(), executable.as_deref()));
         let ssh = SshPool::new(
             control,
             settings.ssh_directory.as_deref(),
-            Arc::new(agent),
+            agent.clone(),
             settings.askpass.clone(),
         );
         Connector {
             data,
             ssh,
+            docker: DockerTransport::new(agent),
             #[cfg(test)]
             fake: None,
         }
@@ -131,22 +133,46 @@ impl Connector {
                 let (stream, hello) =
                     self.ssh.connect_agent(&ssh, prompter).await.map_err(|e| e.to_string())?;
                 options.root.clone_from(&ssh.path);
-                let description = ssh.to_string();
-                let compression = configuration.compression;
-                let endpoint = tokio::task::spawn_blocking(move || {
-                    RemoteEndpoint::initialize(stream, options, description, compression)
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("unable to use {ssh}: {e}"))?;
-                let canceller = endpoint.canceller();
-                let canceller: Option<Cancel> = Some(Arc::new(move || canceller.cancel()));
-                let round_trip =
-                    u64::try_from(endpoint.round_trip().as_micros()).unwrap_or(u64::MAX);
-                let remote = Some((hello.version, endpoint.root().to_owned(), round_trip));
-                let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                Ok(Connected { endpoint: Box::new(endpoint), canceller, remote, duration_ms })
+                remote(stream, hello, options, ssh.to_string(), configuration, started).await
+            }
+            Url::Docker(docker) => {
+                let environment = match side {
+                    Side::Alpha => &spec.alpha_environment,
+                    Side::Beta => &spec.beta_environment,
+                };
+                let (stream, hello, _) = self
+                    .docker
+                    .connect_agent(&docker, environment)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                options.root.clone_from(&docker.path);
+                remote(stream, hello, options, docker.to_string(), configuration, started).await
             }
         }
     }
+}
+
+/// Initializes the endpoint an agent serves over `stream`.
+async fn remote(
+    stream: mutagen_protocol::AgentStream,
+    hello: mutagen_protocol::Hello,
+    options: EndpointOptions,
+    description: String,
+    configuration: &mutagen_session::Configuration,
+    started: Instant,
+) -> Result<Connected, String> {
+    let compression = configuration.compression;
+    let named = description.clone();
+    let endpoint = tokio::task::spawn_blocking(move || {
+        RemoteEndpoint::initialize(stream, options, description, compression)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("unable to use {named}: {e}"))?;
+    let canceller = endpoint.canceller();
+    let canceller: Option<Cancel> = Some(Arc::new(move || canceller.cancel()));
+    let round_trip = u64::try_from(endpoint.round_trip().as_micros()).unwrap_or(u64::MAX);
+    let remote = Some((hello.version, endpoint.root().to_owned(), round_trip));
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(Connected { endpoint: Box::new(endpoint), canceller, remote, duration_ms })
 }

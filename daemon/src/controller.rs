@@ -175,8 +175,12 @@ fn index(side: Side) -> usize {
 
 /// Builds the listed description of a session.
 fn describe(state: &SessionState, status: Status, connected: [bool; 2]) -> SessionInfo {
-    let side = |url: &str, side: &mutagen_journal::SideState, connected| EndpointInfo {
+    let side = |url: &str,
+                environment: &mutagen_session::Environment,
+                side: &mutagen_journal::SideState,
+                connected| EndpointInfo {
         url: url.to_owned(),
+        environment: environment.clone(),
         connected,
         state: side.clone(),
         watch_problem: None,
@@ -193,8 +197,8 @@ fn describe(state: &SessionState, status: Status, connected: [bool; 2]) -> Sessi
         last_error: state.last_error.clone(),
         successful_cycles: state.successful_cycles,
         conflicts: state.conflicts.clone(),
-        alpha: side(&state.spec.alpha, &state.alpha, connected[0]),
-        beta: side(&state.spec.beta, &state.beta, connected[1]),
+        alpha: side(&state.spec.alpha, &state.spec.alpha_environment, &state.alpha, connected[0]),
+        beta: side(&state.spec.beta, &state.spec.beta_environment, &state.beta, connected[1]),
         staging: None,
     }
 }
@@ -1230,6 +1234,8 @@ mod tests {
             labels: Default::default(),
             paused: false,
             configuration: Default::default(),
+            alpha_environment: Default::default(),
+            beta_environment: Default::default(),
         };
         let identifier = "sync_0000000000000000000000000000000000000000001".to_owned();
         let created = Record::now(

@@ -16,7 +16,7 @@ use mutagen_session::{Configuration, Labels, SessionSpec};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever the messages change.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The largest frame either side accepts.
 pub const MAX_FRAME: u32 = 256 << 20;
@@ -225,6 +225,8 @@ impl Status {
 pub struct EndpointInfo {
     /// The URL.
     pub url: String,
+    /// The transport environment captured at creation (Docker endpoints).
+    pub environment: mutagen_session::Environment,
     /// Whether the endpoint is connected.
     pub connected: bool,
     /// The latest scan's counts and problems, and the latest transition's problems.

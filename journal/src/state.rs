@@ -224,6 +224,8 @@ mod tests {
             labels: Default::default(),
             paused: false,
             configuration: Default::default(),
+            alpha_environment: Default::default(),
+            beta_environment: Default::default(),
         }
     }
 

@@ -19,7 +19,10 @@ fn file(byte: u8) -> Option<Entry> {
     Some(Entry::File { digest: Digest([byte; 32]), executable: byte.is_multiple_of(2) })
 }
 
-fn spec(configuration: Configuration) -> SessionSpec {
+/// The spec of the current format, or what format 1 could hold of it (`legacy`).
+fn spec(legacy: bool) -> SessionSpec {
+    let configuration = if legacy { Configuration::predating() } else { Configuration::default() };
+    let docker = [("DOCKER_HOST".to_owned(), "unix:///run/d.sock".to_owned())];
     SessionSpec {
         alpha: "/home/u/a".into(),
         beta: "u@host:2222:~/b".into(),
@@ -27,10 +30,12 @@ fn spec(configuration: Configuration) -> SessionSpec {
         labels: BTreeMap::from([("env".to_owned(), "dev".to_owned())]),
         paused: false,
         configuration,
+        alpha_environment: Default::default(),
+        beta_environment: if legacy { Default::default() } else { docker.into() },
     }
 }
 
-fn events(configuration: Configuration) -> Vec<(&'static str, Event)> {
+fn events(legacy: bool) -> Vec<(&'static str, Event)> {
     let change = Change::new("a", file(1), file(2));
     let problem = Problem::new("p", "permission denied");
     let conflict = Conflict {
@@ -42,7 +47,7 @@ fn events(configuration: Configuration) -> Vec<(&'static str, Event)> {
         identifier: "sync_0000000000000000000000000000000000000000001".into(),
         creation_time: 1_700_000_000_000_000_000,
         creating_version: "0.1.0".into(),
-        spec: spec(configuration.clone()),
+        spec: spec(legacy),
         paused: true,
         ancestor: Some(Entry::Directory(BTreeMap::from([(
             "a".to_owned(),
@@ -63,7 +68,7 @@ fn events(configuration: Configuration) -> Vec<(&'static str, Event)> {
             Event::Created {
                 identifier: state.identifier.clone(),
                 version: "0.1.0".into(),
-                spec: spec(configuration),
+                spec: spec(legacy),
             },
         ),
         ("paused", Event::Paused),
@@ -116,8 +121,8 @@ fn events(configuration: Configuration) -> Vec<(&'static str, Event)> {
     ]
 }
 
-fn records(configuration: Configuration) -> Vec<(&'static str, Record)> {
-    events(configuration)
+fn records(legacy: bool) -> Vec<(&'static str, Record)> {
+    events(legacy)
         .into_iter()
         .enumerate()
         .map(|(i, (name, event))| {
@@ -140,7 +145,7 @@ fn unhex(text: &str) -> Vec<u8> {
 #[test]
 fn records_match_the_golden_file() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/records.txt");
-    let records = records(Configuration::default());
+    let records = records(false);
     for (name, record) in &records {
         assert_eq!(*name, record.event.kind(), "every kind, named as history shows it");
     }
@@ -163,7 +168,7 @@ fn records_match_the_golden_file() {
 fn format_1_records_still_decode() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/records-format-1.txt");
     let golden = std::fs::read_to_string(&path).expect("golden file");
-    let expected = records(Configuration::predating());
+    let expected = records(true);
     assert_eq!(golden.lines().count(), expected.len(), "one line per event kind");
     for ((name, record), line) in expected.iter().zip(golden.lines()) {
         let (stored_name, bytes) = line.split_once(' ').expect("name hex");

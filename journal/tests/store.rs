@@ -17,6 +17,8 @@ fn spec() -> SessionSpec {
         labels: [("env".to_owned(), "dev".to_owned())].into(),
         paused: false,
         configuration: Default::default(),
+        alpha_environment: Default::default(),
+        beta_environment: Default::default(),
     }
 }
 

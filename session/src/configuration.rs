@@ -120,7 +120,15 @@ pub struct SessionSpec {
     pub paused: bool,
     /// The settings.
     pub configuration: Configuration,
+    /// The environment captured for alpha's transport at creation (`DOCKER_HOST`...), so that
+    /// a daemon started later, elsewhere, reaches the same engine. Empty for most endpoints.
+    pub alpha_environment: Environment,
+    /// The same for beta.
+    pub beta_environment: Environment,
 }
+
+/// Environment variables captured for a transport, by name.
+pub type Environment = std::collections::BTreeMap<String, String>;
 
 impl SessionSpec {
     /// Checks everything that does not need the file system: name, labels, patterns, interval.

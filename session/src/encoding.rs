@@ -28,7 +28,7 @@ use mutagen_reconcile::Mode;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::configuration::{Configuration, SessionSpec, WatchMode};
+use crate::configuration::{Configuration, Environment, SessionSpec, WatchMode};
 use crate::labels::Labels;
 
 /// One field of a [`SessionSpec`]; the variant index is the tag on disk.
@@ -40,6 +40,8 @@ enum SpecField {
     Labels(Labels),
     Paused(bool),
     Configuration(Configuration),
+    AlphaEnvironment(Environment),
+    BetaEnvironment(Environment),
 }
 
 /// One setting of a [`Configuration`]; the variant index is the tag on disk.
@@ -156,6 +158,8 @@ impl Serialize for SessionSpec {
             SpecField::Labels(self.labels.clone()),
             SpecField::Paused(self.paused),
             SpecField::Configuration(self.configuration.clone()),
+            SpecField::AlphaEnvironment(self.alpha_environment.clone()),
+            SpecField::BetaEnvironment(self.beta_environment.clone()),
         ]
         .as_slice()
         .serialize(serializer)
@@ -184,6 +188,8 @@ impl<'de> Deserialize<'de> for SessionSpec {
                 labels: old.labels,
                 paused: old.paused,
                 configuration: old.configuration,
+                alpha_environment: Environment::new(),
+                beta_environment: Environment::new(),
             });
         }
         let (mut alpha, mut beta, mut configuration) = (None, None, None);
@@ -194,6 +200,8 @@ impl<'de> Deserialize<'de> for SessionSpec {
             labels: Labels::new(),
             paused: false,
             configuration: Configuration::predating(),
+            alpha_environment: Environment::new(),
+            beta_environment: Environment::new(),
         };
         let mut seen = HashSet::new();
         for field in Vec::<SpecField>::deserialize(deserializer)? {
@@ -205,6 +213,8 @@ impl<'de> Deserialize<'de> for SessionSpec {
                 SpecField::Labels(labels) => spec.labels = labels,
                 SpecField::Paused(paused) => spec.paused = paused,
                 SpecField::Configuration(value) => configuration = Some(value),
+                SpecField::AlphaEnvironment(environment) => spec.alpha_environment = environment,
+                SpecField::BetaEnvironment(environment) => spec.beta_environment = environment,
             }
         }
         spec.alpha = alpha.ok_or_else(|| D::Error::custom("a session without an alpha URL"))?;
@@ -231,6 +241,8 @@ mod tests {
                 ignores: vec!["*.o".into()],
                 ..Configuration::default()
             },
+            alpha_environment: Environment::new(),
+            beta_environment: Environment::from([("DOCKER_HOST".into(), "unix:///d.sock".into())]),
         }
     }
 

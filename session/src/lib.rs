@@ -18,7 +18,7 @@ pub mod identifier;
 pub mod labels;
 pub mod url;
 
-pub use configuration::{Configuration, SessionSpec, WatchMode};
+pub use configuration::{Configuration, Environment, SessionSpec, WatchMode};
 pub use identifier::{is_identifier, new_identifier, validate_name};
 pub use labels::{Labels, Selector, parse_label};
 

@@ -4,7 +4,8 @@
 //! an scp-style SSH URL (`[user@]host[:port]:path`), anything else is a local path. Local paths
 //! expand a leading `~`, become absolute against the working directory and are normalized
 //! lexically. SSH paths are kept as written: the agent resolves `~`, `~user` and relative
-//! paths against the remote home. Docker URLs are refused by name until that transport exists.
+//! paths against the remote home. Docker paths are absolute, or home-relative as `/~…`
+//! (`/~/x`, `/~user/x`), which the agent resolves in the container.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,34 @@ pub enum Url {
     Local(PathBuf),
     /// A path on a host reached over SSH.
     Ssh(SshUrl),
+    /// A path in a Docker container.
+    Docker(DockerUrl),
+}
+
+/// `docker://[user@]container/path`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DockerUrl {
+    /// The user the agent runs as; `None` is the container's default user.
+    pub user: Option<String>,
+    /// The container's name or identifier.
+    pub container: String,
+    /// The path in the container: absolute (`/srv/x`) or home-relative (`~`, `~/x`,
+    /// `~user/x`), normalized lexically.
+    pub path: String,
+}
+
+impl fmt::Display for DockerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("docker://")?;
+        if let Some(user) = &self.user {
+            write!(f, "{user}@")?;
+        }
+        f.write_str(&self.container)?;
+        if self.path.starts_with('~') {
+            f.write_str("/")?;
+        }
+        f.write_str(&self.path)
+    }
 }
 
 /// `[user@]host[:port]:path`.
@@ -54,11 +83,8 @@ impl Url {
     /// # Errors
     /// [`SessionError::InvalidUrl`] naming the URL and what is wrong.
     pub fn parse(text: &str, cwd: &Path) -> Result<Url, SessionError> {
-        let invalid = |reason: &str| {
-            Err(SessionError::InvalidUrl { url: text.to_owned(), reason: reason.into() })
-        };
         if text.to_ascii_lowercase().starts_with("docker://") {
-            return invalid("docker endpoints are not supported yet");
+            return parse_docker(text).map(Url::Docker);
         }
         match text.find(':') {
             Some(colon) if !text[..colon].contains('/') => parse_ssh(text).map(Url::Ssh),
@@ -79,14 +105,16 @@ impl Url {
         match self {
             Url::Local(path) => path.to_string_lossy().into_owned(),
             Url::Ssh(ssh) => ssh.to_string(),
+            Url::Docker(docker) => docker.to_string(),
         }
     }
 
-    /// Returns the protocol name (`local`, `ssh`).
+    /// Returns the protocol name (`local`, `ssh`, `docker`).
     pub fn protocol(&self) -> &'static str {
         match self {
             Url::Local(_) => "local",
             Url::Ssh(_) => "ssh",
+            Url::Docker(_) => "docker",
         }
     }
 }
@@ -127,6 +155,54 @@ fn parse_ssh(text: &str) -> Result<SshUrl, SessionError> {
         return Err(invalid("the remote path is empty"));
     }
     Ok(SshUrl { user, host: host.to_owned(), port, path: path.to_owned() })
+}
+
+/// Parses `docker://[user@]container/path`, upstream's rules: the container ends at the first
+/// `/`, the user at an `@` before it; `/~…` is home-relative; otherwise the path is absolute.
+/// A container's root (`/`) is refused, as a local file-system root is.
+fn parse_docker(text: &str) -> Result<DockerUrl, SessionError> {
+    let invalid =
+        |reason: &str| SessionError::InvalidUrl { url: text.to_owned(), reason: reason.into() };
+    let rest = &text["docker://".len()..];
+    let Some(slash) = rest.find('/') else {
+        return Err(invalid("the path must be absolute: docker://[user@]container/path"));
+    };
+    let (target, path) = rest.split_at(slash);
+    let (user, container) = match target.rsplit_once('@') {
+        Some(("", _)) => return Err(invalid("empty user name")),
+        Some((user, container)) => (Some(user.to_owned()), container),
+        None => (None, target),
+    };
+    if container.is_empty() {
+        return Err(invalid("empty container name"));
+    }
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    if !container.starts_with(|c: char| c.is_ascii_alphanumeric()) || !container.chars().all(valid)
+    {
+        return Err(invalid(
+            "a container is named by letters, digits, '_', '.' and '-', starting with a letter or \
+             digit",
+        ));
+    }
+    let path = match path.strip_prefix("/~") {
+        Some(home) => {
+            let (user_part, below) = home.split_once('/').unwrap_or((home, ""));
+            let below = normalize(&Path::new("/").join(below));
+            let below = below.to_string_lossy();
+            match below.as_ref() {
+                "/" => format!("~{user_part}"),
+                below => format!("~{user_part}{below}"),
+            }
+        }
+        None => {
+            let absolute = normalize(Path::new(path));
+            if absolute.file_name().is_none() {
+                return Err(invalid("a root cannot be the container's file-system root"));
+            }
+            absolute.to_string_lossy().into_owned()
+        }
+    };
+    Ok(DockerUrl { user, container: container.to_owned(), path })
 }
 
 /// Parses a local root: rejects remote URLs, expands `~`, makes it absolute and normal.
@@ -280,9 +356,52 @@ mod tests {
             ("host:65536:p", "invalid port"),
             ("host::p", "invalid port"),
             ("-oProxyCommand=x:p", "cannot start with '-'"),
-            ("docker://c/x", "docker endpoints are not supported yet"),
         ] {
             let error = Url::parse(text, cwd).expect_err(text).to_string();
+            assert!(
+                error.contains(message) && error.contains(&format!("{text:?}")),
+                "{text}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn docker_urls_follow_upstreams_grammar() {
+        let docker = |user: Option<&str>, container: &str, path: &str| {
+            Url::Docker(DockerUrl {
+                user: user.map(str::to_owned),
+                container: container.to_owned(),
+                path: path.to_owned(),
+            })
+        };
+        for (text, expected, canonical) in [
+            ("docker://web/srv/app", docker(None, "web", "/srv/app"), "docker://web/srv/app"),
+            ("DOCKER://web/srv/", docker(None, "web", "/srv"), "docker://web/srv"),
+            ("docker://me@web/a/../b", docker(Some("me"), "web", "/b"), "docker://me@web/b"),
+            ("docker://web/~", docker(None, "web", "~"), "docker://web/~"),
+            ("docker://web/~/src/./x", docker(None, "web", "~/src/x"), "docker://web/~/src/x"),
+            ("docker://web/~bob/src", docker(None, "web", "~bob/src"), "docker://web/~bob/src"),
+            ("docker://web/~/../x", docker(None, "web", "~/x"), "docker://web/~/x"),
+            ("docker://a.b-c_1/x:y@z", docker(None, "a.b-c_1", "/x:y@z"), "docker://a.b-c_1/x:y@z"),
+        ] {
+            let url = Url::parse(text, Path::new("/work")).expect(text);
+            assert_eq!(url, expected, "{text}");
+            assert_eq!(url.to_text(), canonical, "{text}");
+            assert_eq!(Url::stored(&url.to_text()).expect("stored"), url, "{text}");
+            assert_eq!(url.protocol(), "docker");
+        }
+        for (text, message) in [
+            ("docker://web", "the path must be absolute"),
+            ("docker://web:rel", "the path must be absolute"),
+            ("docker:///x", "empty container name"),
+            ("docker://@web/x", "empty user name"),
+            ("docker://web/", "file-system root"),
+            ("docker://web/..", "file-system root"),
+            ("docker://-web/x", "a container is named by"),
+            ("docker://we b/x", "a container is named by"),
+            ("docker://web:tcp:80/x", "a container is named by"),
+        ] {
+            let error = Url::parse(text, Path::new("/")).expect_err(text).to_string();
             assert!(
                 error.contains(message) && error.contains(&format!("{text:?}")),
                 "{text}: {error}"

@@ -1,6 +1,7 @@
 //! Fixtures for end-to-end tests: a pair of real temporary roots driven by a
 //! [`Synchronizer`], and a comparable view of what is on disk.
 
+pub mod dockerd;
 pub mod sshd;
 
 use std::collections::BTreeMap;

@@ -7,6 +7,8 @@
 //! # Layout
 //! - [`agent`]: finding the local agent binary, its build identity, and where it is installed
 //!   on a remote host.
+//! - [`docker`]: Docker containers through the Engine API (bollard): attached-stdio execs,
+//!   archive uploads, the captured engine environment.
 //! - [`ssh`]: SSH through the system OpenSSH (the `openssh` crate over a master connection this
 //!   crate starts itself), one master per (user, host, port), shared and closed when unused.
 //!
@@ -16,9 +18,11 @@
 #![deny(unsafe_code)]
 
 pub mod agent;
+pub mod docker;
 pub mod ssh;
 
 pub use agent::AgentBinary;
+pub use docker::DockerTransport;
 pub use mutagen_protocol::{AgentStream, Hello};
 pub use ssh::SshPool;
 

@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use mutagen_core::Side;
 use mutagen_core::{Compression, SymlinkMode};
 use mutagen_daemon::protocol::{Request, Response, Selection};
 use mutagen_daemon::{Client, DataDirectory};
 use mutagen_reconcile::Mode;
 use mutagen_session::url::{self, Url};
-use mutagen_session::{Configuration, Selector, SessionSpec, WatchMode, parse_label};
+use mutagen_session::{Configuration, Environment, Selector, SessionSpec, WatchMode, parse_label};
 
 use super::Verb;
 use crate::Outcome;
@@ -156,6 +157,8 @@ pub fn cmd_create(args: CreateArgs) -> anyhow::Result<Outcome> {
             watch_polling_interval: args.watch_polling_interval,
             compression: args.compression,
         },
+        alpha_environment: transport_environment(&alpha, Side::Alpha)?,
+        beta_environment: transport_environment(&beta, Side::Beta)?,
     };
     // Everything checkable here is checked before a daemon is started for nothing.
     spec.validate()?;
@@ -167,6 +170,22 @@ pub fn cmd_create(args: CreateArgs) -> anyhow::Result<Outcome> {
         other => bail!("unexpected answer from the daemon: {other:?}"),
     }
     Ok(Outcome::Success)
+}
+
+/// The variables that choose the Docker engine, captured for a Docker endpoint when the
+/// session is created (a daemon started later, with another environment, must reach the same
+/// engine). `MUTAGEN_ALPHA_<VAR>` and `MUTAGEN_BETA_<VAR>` override `<VAR>` for one side.
+fn transport_environment(url: &Url, side: Side) -> anyhow::Result<Environment> {
+    if !matches!(url, Url::Docker(_)) {
+        return Ok(Environment::new());
+    }
+    let prefix = format!("MUTAGEN_{}_", side.to_string().to_ascii_uppercase());
+    mutagen_transports::docker::capture(&prefix, &|name| std::env::var(name).ok()).map_err(|e| {
+        anyhow::anyhow!(
+            "unable to capture the docker environment of {url}: {e}",
+            url = url.to_text()
+        )
+    })
 }
 
 /// Runs `sync flush`.

@@ -140,11 +140,13 @@ fn endpoint(
     configuration: &mutagen_session::Configuration,
     long: bool,
 ) {
-    out.push_str(&format!(
-        "{title}:\n\tURL: {}\n\tConnected: {}\n",
-        endpoint.url,
-        yes(endpoint.connected)
-    ));
+    out.push_str(&format!("{title}:\n\tURL: {}\n", endpoint.url));
+    if long {
+        for (name, value) in &endpoint.environment {
+            out.push_str(&format!("\t\t{name}={value}\n"));
+        }
+    }
+    out.push_str(&format!("\tConnected: {}\n", yes(endpoint.connected)));
     if long {
         out.push_str(&format!("\tWatching: {}\n", watching(endpoint, configuration)));
     }
