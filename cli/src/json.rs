@@ -185,6 +185,12 @@ pub fn record(number: u64, record: &Record) -> Value {
         Event::Disconnected { side, reason } => {
             json!({"side": side.to_string(), "reason": reason})
         }
+        Event::Identified { side, identity } => {
+            json!({"side": side.to_string(), "identity": identity})
+        }
+        Event::EndpointReplaced { side, previous, current } => {
+            json!({"side": side.to_string(), "previous": previous, "current": current})
+        }
         Event::Paused
         | Event::Resumed
         | Event::FlushRequested

@@ -209,12 +209,14 @@ fn a_restarted_container_reconverges_and_a_recreated_one_never_propagates_deleti
     dockerd.ok(&["rm", "-f", "app"]);
     dockerd.run("app");
     until(&env, "the session halting", || {
-        env.sessions()[0]["status"].as_str().is_some_and(|s| s.starts_with("halted"))
+        env.sessions()[0]["status"] == "halted-on-endpoint-replaced"
     });
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(hashes_here(&alpha), before, "no local file was deleted");
     let history = env.ok(&["sync", "history", "app"]);
-    assert!(history.contains("halted"), "{history}");
+    let new_identity = dockerd.ok(&["inspect", "-f", "{{.Id}}", "app"]);
+    assert!(history.contains("endpoint-replaced"), "{history}");
+    assert!(history.contains(new_identity.trim()), "the new container is named: {history}");
 
     // A reset re-seeds the new container from the surviving side.
     env.ok(&["sync", "reset", "app"]);

@@ -57,6 +57,9 @@ pub enum HaltReason {
     RootDeletion,
     /// A root would change kind.
     RootTypeChange,
+    /// An endpoint is another one than the session synchronized so far (a container recreated
+    /// under the same name: a fresh file system, whose missing files are not deletions).
+    EndpointReplaced,
 }
 
 impl HaltReason {
@@ -66,6 +69,7 @@ impl HaltReason {
             HaltReason::RootEmptied => "halted-on-root-emptied",
             HaltReason::RootDeletion => "halted-on-root-deletion",
             HaltReason::RootTypeChange => "halted-on-root-type-change",
+            HaltReason::EndpointReplaced => "halted-on-endpoint-replaced",
         }
     }
 
@@ -75,6 +79,9 @@ impl HaltReason {
             HaltReason::RootEmptied => "halted due to one-sided root emptying",
             HaltReason::RootDeletion => "halted due to root deletion",
             HaltReason::RootTypeChange => "halted due to root type change",
+            HaltReason::EndpointReplaced => {
+                "halted because an endpoint was replaced (reset the session to synchronize with it)"
+            }
         }
     }
 }

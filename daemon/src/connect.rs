@@ -42,6 +42,9 @@ pub struct Connected {
     pub remote: Option<(String, String, u64)>,
     /// How long connecting took.
     pub duration_ms: u64,
+    /// Which endpoint this is, where that can change under the same URL (a container's
+    /// identifier: a container recreated under the same name is another file system).
+    pub identity: Option<String>,
 }
 
 /// Makes endpoints in the controller's tests.
@@ -127,6 +130,7 @@ impl Connector {
                     canceller: None,
                     remote: None,
                     duration_ms: 0,
+                    identity: None,
                 })
             }
             Url::Ssh(ssh) => {
@@ -140,13 +144,17 @@ impl Connector {
                     Side::Alpha => &spec.alpha_environment,
                     Side::Beta => &spec.beta_environment,
                 };
-                let (stream, hello, _) = self
+                let (stream, hello, container) = self
                     .docker
                     .connect_agent(&docker, environment)
                     .await
                     .map_err(|e| e.to_string())?;
                 options.root.clone_from(&docker.path);
-                remote(stream, hello, options, docker.to_string(), configuration, started).await
+                let mut connected =
+                    remote(stream, hello, options, docker.to_string(), configuration, started)
+                        .await?;
+                connected.identity = Some(container.identifier);
+                Ok(connected)
             }
         }
     }
@@ -174,5 +182,5 @@ async fn remote(
     let round_trip = u64::try_from(endpoint.round_trip().as_micros()).unwrap_or(u64::MAX);
     let remote = Some((hello.version, endpoint.root().to_owned(), round_trip));
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    Ok(Connected { endpoint: Box::new(endpoint), canceller, remote, duration_ms })
+    Ok(Connected { endpoint: Box::new(endpoint), canceller, remote, duration_ms, identity: None })
 }

@@ -484,21 +484,45 @@ impl Controller {
 
     /// Takes a connected endpoint into the engine; a remote one is journaled.
     async fn adopt(&mut self, side: Side, connected: Connected) {
-        let Connected { endpoint, canceller, remote, duration_ms } = connected;
+        let Connected { endpoint, canceller, remote, duration_ms, identity } = connected;
         self.cancellers[index(side)] = canceller;
         self.remote[index(side)] = remote.is_some();
         self.blocking(move |engine| {
             *engine.side(side) = Some(endpoint);
+            let mut events = Vec::new();
             if let Some((agent_version, root, round_trip_us)) = remote {
                 let url = match side {
                     Side::Alpha => engine.state.spec.alpha.clone(),
                     Side::Beta => engine.state.spec.beta.clone(),
                 };
-                let event =
-                    Event::Connected { side, url, agent_version, root, duration_ms, round_trip_us };
-                if let Err(error) = engine.record(event).and_then(|()| engine.flush()) {
+                events.push(Event::Connected {
+                    side,
+                    url,
+                    agent_version,
+                    root,
+                    duration_ms,
+                    round_trip_us,
+                });
+            }
+            // Another endpoint under the same URL (a recreated container) halts the session:
+            // its missing files are a fresh file system, not deletions to propagate.
+            match (engine.state.identity(side), identity) {
+                (_, None) => {}
+                (None, Some(identity)) => events.push(Event::Identified { side, identity }),
+                (Some(previous), Some(current)) if previous != current => {
+                    tracing::warn!("{side} was {previous} and is now {current}: halting");
+                    let previous = previous.to_owned();
+                    events.push(Event::EndpointReplaced { side, previous, current });
+                }
+                (Some(_), Some(_)) => {}
+            }
+            for event in events {
+                if let Err(error) = engine.record(event) {
                     tracing::warn!("unable to journal a connection: {error}");
                 }
+            }
+            if let Err(error) = engine.flush() {
+                tracing::warn!("unable to journal a connection: {error}");
             }
         })
         .await;
@@ -1224,6 +1248,17 @@ mod tests {
         beta: Behaviour,
         beta_wakeups: Option<crossbeam_channel::Receiver<()>>,
     ) -> Harness {
+        harness_full(alpha, beta, beta_wakeups, false)
+    }
+
+    /// With `replaced`, beta reports an identity, and another one from its third connection
+    /// on (a recreated container, say).
+    fn harness_full(
+        alpha: Behaviour,
+        beta: Behaviour,
+        beta_wakeups: Option<crossbeam_channel::Receiver<()>>,
+        replaced: bool,
+    ) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = DataDirectory::new(dir.path().join("data"));
         let journal = Journal::open(&data.journal()).expect("journal");
@@ -1272,6 +1307,9 @@ mod tests {
                 canceller: Some(canceller),
                 remote: Some(("fake".into(), "/fake".into(), 1)),
                 duration_ms: 0,
+                identity: (replaced && side == Side::Beta).then(|| {
+                    if counted.load(Ordering::SeqCst) <= 2 { "first" } else { "second" }.to_owned()
+                }),
             })
         }));
         let (notify, _) = watch::channel(0);
@@ -1370,5 +1408,26 @@ mod tests {
         let scans = harness.scans.load(Ordering::SeqCst);
         assert!(scans <= 2 + FLUSH_FOLLOW_UPS as usize, "{scans} cycles before the answer");
         until("more cycles", || harness.scans.load(Ordering::SeqCst) > scans).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn another_endpoint_under_the_same_url_halts_the_session() {
+        let (lost, wakeups) = crossbeam_channel::bounded::<()>(1);
+        let harness = harness_full(Behaviour::Healthy, Behaviour::WithFile, Some(wakeups), true);
+        command(&harness.handle, |r| Command::Flush(Some(r))).await.expect("a healthy cycle");
+        let scans = harness.scans.load(Ordering::SeqCst);
+        drop(lost);
+        until("the replaced endpoint halting the session", || {
+            info(&harness.handle).status == Status::HaltedOnEndpointReplaced
+        })
+        .await;
+        let error = command(&harness.handle, |r| Command::Flush(Some(r))).await;
+        assert!(error.expect_err("halted").contains("endpoint was replaced"));
+        assert_eq!(harness.scans.load(Ordering::SeqCst), scans, "no cycle ran with it");
+
+        // A reset synchronizes with the new endpoint.
+        command(&harness.handle, Command::Reset).await.expect("reset");
+        command(&harness.handle, |r| Command::Flush(Some(r))).await.expect("cycles again");
+        assert!(harness.scans.load(Ordering::SeqCst) > scans);
     }
 }

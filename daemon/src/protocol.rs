@@ -167,6 +167,8 @@ pub enum Status {
     HaltedOnRootDeletion,
     /// Halted: a root would change type.
     HaltedOnRootTypeChange,
+    /// Halted: an endpoint was replaced (a recreated container).
+    HaltedOnEndpointReplaced,
 }
 
 impl Status {
@@ -187,6 +189,7 @@ impl Status {
             Status::HaltedOnRootEmptied => "halted-on-root-emptied",
             Status::HaltedOnRootDeletion => "halted-on-root-deletion",
             Status::HaltedOnRootTypeChange => "halted-on-root-type-change",
+            Status::HaltedOnEndpointReplaced => "halted-on-endpoint-replaced",
         }
     }
 
@@ -207,6 +210,9 @@ impl Status {
             Status::HaltedOnRootEmptied => "Halted due to one-sided root emptying",
             Status::HaltedOnRootDeletion => "Halted due to root deletion",
             Status::HaltedOnRootTypeChange => "Halted due to root type change",
+            Status::HaltedOnEndpointReplaced => {
+                "Halted because an endpoint was replaced (reset the session to synchronize with it)"
+            }
         }
     }
 
@@ -216,6 +222,7 @@ impl Status {
             mutagen_endpoint::HaltReason::RootEmptied => Status::HaltedOnRootEmptied,
             mutagen_endpoint::HaltReason::RootDeletion => Status::HaltedOnRootDeletion,
             mutagen_endpoint::HaltReason::RootTypeChange => Status::HaltedOnRootTypeChange,
+            mutagen_endpoint::HaltReason::EndpointReplaced => Status::HaltedOnEndpointReplaced,
         }
     }
 }

@@ -16,10 +16,13 @@ use crate::state::SessionState;
 /// - 2: specs and configurations are lists of tagged fields
 ///   ([`mutagen_session::encoding`]), so that settings can be added without a new format;
 ///   format-1 records still load (their sessions keep an uncompressed agent link).
-pub const FORMAT_VERSION: u8 = 2;
+/// - 3: the session state of a checkpoint is a list of tagged fields too
+///   ([`crate::state`]), and knows which endpoint (container) each side was synchronized
+///   with; format-2 checkpoints load without that knowledge.
+pub const FORMAT_VERSION: u8 = 3;
 
 /// The oldest format this version reads.
-const FORMAT_1: u8 = 1;
+const OLDEST_FORMAT: u8 = 1;
 
 /// One journal entry.
 ///
@@ -63,8 +66,8 @@ impl Record {
             Some((&FORMAT_VERSION, rest)) => {
                 postcard::from_bytes(rest).map_err(|e| DecodeError::Content(e.to_string()))
             }
-            Some((&FORMAT_1, rest)) => {
-                mutagen_session::encoding::read_format_1(|| postcard::from_bytes(rest))
+            Some((&version, rest)) if (OLDEST_FORMAT..FORMAT_VERSION).contains(&version) => {
+                mutagen_session::encoding::read_format(version, || postcard::from_bytes(rest))
                     .map_err(|e| DecodeError::Content(e.to_string()))
             }
             Some((&version, _)) => Err(DecodeError::Version(version)),
@@ -78,7 +81,7 @@ impl Record {
     pub fn decode_stamp(bytes: &[u8]) -> Result<(u64, u64), DecodeError> {
         match bytes.split_first() {
             None => Err(DecodeError::Empty),
-            Some((&(FORMAT_1 | FORMAT_VERSION), rest)) => {
+            Some((&version, rest)) if (OLDEST_FORMAT..=FORMAT_VERSION).contains(&version) => {
                 postcard::take_from_bytes::<(u64, u64)>(rest)
                     .map(|(stamp, _)| stamp)
                     .map_err(|e| DecodeError::Content(e.to_string()))
@@ -205,6 +208,25 @@ pub enum Event {
         /// Why, rendered.
         reason: String,
     },
+    /// The session learned which endpoint one side is (a container's identifier), the first
+    /// time it connected.
+    Identified {
+        /// The side.
+        side: Side,
+        /// The endpoint's identity.
+        identity: String,
+    },
+    /// One side turned out to be another endpoint than before (a container recreated under
+    /// the same name): the session halts, since the new file system's missing files are not
+    /// deletions.
+    EndpointReplaced {
+        /// The side.
+        side: Side,
+        /// The identity synchronized so far.
+        previous: String,
+        /// The identity found now.
+        current: String,
+    },
 }
 
 impl Event {
@@ -227,6 +249,8 @@ impl Event {
             Event::Terminated => "terminated",
             Event::Connected { .. } => "connected",
             Event::Disconnected { .. } => "disconnected",
+            Event::Identified { .. } => "identified",
+            Event::EndpointReplaced { .. } => "endpoint-replaced",
         }
     }
 }

@@ -27,7 +27,10 @@ pub struct SideState {
 }
 
 /// Everything the journal knows about a session.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// In a checkpoint it is encoded as a list of tagged fields (`StateField`), so that a
+/// later version adds a field without a new journal format.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionState {
     /// The identifier.
     pub identifier: String,
@@ -57,6 +60,181 @@ pub struct SessionState {
     pub beta: SideState,
     /// Whether the session was terminated.
     pub terminated: bool,
+    /// The endpoint alpha was synchronized with (a container's identifier), once known.
+    pub alpha_identity: Option<String>,
+    /// The same for beta.
+    pub beta_identity: Option<String>,
+}
+
+/// One field of a checkpointed [`SessionState`]; the variant index is the tag on disk, so
+/// variants are only ever appended. [`StateFieldRef`] must list the same variants in the same
+/// order (the round-trip test fails otherwise).
+#[derive(Deserialize)]
+enum StateField {
+    Identifier(String),
+    CreationTime(u64),
+    CreatingVersion(String),
+    Spec(SessionSpec),
+    Paused(bool),
+    Ancestor(Option<Entry>),
+    Cycle(u64),
+    SuccessfulCycles(u64),
+    Halted(Option<HaltReason>),
+    LastError(Option<String>),
+    Conflicts(Vec<Conflict>),
+    Alpha(SideState),
+    Beta(SideState),
+    Terminated(bool),
+    AlphaIdentity(Option<String>),
+    BetaIdentity(Option<String>),
+}
+
+/// [`StateField`] by reference, for writing without copying the ancestor.
+#[derive(Serialize)]
+enum StateFieldRef<'a> {
+    Identifier(&'a String),
+    CreationTime(u64),
+    CreatingVersion(&'a String),
+    Spec(&'a SessionSpec),
+    Paused(bool),
+    Ancestor(&'a Option<Entry>),
+    Cycle(u64),
+    SuccessfulCycles(u64),
+    Halted(Option<HaltReason>),
+    LastError(&'a Option<String>),
+    Conflicts(&'a [Conflict]),
+    Alpha(&'a SideState),
+    Beta(&'a SideState),
+    Terminated(bool),
+    AlphaIdentity(&'a Option<String>),
+    BetaIdentity(&'a Option<String>),
+}
+
+/// The session state of journal formats 1 and 2: a plain struct.
+#[derive(Deserialize)]
+struct SessionStateFormat2 {
+    identifier: String,
+    creation_time: u64,
+    creating_version: String,
+    spec: SessionSpec,
+    paused: bool,
+    ancestor: Option<Entry>,
+    cycle: u64,
+    successful_cycles: u64,
+    halted: Option<HaltReason>,
+    last_error: Option<String>,
+    conflicts: Vec<Conflict>,
+    alpha: SideState,
+    beta: SideState,
+    terminated: bool,
+}
+
+impl Serialize for SessionState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        [
+            StateFieldRef::Identifier(&self.identifier),
+            StateFieldRef::CreationTime(self.creation_time),
+            StateFieldRef::CreatingVersion(&self.creating_version),
+            StateFieldRef::Spec(&self.spec),
+            StateFieldRef::Paused(self.paused),
+            StateFieldRef::Ancestor(&self.ancestor),
+            StateFieldRef::Cycle(self.cycle),
+            StateFieldRef::SuccessfulCycles(self.successful_cycles),
+            StateFieldRef::Halted(self.halted),
+            StateFieldRef::LastError(&self.last_error),
+            StateFieldRef::Conflicts(&self.conflicts),
+            StateFieldRef::Alpha(&self.alpha),
+            StateFieldRef::Beta(&self.beta),
+            StateFieldRef::Terminated(self.terminated),
+            StateFieldRef::AlphaIdentity(&self.alpha_identity),
+            StateFieldRef::BetaIdentity(&self.beta_identity),
+        ]
+        .as_slice()
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<SessionState, D::Error> {
+        use serde::de::Error as _;
+        if mutagen_session::encoding::reading_format().is_some_and(|format| format <= 2) {
+            let old = SessionStateFormat2::deserialize(deserializer)?;
+            return Ok(SessionState {
+                identifier: old.identifier,
+                creation_time: old.creation_time,
+                creating_version: old.creating_version,
+                spec: old.spec,
+                paused: old.paused,
+                ancestor: old.ancestor,
+                cycle: old.cycle,
+                successful_cycles: old.successful_cycles,
+                halted: old.halted,
+                last_error: old.last_error,
+                conflicts: old.conflicts,
+                alpha: old.alpha,
+                beta: old.beta,
+                terminated: old.terminated,
+                alpha_identity: None,
+                beta_identity: None,
+            });
+        }
+        let (mut identifier, mut spec) = (None, None);
+        let mut state = SessionState {
+            identifier: String::new(),
+            creation_time: 0,
+            creating_version: String::new(),
+            spec: SessionSpec {
+                alpha: String::new(),
+                beta: String::new(),
+                name: String::new(),
+                labels: Default::default(),
+                paused: false,
+                configuration: mutagen_session::Configuration::predating(),
+                alpha_environment: Default::default(),
+                beta_environment: Default::default(),
+            },
+            paused: false,
+            ancestor: None,
+            cycle: 0,
+            successful_cycles: 0,
+            halted: None,
+            last_error: None,
+            conflicts: Vec::new(),
+            alpha: SideState::default(),
+            beta: SideState::default(),
+            terminated: false,
+            alpha_identity: None,
+            beta_identity: None,
+        };
+        let mut seen = std::collections::HashSet::new();
+        for field in Vec::<StateField>::deserialize(deserializer)? {
+            if !seen.insert(std::mem::discriminant(&field)) {
+                return Err(D::Error::custom("a field is given twice"));
+            }
+            match field {
+                StateField::Identifier(value) => identifier = Some(value),
+                StateField::CreationTime(value) => state.creation_time = value,
+                StateField::CreatingVersion(value) => state.creating_version = value,
+                StateField::Spec(value) => spec = Some(value),
+                StateField::Paused(value) => state.paused = value,
+                StateField::Ancestor(value) => state.ancestor = value,
+                StateField::Cycle(value) => state.cycle = value,
+                StateField::SuccessfulCycles(value) => state.successful_cycles = value,
+                StateField::Halted(value) => state.halted = value,
+                StateField::LastError(value) => state.last_error = value,
+                StateField::Conflicts(value) => state.conflicts = value,
+                StateField::Alpha(value) => state.alpha = value,
+                StateField::Beta(value) => state.beta = value,
+                StateField::Terminated(value) => state.terminated = value,
+                StateField::AlphaIdentity(value) => state.alpha_identity = value,
+                StateField::BetaIdentity(value) => state.beta_identity = value,
+            }
+        }
+        state.identifier =
+            identifier.ok_or_else(|| D::Error::custom("a state without identifier"))?;
+        state.spec = spec.ok_or_else(|| D::Error::custom("a state without a spec"))?;
+        Ok(state)
+    }
 }
 
 /// Events that cannot be folded: the journal does not describe a possible history.
@@ -79,6 +257,22 @@ impl SessionState {
         match side {
             Side::Alpha => &mut self.alpha,
             Side::Beta => &mut self.beta,
+        }
+    }
+
+    /// Returns the side's endpoint identity.
+    pub fn identity_mut(&mut self, side: Side) -> &mut Option<String> {
+        match side {
+            Side::Alpha => &mut self.alpha_identity,
+            Side::Beta => &mut self.beta_identity,
+        }
+    }
+
+    /// Returns the side's endpoint identity, once known.
+    pub fn identity(&self, side: Side) -> Option<&str> {
+        match side {
+            Side::Alpha => self.alpha_identity.as_deref(),
+            Side::Beta => self.beta_identity.as_deref(),
         }
     }
 
@@ -118,6 +312,8 @@ impl SessionState {
                     alpha: SideState::default(),
                     beta: SideState::default(),
                     terminated: false,
+                    alpha_identity: None,
+                    beta_identity: None,
                 });
                 Ok(())
             }
@@ -167,6 +363,13 @@ impl SessionState {
             | Event::Staged { .. }
             | Event::Connected { .. }
             | Event::Disconnected { .. } => {}
+            Event::Identified { side, identity } => {
+                *self.identity_mut(*side) = Some(identity.clone());
+            }
+            Event::EndpointReplaced { side, current, .. } => {
+                *self.identity_mut(*side) = Some(current.clone());
+                self.halted = Some(HaltReason::EndpointReplaced);
+            }
             Event::ScanCompleted {
                 side,
                 directories,

@@ -4,8 +4,10 @@
 //! load. Bump `FORMAT_VERSION` (with a migration) and re-bless with
 //! `MUTAGEN_BLESS=1 cargo test -p mutagen-journal --test golden`.
 //!
-//! `tests/golden/records-format-1.txt` is the same set written by format 1, frozen: it must
-//! keep decoding, into the same records except that its sessions predate compression.
+//! `tests/golden/records-format-1.txt` and `records-format-2.txt` are the same set as older
+//! formats wrote it, frozen: they must keep decoding, into the same records except for what
+//! those formats could not hold (format 1: compression and the Docker environment; both: the
+//! endpoints' identities, and the event kinds added since).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,8 +21,17 @@ fn file(byte: u8) -> Option<Entry> {
     Some(Entry::File { digest: Digest([byte; 32]), executable: byte.is_multiple_of(2) })
 }
 
-/// The spec of the current format, or what format 1 could hold of it (`legacy`).
-fn spec(legacy: bool) -> SessionSpec {
+/// The journal format a set of records is written in.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Format {
+    One = 1,
+    Two = 2,
+    Current = 3,
+}
+
+/// The spec, as much of it as `format` could hold.
+fn spec(format: Format) -> SessionSpec {
+    let legacy = format == Format::One;
     let configuration = if legacy { Configuration::predating() } else { Configuration::default() };
     let docker = [("DOCKER_HOST".to_owned(), "unix:///run/d.sock".to_owned())];
     SessionSpec {
@@ -35,7 +46,7 @@ fn spec(legacy: bool) -> SessionSpec {
     }
 }
 
-fn events(legacy: bool) -> Vec<(&'static str, Event)> {
+fn events(format: Format) -> Vec<(&'static str, Event)> {
     let change = Change::new("a", file(1), file(2));
     let problem = Problem::new("p", "permission denied");
     let conflict = Conflict {
@@ -47,7 +58,7 @@ fn events(legacy: bool) -> Vec<(&'static str, Event)> {
         identifier: "sync_0000000000000000000000000000000000000000001".into(),
         creation_time: 1_700_000_000_000_000_000,
         creating_version: "0.1.0".into(),
-        spec: spec(legacy),
+        spec: spec(format),
         paused: true,
         ancestor: Some(Entry::Directory(BTreeMap::from([(
             "a".to_owned(),
@@ -61,14 +72,16 @@ fn events(legacy: bool) -> Vec<(&'static str, Event)> {
         alpha: SideState { scanned: true, directories: 1, files: 1, ..SideState::default() },
         beta: SideState::default(),
         terminated: false,
+        alpha_identity: None,
+        beta_identity: (format == Format::Current).then(|| "0e97d0a6cd62".to_owned()),
     };
-    vec![
+    let mut events = vec![
         (
             "created",
             Event::Created {
                 identifier: state.identifier.clone(),
                 version: "0.1.0".into(),
-                spec: spec(legacy),
+                spec: spec(format),
             },
         ),
         ("paused", Event::Paused),
@@ -118,11 +131,26 @@ fn events(legacy: bool) -> Vec<(&'static str, Event)> {
             "disconnected",
             Event::Disconnected { side: Side::Alpha, reason: "the connection closed".into() },
         ),
-    ]
+    ];
+    if format == Format::Current {
+        events.push((
+            "identified",
+            Event::Identified { side: Side::Beta, identity: "0e97d0a6cd62".into() },
+        ));
+        events.push((
+            "endpoint-replaced",
+            Event::EndpointReplaced {
+                side: Side::Beta,
+                previous: "0e97d0a6cd62".into(),
+                current: "77aa01".into(),
+            },
+        ));
+    }
+    events
 }
 
-fn records(legacy: bool) -> Vec<(&'static str, Record)> {
-    events(legacy)
+fn records(format: Format) -> Vec<(&'static str, Record)> {
+    events(format)
         .into_iter()
         .enumerate()
         .map(|(i, (name, event))| {
@@ -145,7 +173,7 @@ fn unhex(text: &str) -> Vec<u8> {
 #[test]
 fn records_match_the_golden_file() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/records.txt");
-    let records = records(false);
+    let records = records(Format::Current);
     for (name, record) in &records {
         assert_eq!(*name, record.event.kind(), "every kind, named as history shows it");
     }
@@ -165,17 +193,21 @@ fn records_match_the_golden_file() {
 }
 
 #[test]
-fn format_1_records_still_decode() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/records-format-1.txt");
-    let golden = std::fs::read_to_string(&path).expect("golden file");
-    let expected = records(true);
-    assert_eq!(golden.lines().count(), expected.len(), "one line per event kind");
-    for ((name, record), line) in expected.iter().zip(golden.lines()) {
-        let (stored_name, bytes) = line.split_once(' ').expect("name hex");
-        assert_eq!(stored_name, *name);
-        let bytes = unhex(bytes);
-        assert_eq!(bytes[0], 1, "{name} is a format-1 record");
-        assert_eq!(&Record::decode(&bytes).expect(name), record, "{name}");
-        assert_eq!(Record::decode_stamp(&bytes), Ok((record.time, record.cycle)), "{name}");
+fn older_formats_still_decode() {
+    for (format, file) in
+        [(Format::One, "records-format-1.txt"), (Format::Two, "records-format-2.txt")]
+    {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(file);
+        let golden = std::fs::read_to_string(&path).expect("golden file");
+        let expected = records(format);
+        assert_eq!(golden.lines().count(), expected.len(), "{file}: one line per event kind");
+        for ((name, record), line) in expected.iter().zip(golden.lines()) {
+            let (stored_name, bytes) = line.split_once(' ').expect("name hex");
+            assert_eq!(stored_name, *name);
+            let bytes = unhex(bytes);
+            assert_eq!(bytes[0], format as u8, "{file}: {name} is in its format");
+            assert_eq!(&Record::decode(&bytes).expect(name), record, "{file}: {name}");
+            assert_eq!(Record::decode_stamp(&bytes), Ok((record.time, record.cycle)), "{name}");
+        }
     }
 }

@@ -15,10 +15,11 @@
 //! - A record from a newer version (an unknown tag) does not decode: the reader fails loudly
 //!   instead of dropping a setting it does not know.
 //!
-//! # Journal format 1
+//! # Older journal formats
 //! Journal format 1 stored both as plain structs (no compression setting). The journal reads
-//! such records inside [`read_format_1`], which switches the two `Deserialize`
-//! implementations to that layout for the current thread.
+//! an old record inside [`read_format`], which tells every `Deserialize` implementation that
+//! cares (these two, and the journal's session state) which format's layout to expect, for
+//! the current thread.
 
 use std::cell::Cell;
 use std::collections::HashSet;
@@ -57,23 +58,28 @@ enum Setting {
 }
 
 thread_local! {
-    static FORMAT_1: Cell<bool> = const { Cell::new(false) };
+    static FORMAT: Cell<Option<u8>> = const { Cell::new(None) };
 }
 
-/// Runs `read` with specs and configurations decoded in journal format 1's layout.
-pub fn read_format_1<T>(read: impl FnOnce() -> T) -> T {
-    struct Restore(bool);
+/// Runs `read` with records decoded in the layout of journal format `format` (an older one).
+pub fn read_format<T>(format: u8, read: impl FnOnce() -> T) -> T {
+    struct Restore(Option<u8>);
     impl Drop for Restore {
         fn drop(&mut self) {
-            FORMAT_1.with(|flag| flag.set(self.0));
+            FORMAT.with(|flag| flag.set(self.0));
         }
     }
-    let _restore = Restore(FORMAT_1.with(|flag| flag.replace(true)));
+    let _restore = Restore(FORMAT.with(|flag| flag.replace(Some(format))));
     read()
 }
 
+/// The older journal format being read on this thread, if any (see [`read_format`]).
+pub fn reading_format() -> Option<u8> {
+    FORMAT.with(Cell::get)
+}
+
 fn format_1() -> bool {
-    FORMAT_1.with(Cell::get)
+    reading_format() == Some(1)
 }
 
 /// Refuses a tag seen before.
@@ -312,7 +318,7 @@ mod tests {
             watch_polling_interval: 7,
         };
         let bytes = postcard::to_stdvec(&old).expect("encode");
-        let read = read_format_1(|| postcard::from_bytes::<Configuration>(&bytes)).expect("v1");
+        let read = read_format(1, || postcard::from_bytes::<Configuration>(&bytes)).expect("v1");
         assert_eq!(
             read,
             Configuration {

@@ -175,6 +175,12 @@ fn describe(record: &Record) -> Vec<String> {
             )
         }
         Event::Disconnected { side, reason } => format!("{side}: {reason}"),
+        Event::Identified { side, identity } => format!("{side} is {identity}"),
+        Event::EndpointReplaced { side, previous, current } => {
+            format!(
+                "{side} was {previous}, is now {current}: halted, reset the session to re-seed it"
+            )
+        }
         Event::Paused
         | Event::Resumed
         | Event::FlushRequested
