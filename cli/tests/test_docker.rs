@@ -149,7 +149,12 @@ fn a_user_owns_what_the_agent_writes_and_errors_are_clear() {
     let env = env_for(&dockerd);
     let alpha = env.path("alpha");
     populate(&alpha);
-    env.ok(&["sync", "create", "alpha", "docker://user@dev/~/work", "--name", "user"]);
+    // A pinned API version, for beta only, is captured and used.
+    let mut create = env.command(&["sync", "create", "alpha", "docker://user@dev/~/work"]);
+    create.args(["--name", "user"]).env("MUTAGEN_BETA_DOCKER_API_VERSION", "1.40");
+    assert!(create.status().expect("create").success());
+    let environment = env.sessions()[0]["beta"]["environment"].clone();
+    assert_eq!(environment["DOCKER_API_VERSION"], "1.40", "{environment}");
     env.ok(&["sync", "flush", "user"]);
     assert_eq!(hashes_in(&dockerd, "dev", "/home/user/work"), hashes_here(&alpha));
     let owners = dockerd.exec(

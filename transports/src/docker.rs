@@ -130,7 +130,11 @@ fn engine(environment: &Environment) -> Result<Docker, String> {
         );
     }
     let host = environment.get("DOCKER_HOST").map_or("unix:///var/run/docker.sock", String::as_str);
-    let version = bollard::API_DEFAULT_VERSION;
+    let pinned = match environment.get("DOCKER_API_VERSION") {
+        Some(text) => Some(api_version(text)?),
+        None => None,
+    };
+    let version = pinned.as_ref().unwrap_or(bollard::API_DEFAULT_VERSION);
     let docker = if let Some(path) = host.strip_prefix("unix://") {
         Docker::connect_with_unix(path, API_TIMEOUT, version)
     } else if host.starts_with("tcp://") || host.starts_with("http://") {
@@ -139,6 +143,17 @@ fn engine(environment: &Environment) -> Result<Docker, String> {
         return Err(format!("unsupported DOCKER_HOST {host:?} (expected unix:// or tcp://)"));
     };
     docker.map_err(|e| format!("unable to use the Docker engine at {host}: {e}"))
+}
+
+/// Parses `DOCKER_API_VERSION` (`1.41`).
+fn api_version(text: &str) -> Result<bollard::ClientVersion, String> {
+    let parsed = text.trim_start_matches('v').split_once('.').and_then(|(major, minor)| {
+        Some(bollard::ClientVersion {
+            major_version: major.parse().ok()?,
+            minor_version: minor.parse().ok()?,
+        })
+    });
+    parsed.ok_or_else(|| format!("invalid DOCKER_API_VERSION {text:?} (expected, say, 1.41)"))
 }
 
 /// The engine's answer as a short, lowercase-first message.
@@ -185,10 +200,14 @@ impl DockerTransport {
         let host = format!("container {}", url.container);
         let connect = |reason: String| TransportError::Connect { host: host.clone(), reason };
         let docker = engine(environment).map_err(&connect)?;
-        let docker = docker
-            .negotiate_version()
-            .await
-            .map_err(|e| connect(format!("the Docker engine did not answer: {}", api_error(&e))))?;
+        // A version the user pinned is used as it is; otherwise the engine's own, if older.
+        let docker = if environment.contains_key("DOCKER_API_VERSION") {
+            docker
+        } else {
+            docker.negotiate_version().await.map_err(|e| {
+                connect(format!("the Docker engine did not answer: {}", api_error(&e)))
+            })?
+        };
         let inspected =
             docker.inspect_container(&url.container, None).await.map_err(|e| match &e {
                 bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => {
@@ -568,6 +587,13 @@ pub fn lookup_in(map: &BTreeMap<String, String>) -> impl Fn(&str) -> Option<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_versions_parse() {
+        let version = api_version("1.41").expect("1.41");
+        assert_eq!((version.major_version, version.minor_version), (1, 41));
+        assert!(api_version("latest").expect_err("bad").contains("DOCKER_API_VERSION"));
+    }
 
     #[test]
     fn passwd_entries_are_found_by_name_or_uid() {
