@@ -2,7 +2,8 @@
 # Installs what the test suite needs beyond Rust, and builds the static agent:
 # - OpenSSH's server and client, for the loopback sshd the SSH tests start themselves;
 # - Docker's engine and busybox-static, for the private dockerd (and its offline busybox
-#   image) the Docker tests start themselves;
+#   image) the Docker tests start themselves; Podman, whose Docker-compatible API service
+#   one test starts the same way;
 # - the statically linked agent (debug profile), which the daemon under test finds beside
 #   itself and installs into containers that have no glibc.
 # Idempotent; needs root (or sudo) only when something is missing.
@@ -12,6 +13,7 @@ missing=()
 [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null && command -v ssh-keygen >/dev/null \
   || missing+=(openssh-server openssh-client)
 command -v dockerd >/dev/null && command -v docker >/dev/null || missing+=(docker.io)
+command -v podman >/dev/null || missing+=(podman)
 [ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' \
   || missing+=(busybox-static)
 command -v file >/dev/null || missing+=(file)

@@ -2,7 +2,8 @@
 //! itself (offline busybox image, no network): a tree into a container and back, checked by
 //! hash inside it; container-side edits through the agent's watcher; a conflict; a non-root
 //! user who owns what the agent writes; a stopped and restarted container; a container
-//! recreated under the same name; and clear errors that leave no session behind.
+//! recreated under the same name; clear errors that leave no session behind; and Podman,
+//! reached through its Docker-compatible API.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -10,6 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mutagen_tests::dockerd::Dockerd;
+use mutagen_tests::podman::Podman;
 
 use crate::daemon_env::{DaemonEnv, write};
 
@@ -17,6 +19,10 @@ use crate::daemon_env::{DaemonEnv, write};
 const PATIENCE: Duration = Duration::from_secs(30);
 
 fn env_for(dockerd: &Dockerd) -> DaemonEnv {
+    env_with_host(dockerd.host())
+}
+
+fn env_with_host(host: String) -> DaemonEnv {
     let static_agent = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/x86_64-unknown-linux-gnu/debug/mutagen-agent");
     assert!(
@@ -25,7 +31,7 @@ fn env_for(dockerd: &Dockerd) -> DaemonEnv {
         static_agent.display()
     );
     let mut env = DaemonEnv::new();
-    env.env.push(("DOCKER_HOST".into(), dockerd.host()));
+    env.env.push(("DOCKER_HOST".into(), host));
     env
 }
 
@@ -44,8 +50,12 @@ fn until(env: &DaemonEnv, what: &str, mut done: impl FnMut() -> bool) {
 /// `sha256sum` of every file under `root`, by relative path (computed by busybox).
 fn hashes_in(dockerd: &Dockerd, container: &str, root: &str) -> BTreeMap<String, String> {
     let script = format!("cd {root} && find . -type f -exec sha256sum {{}} +");
-    dockerd
-        .exec(container, "root", &script)
+    parse_hashes(&dockerd.exec(container, "root", &script))
+}
+
+/// `sha256sum` output, by relative path.
+fn parse_hashes(listed: &str) -> BTreeMap<String, String> {
+    listed
         .lines()
         .map(|line| {
             let (hash, path) = line.split_once("  ").expect("hash  path");
@@ -62,13 +72,7 @@ fn hashes_here(root: &Path) -> BTreeMap<String, String> {
         .current_dir(root)
         .output()
         .expect("sha256sum");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| {
-            let (hash, path) = line.split_once("  ").expect("hash  path");
-            (path.trim_start_matches("./").to_owned(), hash.to_owned())
-        })
-        .collect()
+    parse_hashes(&String::from_utf8_lossy(&output.stdout))
 }
 
 fn populate(root: &Path) {
@@ -228,4 +232,22 @@ fn a_restarted_container_reconverges_and_a_recreated_one_never_propagates_deleti
     env.ok(&["sync", "flush", "app"]);
     assert_eq!(hashes_in(&dockerd, "app", "/tmp/app"), before);
     assert_eq!(hashes_here(&alpha), before);
+}
+
+#[test]
+fn podman_serves_as_the_engine_through_its_docker_compatible_api() {
+    let podman = Podman::start();
+    podman.run("pod");
+    let env = env_with_host(podman.host());
+    let alpha = env.path("alpha");
+    populate(&alpha);
+    env.ok(&["sync", "create", "alpha", "docker://pod/~/project", "--name", "pod"]);
+    env.ok(&["sync", "flush", "pod"]);
+    let script = "cd /root/project && find . -type f -exec sha256sum {} +";
+    let listed = podman.ok(&["exec", "pod", "sh", "-c", script]);
+    assert_eq!(parse_hashes(&listed), hashes_here(&alpha));
+    podman.ok(&["exec", "pod", "sh", "-c", "echo podman > /root/project/back.txt"]);
+    until(&env, "the container's edit reaching alpha", || {
+        fs::read_to_string(alpha.join("back.txt")).is_ok_and(|c| c == "podman\n")
+    });
 }

@@ -2,6 +2,7 @@
 //! [`Synchronizer`], and a comparable view of what is on disk.
 
 pub mod dockerd;
+pub mod podman;
 pub mod sshd;
 
 use std::collections::BTreeMap;
