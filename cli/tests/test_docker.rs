@@ -3,7 +3,8 @@
 //! hash inside it; container-side edits through the agent's watcher; a conflict; a non-root
 //! user who owns what the agent writes; a stopped and restarted container; a container
 //! recreated under the same name; clear errors that leave no session behind; and Podman,
-//! reached through its Docker-compatible API.
+//! reached through its Docker-compatible API; and an SSH endpoint synchronized with a
+//! container through the daemon.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -250,4 +251,28 @@ fn podman_serves_as_the_engine_through_its_docker_compatible_api() {
     until(&env, "the container's edit reaching alpha", || {
         fs::read_to_string(alpha.join("back.txt")).is_ok_and(|c| c == "podman\n")
     });
+}
+
+#[test]
+fn an_ssh_endpoint_and_a_container_sync_through_the_daemon() {
+    let sshd = mutagen_tests::sshd::Sshd::start();
+    let dockerd = Dockerd::start();
+    dockerd.run("relay");
+    let mut env = env_for(&dockerd);
+    let directory = sshd.ssh_directory().display().to_string();
+    env.env.push(("MUTAGEN_SSH_PATH".into(), directory));
+    fs::create_dir_all(env.path("remote")).expect("the remote root's parent");
+    let remote = env.path("remote/alpha");
+    populate(&remote);
+    let ssh = format!("root@127.0.0.1:{}:{}", sshd.port, remote.display());
+    env.ok(&["sync", "create", &ssh, "docker://relay/~/copy", "--name", "relay"]);
+    env.ok(&["sync", "flush", "relay"]);
+    assert_eq!(hashes_in(&dockerd, "relay", "/root/copy"), hashes_here(&remote));
+    dockerd.exec("relay", "root", "echo back > /root/copy/back.txt");
+    until(&env, "the container's edit reaching the ssh side", || {
+        fs::read_to_string(remote.join("back.txt")).is_ok_and(|c| c == "back\n")
+    });
+    let sessions = env.sessions();
+    assert_eq!(sessions[0]["alpha"]["protocol"], "ssh");
+    assert_eq!(sessions[0]["beta"]["protocol"], "docker");
 }
