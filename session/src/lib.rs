@@ -3,8 +3,9 @@
 //! # Layout
 //! - [`identifier`]: session identifiers (`sync_` + 43 base62 characters) and names.
 //! - [`labels`]: Kubernetes-style labels and label selectors.
-//! - [`url`]: endpoint URLs (local paths and SSH URLs; Docker URLs are recognized and refused
-//!   with a clear error until their transport exists).
+//! - [`url`]: synchronization endpoint URLs (local paths, SSH and Docker URLs).
+//! - [`forward`]: forwarding endpoint URLs (`tcp:`, `unix:`... locally, over SSH, in a
+//!   container), for forward sessions.
 //! - [`configuration`]: the configuration frozen into a session when it is created.
 //! - [`encoding`]: how specs and configurations are serialized, so that a later version can add
 //!   settings and still read every stored session.
@@ -14,6 +15,7 @@
 
 pub mod configuration;
 pub mod encoding;
+pub mod forward;
 pub mod identifier;
 pub mod labels;
 pub mod url;
