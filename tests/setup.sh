@@ -17,6 +17,7 @@ command -v podman >/dev/null || missing+=(podman)
 [ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' \
   || missing+=(busybox-static)
 command -v file >/dev/null || missing+=(file)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

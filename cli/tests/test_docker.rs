@@ -276,3 +276,29 @@ fn an_ssh_endpoint_and_a_container_sync_through_the_daemon() {
     assert_eq!(sessions[0]["alpha"]["protocol"], "ssh");
     assert_eq!(sessions[0]["beta"]["protocol"], "docker");
 }
+
+#[test]
+fn an_engine_behind_verified_tls_is_reached_with_the_captured_certificates() {
+    let dockerd = Dockerd::start_with_tls();
+    dockerd.run("secure");
+    let (host, certificates) = dockerd.tls().expect("a tls engine");
+    let mut env = env_with_host(host.clone());
+    env.env.push(("DOCKER_TLS_VERIFY".into(), "1".into()));
+    env.env.push(("DOCKER_CERT_PATH".into(), certificates.display().to_string()));
+    let alpha = env.path("alpha");
+    populate(&alpha);
+    env.ok(&["sync", "create", "alpha", "docker://secure/~/tls", "--name", "tls"]);
+    env.ok(&["sync", "flush", "tls"]);
+    assert_eq!(hashes_in(&dockerd, "secure", "/root/tls"), hashes_here(&alpha));
+    let environment = env.sessions()[0]["beta"]["environment"].clone();
+    assert_eq!(environment["DOCKER_HOST"], host.as_str());
+    assert_eq!(environment["DOCKER_TLS_VERIFY"], "1");
+
+    // Without the client certificate the engine refuses, and create says where it looked.
+    let mut missing = env.command(&["sync", "create", "alpha", "docker://secure/~/x"]);
+    missing.env("DOCKER_CERT_PATH", "/nonexistent/certs");
+    let output = missing.output().expect("create");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("the TLS file /nonexistent/certs/ca.pem is missing"), "{stderr}");
+}

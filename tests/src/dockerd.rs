@@ -23,6 +23,8 @@ pub const IMAGE: &str = "mutagen-test/busybox:latest";
 pub struct Dockerd {
     dir: tempfile::TempDir,
     child: Child,
+    /// With TLS: the verified TCP address (`tcp://127.0.0.1:PORT`).
+    tls_host: Option<String>,
 }
 
 fn find(program: &str) -> PathBuf {
@@ -41,11 +43,46 @@ impl Dockerd {
     /// # Panics
     /// When not root, when Docker or busybox is missing, or when the engine does not come up.
     pub fn start() -> Dockerd {
+        Dockerd::launch(false)
+    }
+
+    /// Starts an engine that also listens on a loopback TCP port with verified TLS (a CA, a
+    /// server and a client certificate made with openssl for the occasion); see
+    /// [`Dockerd::tls`].
+    ///
+    /// # Panics
+    /// As [`Dockerd::start`], and when openssl is missing.
+    pub fn start_with_tls() -> Dockerd {
+        Dockerd::launch(true)
+    }
+
+    /// With TLS: the address for `DOCKER_HOST` and the directory for `DOCKER_CERT_PATH`
+    /// (`ca.pem`, `cert.pem`, `key.pem`, as the docker CLI names them).
+    pub fn tls(&self) -> Option<(String, PathBuf)> {
+        self.tls_host.clone().map(|host| (host, self.dir.path().join("client")))
+    }
+
+    fn launch(tls: bool) -> Dockerd {
         assert!(crate::sshd::is_root(), "the docker tests start their own dockerd: run as root");
         let dir = tempfile::Builder::new().prefix("mtg-dk").tempdir_in("/tmp").expect("tempdir");
         let path = dir.path();
         let log = fs::File::create(path.join("dockerd.log")).expect("log");
-        let child = Command::new(find("dockerd"))
+        let mut command = Command::new(find("dockerd"));
+        let mut tls_host = None;
+        if tls {
+            make_certificates(path);
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free port")
+                .port();
+            let host = format!("tcp://127.0.0.1:{port}");
+            command.args(["-H", &host, "--tlsverify"]);
+            command.arg("--tlscacert").arg(path.join("client/ca.pem"));
+            command.arg("--tlscert").arg(path.join("server-cert.pem"));
+            command.arg("--tlskey").arg(path.join("server-key.pem"));
+            tls_host = Some(host);
+        }
+        let child = command
             .arg("--data-root")
             .arg(path.join("data"))
             .arg("--exec-root")
@@ -61,7 +98,7 @@ impl Dockerd {
             .stderr(log)
             .spawn()
             .expect("start dockerd");
-        let dockerd = Dockerd { dir, child };
+        let dockerd = Dockerd { dir, child, tls_host };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !dockerd.docker(&["version"]).status.success() {
             assert!(
@@ -154,6 +191,103 @@ impl Dockerd {
         assert!(status.success(), "tar the root file system");
         let archive = archive.display().to_string();
         self.ok(&["import", "-c", "ENV PATH=/bin", "-c", "CMD [\"/bin/sh\"]", &archive, IMAGE]);
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir` (the client's
+/// files in `dir/client`, with the docker CLI's names).
+fn make_certificates(dir: &Path) {
+    let client = dir.join("client");
+    fs::create_dir_all(&client).expect("client directory");
+    fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+        .expect("server.ext");
+    fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("client.ext");
+    let steps: &[&[&str]] = &[
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "client/ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=mutagen-test-ca",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server-key.pem",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "client/ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-out",
+            "server-cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "client/key.pem",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=mutagen-test-client",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "client/ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-out",
+            "client/cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+        ],
+    ];
+    for step in steps {
+        let output = Command::new("openssl")
+            .args(*step)
+            .current_dir(dir)
+            .output()
+            .expect("openssl not found: apt-get install -y openssl");
+        assert!(
+            output.status.success(),
+            "openssl {step:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 }
 

@@ -69,6 +69,18 @@ pub fn capture(
             captured.insert((*name).to_owned(), value);
         }
     }
+    // The CLI's default certificate directory, made explicit for a daemon with another HOME.
+    if captured.get("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty())
+        && !captured.contains_key("DOCKER_CERT_PATH")
+    {
+        let directory = match captured.get("DOCKER_CONFIG") {
+            Some(directory) => Some(directory.clone()),
+            None => lookup("HOME").map(|home| format!("{home}/.docker")),
+        };
+        if let Some(directory) = directory {
+            captured.insert("DOCKER_CERT_PATH".to_owned(), directory);
+        }
+    }
     if captured.contains_key("DOCKER_HOST") {
         return Ok(captured);
     }
@@ -124,18 +136,32 @@ fn context_host(configuration: &Path, name: &str) -> Result<String, String> {
 
 /// Opens the engine named by a captured environment.
 fn engine(environment: &Environment) -> Result<Docker, String> {
-    if environment.get("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty() && v != "0") {
-        return Err(
-            "TLS connections to a Docker engine (DOCKER_TLS_VERIFY) are not supported".to_owned()
-        );
-    }
+    let tls = environment.get("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty());
     let host = environment.get("DOCKER_HOST").map_or("unix:///var/run/docker.sock", String::as_str);
     let pinned = match environment.get("DOCKER_API_VERSION") {
         Some(text) => Some(api_version(text)?),
         None => None,
     };
     let version = pinned.as_ref().unwrap_or(bollard::API_DEFAULT_VERSION);
-    let docker = if let Some(path) = host.strip_prefix("unix://") {
+    let docker = if tls {
+        // Verified TLS, with the CLI's file names in DOCKER_CERT_PATH (captured at create).
+        let Some(directory) = environment.get("DOCKER_CERT_PATH").map(Path::new) else {
+            return Err("DOCKER_TLS_VERIFY is set but DOCKER_CERT_PATH is not".to_owned());
+        };
+        for file in ["ca.pem", "cert.pem", "key.pem"] {
+            if !directory.join(file).is_file() {
+                return Err(format!("the TLS file {} is missing", directory.join(file).display()));
+            }
+        }
+        Docker::connect_with_ssl(
+            host,
+            &directory.join("key.pem"),
+            &directory.join("cert.pem"),
+            &directory.join("ca.pem"),
+            API_TIMEOUT,
+            version,
+        )
+    } else if let Some(path) = host.strip_prefix("unix://") {
         Docker::connect_with_unix(path, API_TIMEOUT, version)
     } else if host.starts_with("tcp://") || host.starts_with("http://") {
         Docker::connect_with_http(host, API_TIMEOUT, version)
