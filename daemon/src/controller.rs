@@ -1077,12 +1077,20 @@ fn run_cycle(
 
 /// Whether a cycle changed nothing worth recording.
 fn is_quiet(state: &SessionState, report: &CycleReport) -> bool {
+    // The journaled scan must still describe the sides: the scan that confirms a transition
+    // finds other counts than the scan before it, and the listing shows the journaled ones.
+    let same_scan = |side: &mutagen_journal::SideState, report: &mutagen_endpoint::SideReport| {
+        side.scanned
+            && (side.directories, side.files, side.symbolic_links, side.total_file_size)
+                == (report.directories, report.files, report.symbolic_links, report.total_file_size)
+            && side.scan_problems == report.scan_problems
+    };
     report.ancestor_changes.is_empty()
         && report.alpha.transitions.is_empty()
         && report.beta.transitions.is_empty()
         && report.conflicts == state.conflicts
-        && report.alpha.scan_problems == state.alpha.scan_problems
-        && report.beta.scan_problems == state.beta.scan_problems
+        && same_scan(&state.alpha, &report.alpha)
+        && same_scan(&state.beta, &report.beta)
         && state.alpha.transition_problems.is_empty()
         && state.beta.transition_problems.is_empty()
 }
@@ -1398,6 +1406,8 @@ mod tests {
         assert!(scans >= 2, "the cycle that copied and the one that confirmed: {scans}");
         let listed = info(&harness.handle);
         assert_eq!(listed.status, Status::Watching, "nothing runs when the flush returns");
+        // The listing shows what the confirming scan found, not the first cycle's scan.
+        assert_eq!((listed.alpha.state.files, listed.beta.state.files), (1, 1));
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(harness.scans.load(Ordering::SeqCst), scans, "and nothing runs after it");
 

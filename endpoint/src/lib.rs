@@ -47,5 +47,6 @@ pub use mutagen_core::ignore;
 pub use mutagen_core::{IgnoreError, Ignorer};
 pub use scan::{ScanOptions, SymlinkMode};
 pub use synchronizer::{
-    CycleError, CycleReport, HaltReason, Phase, Progress, Side, StagingProgress, Synchronizer,
+    CycleError, CycleReport, HaltReason, Phase, Progress, Side, SideReport, StagingProgress,
+    Synchronizer,
 };
