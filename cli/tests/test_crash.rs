@@ -128,3 +128,47 @@ fn assert_subset(part: &Path, whole: &Path) {
         }
     }
 }
+
+/// Issue 12's reproduction: a command run at once after `kill -9` used to fail with
+/// "connection reset by peer", or autostart with "another daemon is already running" (the
+/// dying process still held the lock). Each command kind, in turn, right after a kill.
+#[test]
+fn the_first_command_after_a_crash_restarts_the_daemon_and_succeeds() {
+    let env = DaemonEnv::new();
+    // Watched sessions with some files: a daemon with threads and watches takes a while to
+    // exit after the kill, which is the window the reproduction needs.
+    for session in 0..3 {
+        for file in 0..200 {
+            write(&env.path(&format!("alpha{session}/d{}/f{file}", file % 10)), "content\n");
+        }
+        let (alpha, beta) = (format!("alpha{session}"), format!("beta{session}"));
+        env.ok(&["sync", "create", &alpha, &beta, "-n", &format!("w{session}")]);
+    }
+    write(&env.path("alpha/a.txt"), "a\n");
+    env.ok(&["sync", "create", "alpha", "beta", "-n", "s", "--watch-mode", "no-watch"]);
+    env.ok(&["sync", "flush", "--all"]);
+    let commands: &[&[&str]] = &[
+        &["sync", "list"],
+        &["sync", "flush", "--all"],
+        &["sync", "pause", "--all"],
+        &["sync", "resume", "--all"],
+        &["daemon", "start"],
+        &["sync", "create", "alpha", "OTHER", "--watch-mode", "no-watch"],
+    ];
+    for round in 0..20 {
+        let command = commands[round % commands.len()];
+        let other = format!("beta-{round}");
+        let command: Vec<&str> =
+            command.iter().map(|arg| if *arg == "OTHER" { other.as_str() } else { arg }).collect();
+        env.kill9();
+        let run = env.run(&command);
+        assert_eq!(run.code, 0, "round {round}, {command:?}:\n{}{}", run.stdout, run.stderr);
+    }
+    // `daemon status` right after a crash: a clear answer, never a connection error.
+    env.kill9();
+    let status = env.run(&["daemon", "status"]);
+    let said = format!("{}{}", status.stdout, status.stderr);
+    assert!(said.contains("not running") || said.contains("Daemon running"), "{said}");
+    assert!(!said.contains("connection"), "{said}");
+    assert!(env.ok(&["sync", "list"]).contains("Name: s"));
+}

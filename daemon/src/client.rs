@@ -10,6 +10,9 @@ use anyhow::{Context, bail};
 use crate::paths::DataDirectory;
 use crate::protocol::{self, PROTOCOL_VERSION, Request, Response, VERSION};
 
+/// How long a daemon may take to answer the version request of a new connection.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long `start` waits for a new daemon to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -43,8 +46,18 @@ impl Client {
                     .with_context(|| format!("unable to connect to {}", socket.display()));
             }
         };
+        // A daemon answers its version at once; one that accepted while exiting never does.
+        stream.set_read_timeout(Some(VERSION_TIMEOUT)).context("unable to set a timeout")?;
         let mut client = Client { stream, pid: 0 };
-        match client.request(&Request::Version)? {
+        let answer = client.request(&Request::Version);
+        client.stream.set_read_timeout(None).context("unable to clear a timeout")?;
+        let answer = match answer {
+            Ok(answer) => answer,
+            // A daemon that was killed (or is exiting) after it accepted: none is running.
+            Err(error) if is_gone(&error) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        match answer {
             Response::Version { version, protocol, pid } => {
                 if version != VERSION || protocol != PROTOCOL_VERSION {
                     bail!(
@@ -172,6 +185,24 @@ pub fn start(data: &DataDirectory) -> anyhow::Result<Client> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether a failed exchange means that the daemon went away (reset, broken pipe, end of
+/// stream) rather than that it answered wrongly.
+fn is_gone(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|e| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::TimedOut
+            )
+        })
+    })
 }
 
 /// Returns the last line of the daemon log, for error messages.

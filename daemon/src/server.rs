@@ -41,6 +41,9 @@ pub fn run(data: &DataDirectory, settings: &TransportSettings) -> anyhow::Result
     result
 }
 
+/// How long a starting daemon waits for the lock of one that is exiting.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Takes the exclusive lock and writes our pid into the lock file.
 fn acquire_lock(data: &DataDirectory) -> anyhow::Result<std::fs::File> {
     let path = data.lock();
@@ -52,18 +55,36 @@ fn acquire_lock(data: &DataDirectory) -> anyhow::Result<std::fs::File> {
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("unable to open the daemon lock {}", path.display()))?;
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => {}
-        Err(rustix::io::Errno::WOULDBLOCK) => {
-            let pid = std::fs::read_to_string(&path).unwrap_or_default();
-            bail!(
-                "another daemon (pid {}) is already running for data directory {}",
-                pid.trim(),
-                data.root().display()
-            );
-        }
-        Err(error) => {
-            return Err(error).with_context(|| format!("unable to lock {}", path.display()));
+    // A daemon that was just killed holds its lock until its last thread has exited, which
+    // can take a moment: the lock is awaited (for at most LOCK_PATIENCE) as long as nothing
+    // answers on the socket. A daemon that answers is really running.
+    let started = std::time::Instant::now();
+    loop {
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                let pid = std::fs::read_to_string(&path).unwrap_or_default();
+                let pid = pid.trim();
+                if crate::client::Client::connect(data).is_ok_and(|client| client.is_some()) {
+                    bail!(
+                        "another daemon (pid {pid}) is already running for data directory {}",
+                        data.root().display()
+                    );
+                }
+                if started.elapsed() > LOCK_PATIENCE {
+                    bail!(
+                        "the daemon lock {} is held by pid {pid}, which does not answer on {} \
+                         (waited {} s)",
+                        path.display(),
+                        data.socket().display(),
+                        LOCK_PATIENCE.as_secs()
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("unable to lock {}", path.display()));
+            }
         }
     }
     file.set_len(0)?;
