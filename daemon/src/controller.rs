@@ -108,6 +108,9 @@ impl Engine {
     }
 }
 
+/// The longest wait before a cycle that met the same problems is tried again.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(60);
+
 /// How many follow-up cycles a flush waits for at most after its own.
 const FLUSH_FOLLOW_UPS: u32 = 3;
 
@@ -115,6 +118,9 @@ const FLUSH_FOLLOW_UPS: u32 = 3;
 enum Outcome {
     /// Committed to the journal.
     Committed { again: bool },
+    /// Not journaled: the cycle met the same transition problems as the one before and
+    /// changed nothing else; it is retried after a backoff or a change, not at once.
+    Repeated,
     /// Nothing to do, nothing journaled.
     Quiet,
     /// The session halted.
@@ -161,6 +167,7 @@ pub fn spawn(
         status: Status::Disconnected,
         journal_next: true,
         failures: 0,
+        repeats: 0,
         cycles_since_compaction: 0,
         watch_problems: [None, None],
     };
@@ -244,6 +251,8 @@ struct Controller {
     /// Journal the next cycle even if it is quiet (first cycle, flush, reset, resume).
     journal_next: bool,
     failures: u32,
+    /// Cycles in a row that met only the same problems again (see [`Outcome::Repeated`]).
+    repeats: u32,
     cycles_since_compaction: u64,
     /// The endpoints' watch problems, as last published (alpha, beta).
     watch_problems: [Option<String>; 2],
@@ -256,8 +265,8 @@ enum Waiting {
     /// For a command, or until the delay passed (then cycle).
     Delay(Duration),
     /// For a command, or for the endpoints to report a change (checked at least at the
-    /// interval).
-    Changes(Duration),
+    /// interval), or until the retry delay, if any, passed (then cycle).
+    Changes(Duration, Option<Duration>),
 }
 
 /// What ended a wait for changes.
@@ -308,7 +317,7 @@ impl Controller {
         match self.state() {
             Some(state) if state.paused => Status::Disconnected,
             Some(SessionState { halted: Some(reason), .. }) => Status::halted(*reason),
-            Some(_) if self.failures > 0 => Status::WaitingForRescan,
+            Some(_) if self.failures > 0 || self.repeats > 0 => Status::WaitingForRescan,
             Some(_) => Status::Watching,
             None => Status::Disconnected,
         }
@@ -382,19 +391,21 @@ impl Controller {
                         continue;
                     }
                 },
-                Waiting::Changes(interval) => match self.wait_for_changes(interval).await {
-                    Waited::Command(command) => command,
-                    Waited::Changed => {
-                        wake = true;
-                        continue;
+                Waiting::Changes(interval, retry) => {
+                    match self.wait_for_changes(interval, retry).await {
+                        Waited::Command(command) => command,
+                        Waited::Changed => {
+                            wake = true;
+                            continue;
+                        }
+                        Waited::Failed(message) => {
+                            tracing::warn!("checking for changes failed: {message}");
+                            self.failures += 1;
+                            self.disconnect(Some(message)).await;
+                            continue;
+                        }
                     }
-                    Waited::Failed(message) => {
-                        tracing::warn!("checking for changes failed: {message}");
-                        self.failures += 1;
-                        self.disconnect(Some(message)).await;
-                        continue;
-                    }
-                },
+                }
             };
             match command {
                 Some(command) => {
@@ -577,18 +588,26 @@ impl Controller {
         }
         let configuration = &state.spec.configuration;
         let interval = Duration::from_secs(u64::from(configuration.watch_polling_interval.max(1)));
-        match configuration.watch_mode {
-            WatchMode::NoWatch => Waiting::Commands,
-            WatchMode::Portable | WatchMode::ForcePoll => Waiting::Changes(interval),
+        // After a cycle that only met the same problems again: retry after a backoff, or
+        // sooner if something changes.
+        let retry = (self.repeats > 0)
+            .then(|| Duration::from_secs(1 << (self.repeats - 1).min(6)).min(MAX_RETRY_BACKOFF));
+        match (configuration.watch_mode, retry) {
+            (WatchMode::NoWatch, None) => Waiting::Commands,
+            (WatchMode::NoWatch, Some(retry)) => Waiting::Delay(retry),
+            (WatchMode::Portable | WatchMode::ForcePoll, retry) => {
+                Waiting::Changes(interval, retry)
+            }
         }
     }
 
     /// Waits on a blocking thread for the endpoints to change, until a command arrives.
-    async fn wait_for_changes(&mut self, interval: Duration) -> Waited {
+    async fn wait_for_changes(&mut self, interval: Duration, retry: Option<Duration>) -> Waited {
         let Some(mut engine) = self.engine.take() else { return Waited::Command(None) };
         let (interrupt, interrupted) = crossbeam_channel::bounded(1);
+        let retry = retry.map(|delay| Instant::now() + delay);
         let mut task = tokio::task::spawn_blocking(move || {
-            let result = watch_for_changes(&mut engine, &interrupted, interval);
+            let result = watch_for_changes(&mut engine, &interrupted, interval, retry);
             (engine, result)
         });
         let (command, joined) = tokio::select! {
@@ -839,12 +858,20 @@ impl Controller {
         let answer = match &outcome {
             Outcome::Committed { again } => {
                 self.failures = 0;
+                self.repeats = 0;
                 *wake |= *again;
                 self.cycles_since_compaction += 1;
                 Ok(())
             }
             Outcome::Quiet => {
                 self.failures = 0;
+                self.repeats = 0;
+                Ok(())
+            }
+            Outcome::Repeated => {
+                self.failures = 0;
+                self.repeats = self.repeats.saturating_add(1);
+                tracing::debug!("the same problems again ({} in a row)", self.repeats);
                 Ok(())
             }
             Outcome::Halted(message) => Err(message.clone()),
@@ -892,6 +919,7 @@ fn watch_for_changes(
     engine: &mut Engine,
     interrupt: &crossbeam_channel::Receiver<()>,
     interval: Duration,
+    retry: Option<Instant>,
 ) -> Result<(), String> {
     let check = |endpoint: &mut Option<Box<dyn Endpoint>>| match endpoint {
         Some(endpoint) => endpoint.check().map_err(|error| render_error(&error)),
@@ -908,7 +936,11 @@ fn watch_for_changes(
         if let Some(wakeups) = &beta {
             select.recv(wakeups);
         }
-        let Ok(operation) = select.select_deadline(deadline) else {
+        let Ok(operation) = select.select_deadline(retry.map_or(deadline, |r| r.min(deadline)))
+        else {
+            if retry.is_some_and(|retry| Instant::now() >= retry) {
+                return Ok(());
+            }
             // Both are checked: a polling endpoint rescans either way.
             let changed = check(&mut engine.alpha)? | check(&mut engine.beta)?;
             if changed {
@@ -962,6 +994,9 @@ fn run_cycle(
     let (alpha, beta) = (alpha.as_mut(), beta.as_mut());
     let mut pending: Vec<Event> = Vec::new();
     let mut journaling = journal_all;
+    // After a cycle with transition problems, this one may only meet them again: then it is
+    // not journaled at all, so its events wait for the end of the cycle.
+    let defer = !journal_all && has_transition_problems(state);
     let mut write_error: Option<JournalError> = None;
     let mut append = |log: &mut SessionLog, state: &mut SessionState, event: Event| {
         let record = Record::now(state.cycle, event);
@@ -986,7 +1021,7 @@ fn run_cycle(
                 Phase::Staging(Side::Beta) => Status::StagingBeta,
                 Phase::Transitioning => Status::Transitioning,
             };
-            if matches!(phase, Phase::Staging(_) | Phase::Transitioning) && !journaling {
+            if matches!(phase, Phase::Staging(_) | Phase::Transitioning) && !journaling && !defer {
                 journaling = true;
                 for event in pending.drain(..) {
                     append(log, state, event);
@@ -1032,7 +1067,12 @@ fn run_cycle(
             notify.send_modify(|index| *index += 1);
         }
         Progress::Staged { side, files, bytes } => {
-            append(log, state, Event::Staged { side, files, bytes });
+            let event = Event::Staged { side, files, bytes };
+            if journaling {
+                append(log, state, event);
+            } else {
+                pending.push(event);
+            }
         }
     });
     let halted = synchronizer.halted();
@@ -1069,22 +1109,44 @@ fn run_cycle(
         engine.state.cycle -= 1;
         return Outcome::Quiet;
     }
+    if !journaling && is_repeat(&engine.state, &report) {
+        engine.state.cycle -= 1;
+        return Outcome::Repeated;
+    }
     match commit(engine, pending, report) {
         Ok(again) => Outcome::Committed { again },
         Err(error) => Outcome::Failed(format!("unable to write the journal: {error}")),
     }
 }
 
+/// Whether the journaled scan still describes a side: the scan that confirms a transition
+/// finds other counts than the scan before it, and the listing shows the journaled ones.
+fn same_scan(side: &mutagen_journal::SideState, report: &mutagen_endpoint::SideReport) -> bool {
+    side.scanned
+        && (side.directories, side.files, side.symbolic_links, side.total_file_size)
+            == (report.directories, report.files, report.symbolic_links, report.total_file_size)
+        && side.scan_problems == report.scan_problems
+}
+
+/// Whether the latest journaled cycle left transition problems.
+fn has_transition_problems(state: &SessionState) -> bool {
+    !state.alpha.transition_problems.is_empty() || !state.beta.transition_problems.is_empty()
+}
+
+/// Whether a cycle only met the journaled transition problems again: nothing else changed
+/// (ancestor, conflicts, scans), and each side's transition problems are the same.
+fn is_repeat(state: &SessionState, report: &CycleReport) -> bool {
+    has_transition_problems(state)
+        && report.ancestor_changes.is_empty()
+        && report.conflicts == state.conflicts
+        && same_scan(&state.alpha, &report.alpha)
+        && same_scan(&state.beta, &report.beta)
+        && report.alpha.transition_problems == state.alpha.transition_problems
+        && report.beta.transition_problems == state.beta.transition_problems
+}
+
 /// Whether a cycle changed nothing worth recording.
 fn is_quiet(state: &SessionState, report: &CycleReport) -> bool {
-    // The journaled scan must still describe the sides: the scan that confirms a transition
-    // finds other counts than the scan before it, and the listing shows the journaled ones.
-    let same_scan = |side: &mutagen_journal::SideState, report: &mutagen_endpoint::SideReport| {
-        side.scanned
-            && (side.directories, side.files, side.symbolic_links, side.total_file_size)
-                == (report.directories, report.files, report.symbolic_links, report.total_file_size)
-            && side.scan_problems == report.scan_problems
-    };
     report.ancestor_changes.is_empty()
         && report.alpha.transitions.is_empty()
         && report.beta.transitions.is_empty()

@@ -336,8 +336,7 @@ impl Synchronizer {
                 }
             }
         }
-        self.update_ancestor(&ancestor_delta)?;
-        report.ancestor_changes = ancestor_delta;
+        report.ancestor_changes = self.update_ancestor(ancestor_delta)?;
         match first_error {
             Some(error) => Err(error),
             None => Ok(report),
@@ -355,28 +354,38 @@ impl Synchronizer {
     /// The ancestor is valid and every change's path was produced by reconciling valid
     /// trees, so checking each change's new content keeps the whole ancestor valid without
     /// walking it (it can hold millions of entries, and this runs every cycle).
-    fn update_ancestor(&mut self, delta: &[Change]) -> Result<(), CycleError> {
-        for change in delta {
+    /// Applies `delta` to the ancestor and returns the changes that changed it: a result that
+    /// equals what the ancestor already holds (a failed creation, say) is no change, so that a
+    /// cycle that only failed again changes nothing and journals nothing.
+    fn update_ancestor(&mut self, delta: Vec<Change>) -> Result<Vec<Change>, CycleError> {
+        for change in &delta {
             // Transition results only ever hold synchronizable content; check them anyway,
             // since a remote endpoint's results are untrusted input.
             if let Some(new) = &change.new {
                 new.validate(true).map_err(CycleError::InvalidAncestor)?;
             }
         }
-        let mut undo = Vec::with_capacity(delta.len());
+        let mut undo: Vec<(String, Option<Entry>)> = Vec::with_capacity(delta.len());
+        let mut effective = Vec::with_capacity(delta.len());
         for change in delta {
             match replace_at(&mut self.ancestor, &change.path, change.new.clone()) {
-                Ok(previous) => undo.push((change.path.as_str(), previous)),
+                Ok(previous) => {
+                    let changed = previous != change.new;
+                    undo.push((change.path.clone(), previous));
+                    if changed {
+                        effective.push(change);
+                    }
+                }
                 Err(error) => {
                     for (path, previous) in undo.into_iter().rev() {
                         // Restoring what was just there cannot fail.
-                        let _ = replace_at(&mut self.ancestor, path, previous);
+                        let _ = replace_at(&mut self.ancestor, &path, previous);
                     }
                     return Err(CycleError::Ancestor(error));
                 }
             }
         }
-        Ok(())
+        Ok(effective)
     }
 }
 

@@ -247,7 +247,17 @@ pub fn describe(session: &SessionInfo, long: bool) -> String {
     if session.paused {
         out.push_str("Status: [Paused]\n");
     } else {
-        out.push_str(&format!("Status: {}\n", session.status.description()));
+        let problems = session.alpha.state.transition_problems.len()
+            + session.beta.state.transition_problems.len();
+        if session.status == mutagen_daemon::protocol::Status::WaitingForRescan && problems > 0 {
+            let noun = if problems == 1 { "transition problem" } else { "transition problems" };
+            out.push_str(&format!(
+                "Status: {} ({problems} {noun} again; retried after a backoff or a change)\n",
+                session.status.description()
+            ));
+        } else {
+            out.push_str(&format!("Status: {}\n", session.status.description()));
+        }
         if let Some((_, progress)) = &session.staging {
             out.push_str(&format!(
                 "Staging progress: {}/{} - {}\nCurrent file: {}\n",
