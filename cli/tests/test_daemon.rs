@@ -229,7 +229,11 @@ fn sessions_survive_a_daemon_restart_with_their_configuration() {
 fn bad_input_gets_clear_errors() {
     let env = DaemonEnv::new();
     env.ok(&["sync", "create", "alpha", "beta", "--name", "web", "--paused"]);
+    // A symbolic-link root is refused at create, not at the first scan.
+    fs::create_dir_all(env.path("real")).expect("real");
+    std::os::unix::fs::symlink(env.path("real"), env.path("linked")).expect("symlink");
     let cases: &[(&[&str], &str)] = &[
+        (&["sync", "create", "linked", "beta2"], "linked is a symbolic link"),
         (
             &["sync", "create", "alpha", "host:/srv"],
             "unable to connect to beta: unable to connect to host: ssh: Could not resolve",

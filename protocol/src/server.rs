@@ -134,12 +134,19 @@ pub fn open_endpoint(
 /// endpoints are made the same way.
 ///
 /// # Errors
-/// A lowercase message for invalid ignore patterns.
+/// A lowercase message for invalid ignore patterns, or a root that is a symbolic link (a
+/// scan would refuse it; refusing it here makes `create` fail instead of the first cycle).
 pub fn local_endpoint(
     root: PathBuf,
     default_staging: &Path,
     options: &EndpointOptions,
 ) -> Result<(LocalEndpoint, PathBuf), String> {
+    if std::fs::symlink_metadata(&root).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(format!(
+            "root {} is a symbolic link: use the path it points to",
+            root.display()
+        ));
+    }
     let ignorer = Ignorer::new(&options.ignores, options.ignore_vcs).map_err(|e| e.to_string())?;
     let staging =
         mutagen_endpoint::staging::placement(&root, default_staging, &options.staging_name);
