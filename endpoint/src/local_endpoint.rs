@@ -159,8 +159,11 @@ impl LocalEndpoint {
                 self.watcher = None;
                 self.watch_problem = Some(problem);
             }
-            self.fallbacks.0 += 1;
-            self.fallbacks.1 = pending.reason;
+            // A root that appeared (the first cycle created it) is expected, not trouble.
+            if pending.reason.is_some() {
+                self.fallbacks.0 += 1;
+                self.fallbacks.1 = pending.reason;
+            }
             return self.full_scan();
         }
         if pending.dirty.is_empty() && self.view.is_some() {

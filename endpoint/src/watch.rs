@@ -118,11 +118,16 @@ impl Shared {
             // The root itself: its metadata changed, or it went away.
             let replaced = matches!(
                 kind,
-                EventKind::Create(_)
-                    | EventKind::Remove(_)
-                    | EventKind::Modify(notify::event::ModifyKind::Name(_))
+                EventKind::Remove(_) | EventKind::Modify(notify::event::ModifyKind::Name(_))
             );
-            if replaced {
+            if matches!(kind, EventKind::Create(_)) {
+                // The root appeared (a new session's first cycle creates it): watch it and
+                // read it in full, without calling that a problem.
+                pending.rewatch = true;
+                pending.rescan = true;
+                pending.dirty.clear();
+                pending.created.clear();
+            } else if replaced {
                 pending.rewatch = true;
                 mark_rescan(pending, "the root was removed or moved".to_owned());
             } else {
