@@ -164,3 +164,22 @@ fn a_beta_whose_parent_is_missing_is_a_problem_at_the_root() {
     );
     assert!(!env.path("missing").exists());
 }
+
+#[test]
+fn a_failed_placement_is_not_counted_as_applied() {
+    let env = Env::new();
+    write(&env.path("alpha/ok.txt"), "fine\n");
+    write(&env.path("alpha/ro/blocked.txt"), "blocked\n");
+    fs::create_dir_all(env.path("beta/ro")).expect("beta/ro");
+    // Immutable: even root cannot create a file in it (the suite runs as root).
+    let immutable = |flag: &str| {
+        let status = Command::new("chattr").arg(flag).arg(env.path("beta/ro")).status();
+        assert!(status.expect("chattr").success(), "chattr {flag} (needs root)");
+    };
+    immutable("+i");
+    let (code, out, _) = env.once(&[]);
+    immutable("-i");
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("Beta:") && out.contains("1 change applied, 1 failed"), "{out}");
+    assert!(out.contains("ro/blocked.txt: unable to place file"), "{out}");
+}

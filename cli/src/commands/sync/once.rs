@@ -109,14 +109,30 @@ struct Summary {
 
 #[derive(Default)]
 struct Totals {
+    /// Changes applied in full.
     changes: usize,
+    /// Changes that failed in the last cycle, in whole or in part (a transition problem at or
+    /// under them): each cycle attempts them again, so they are not summed.
+    failed: usize,
     staged_files: u64,
     staged_bytes: u64,
 }
 
 impl Totals {
     fn add(&mut self, side: &SideReport) {
-        self.changes += side.transitions.len();
+        let failed = side
+            .transitions
+            .iter()
+            .filter(|change| {
+                side.transition_problems.iter().any(|problem| {
+                    problem.path == change.path
+                        || change.path.is_empty()
+                        || problem.path.starts_with(&format!("{}/", change.path))
+                })
+            })
+            .count();
+        self.failed = failed;
+        self.changes += side.transitions.len() - failed;
         self.staged_files += side.staged_files;
         self.staged_bytes += side.staged_bytes;
     }
@@ -188,12 +204,13 @@ fn report(
         ("Beta", &summary.beta, &summary.last.beta),
     ] {
         println!(
-            "{name}: {}, {} ({}), {}; {} applied, {} transferred ({})",
+            "{name}: {}, {} ({}), {}; {} applied{}, {} transferred ({})",
             render::count(side.directories, "directory", "directories"),
             render::count(side.files, "file", "files"),
             render::size(side.total_file_size),
             render::count(side.symbolic_links, "symbolic link", "symbolic links"),
             render::count(totals.changes as u64, "change", "changes"),
+            if totals.failed > 0 { format!(", {} failed", totals.failed) } else { String::new() },
             render::count(totals.staged_files, "file", "files"),
             render::size(totals.staged_bytes),
         );
