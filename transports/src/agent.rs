@@ -12,7 +12,59 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use crate::{TransportError, TransportResult};
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use mutagen_protocol::{OutputTail, ProtocolError, handshake};
+
+use crate::{AgentStream, Hello, TransportError, TransportResult};
+
+/// How long an agent may take to greet.
+const GREETING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why an agent did not start.
+pub(crate) enum Started {
+    /// No greeting: the agent is missing or broken; what it printed.
+    Missing(String),
+    /// Something else failed.
+    Failed(TransportError),
+}
+
+/// Reads the greeting of an agent just started (on a blocking thread, for at most
+/// [`GREETING_TIMEOUT`]) and returns its stream; `host` names it in errors.
+pub(crate) async fn greet(
+    reader: Box<dyn Read + Send>,
+    writer: Box<dyn Write + Send>,
+    guard: Box<dyn Send>,
+    stderr: OutputTail,
+    host: &str,
+) -> Result<(AgentStream, Hello), Started> {
+    let failed =
+        |reason: String| Started::Failed(TransportError::Start { host: host.to_owned(), reason });
+    let mut reader = reader;
+    let greeting = tokio::task::spawn_blocking(move || {
+        let result = handshake(&mut reader);
+        (reader, result)
+    });
+    let (reader, result) = match tokio::time::timeout(GREETING_TIMEOUT, greeting).await {
+        Ok(Ok(joined)) => joined,
+        Ok(Err(error)) => return Err(failed(format!("the greeting task failed: {error}"))),
+        Err(_) => {
+            return Err(failed(format!("no greeting within {} s", GREETING_TIMEOUT.as_secs())));
+        }
+    };
+    let stream = AgentStream { reader, writer, guard, stderr };
+    match result {
+        Ok(hello) => Ok((stream, hello)),
+        Err(ProtocolError::Closed(printed)) => {
+            // Let the error output arrive before it is read.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let said = stream.stderr.text();
+            Err(Started::Missing([printed, said].join(" ").trim().to_owned()))
+        }
+        Err(error) => Err(failed(error.to_string())),
+    }
+}
 
 /// The agent's directory on a remote host, relative to the login directory (the home).
 pub fn remote_directory() -> String {

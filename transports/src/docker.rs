@@ -20,20 +20,19 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::time::Duration;
 
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::query_parameters::{DownloadFromContainerOptions, UploadToContainerOptions};
 use futures_util::StreamExt;
-use mutagen_protocol::{OutputTail, PROTOCOL_VERSION, ProtocolError, handshake};
+use mutagen_protocol::{OutputTail, PROTOCOL_VERSION};
 use mutagen_session::Environment;
 use mutagen_session::url::DockerUrl;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use crate::agent::{self, AgentBinary};
+use crate::agent::{self, AgentBinary, Started};
 use crate::{AgentStream, Hello, TransportError, TransportResult};
 
 /// The variables that choose the engine, captured at `create` (in this order).
@@ -45,9 +44,6 @@ pub const ENVIRONMENT: &[&str] = &[
     "DOCKER_CONTEXT",
     "DOCKER_CONFIG",
 ];
-
-/// How long the agent may take to greet.
-const GREETING_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long an API request may take (seconds).
 const API_TIMEOUT: u64 = 30;
@@ -452,14 +448,6 @@ async fn run(
     Ok((inspected.exit_code, output))
 }
 
-/// Why an agent did not start.
-enum Started {
-    /// The stream ended before a greeting (no agent there, or it failed): what was printed.
-    Missing(String),
-    /// Anything else.
-    Failed(TransportError),
-}
-
 /// Runs the agent with an attached-stdio exec and reads its greeting.
 async fn start_agent(
     docker: &Docker,
@@ -525,29 +513,10 @@ async fn start_agent(
         let _ = input.shutdown().await;
     });
     let guard = Tasks(vec![reading, writing]);
-    let mut reader: Box<dyn Read + Send> =
+    let reader =
         Box::new(ChannelReader { receiver: stdout_receiver, pending: Vec::new(), position: 0 });
-    let greeting = tokio::task::spawn_blocking(move || {
-        let result = handshake(&mut reader);
-        (reader, result)
-    });
-    let (reader, result) = match tokio::time::timeout(GREETING_TIMEOUT, greeting).await {
-        Ok(Ok(joined)) => joined,
-        Ok(Err(error)) => return Err(failed(format!("the greeting task failed: {error}"))),
-        Err(_) => {
-            return Err(failed(format!("no greeting within {} s", GREETING_TIMEOUT.as_secs())));
-        }
-    };
     let writer = Box::new(ChannelWriter { sender: Some(stdin_sender) });
-    let stream = AgentStream { reader, writer, guard: Box::new(guard), stderr };
-    match result {
-        Ok(hello) => Ok((stream, hello)),
-        Err(ProtocolError::Closed(printed)) => {
-            let said = stream.stderr.text();
-            Err(Started::Missing([printed, said].join(" ").trim().to_owned()))
-        }
-        Err(error) => Err(failed(error.to_string())),
-    }
+    agent::greet(reader, writer, Box::new(guard), stderr, host).await
 }
 
 /// Aborts the bridging tasks when the stream is dropped.

@@ -28,20 +28,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use mutagen_protocol::{
-    AgentStream, Hello, OutputTail, PROTOCOL_VERSION, ProtocolError, handshake,
-};
+use mutagen_protocol::{AgentStream, Hello, OutputTail, PROTOCOL_VERSION};
 use mutagen_session::url::SshUrl;
 use openssh::{Session, Stdio};
 
-use crate::agent::{self, AgentBinary};
+use crate::agent::{self, AgentBinary, Started};
 use crate::{TransportError, TransportResult};
 
 /// How long a master may take to connect and authenticate.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How long an agent may take to greet.
-const GREETING_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// (user, host, port): what identifies a master connection.
 type Key = (Option<String>, String, Option<u16>);
@@ -394,13 +389,6 @@ fn short(build: &str) -> &str {
     build.get(..12).unwrap_or(build)
 }
 
-enum Started {
-    /// No greeting: the agent is missing or broken; what it printed.
-    Missing(String),
-    /// Something else failed.
-    Failed(TransportError),
-}
-
 /// Collects the tail of a stream in a thread.
 fn collect_tail(mut reader: std::io::PipeReader) -> OutputTail {
     let tail = OutputTail::default();
@@ -456,30 +444,8 @@ async fn start_agent(lease: Lease, host: &str) -> Result<(AgentStream, Hello), S
     });
     let stderr = collect_tail(stderr_reader);
     let guard = RemoteProcess { _lease: lease, task };
-    let mut reader: Box<dyn Read + Send> = Box::new(stdout_reader);
-    let greeting = tokio::task::spawn_blocking(move || {
-        let result = handshake(&mut reader);
-        (reader, result)
-    });
-    let (reader, result) = match tokio::time::timeout(GREETING_TIMEOUT, greeting).await {
-        Ok(Ok(joined)) => joined,
-        Ok(Err(error)) => return Err(failed(format!("the greeting task failed: {error}"))),
-        Err(_) => {
-            return Err(failed(format!("no greeting within {} s", GREETING_TIMEOUT.as_secs())));
-        }
-    };
-    let stream =
-        AgentStream { reader, writer: Box::new(stdin_writer), guard: Box::new(guard), stderr };
-    match result {
-        Ok(hello) => Ok((stream, hello)),
-        Err(ProtocolError::Closed(printed)) => {
-            // Let the error output arrive before it is read.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let said = stream.stderr.text();
-            Err(Started::Missing([printed, said].join(" ").trim().to_owned()))
-        }
-        Err(error) => Err(failed(error.to_string())),
-    }
+    agent::greet(Box::new(stdout_reader), Box::new(stdin_writer), Box::new(guard), stderr, host)
+        .await
 }
 
 async fn install(session: &Arc<Session>, binary: &Path, host: &str) -> TransportResult<()> {
