@@ -3,6 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 pub struct DaemonEnv {
     pub dir: tempfile::TempDir,
@@ -81,6 +82,21 @@ impl DaemonEnv {
     pub fn pid(&self) -> Option<i32> {
         let text = fs::read_to_string(self.data().join("daemon/daemon.lock")).ok()?;
         text.trim().parse().ok()
+    }
+
+    /// Waits until `done`, for at most `patience`; then fails with the long listing and the
+    /// daemon log.
+    pub fn until(&self, what: &str, patience: Duration, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + patience;
+        while !done() {
+            if Instant::now() > deadline {
+                let list = self.run(&["sync", "list", "--long"]);
+                let log =
+                    fs::read_to_string(self.data().join("daemon/daemon.log")).unwrap_or_default();
+                panic!("{what} did not happen\n{}{}\ndaemon log:\n{log}", list.stdout, list.stderr);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Kills the daemon with SIGKILL and returns at once, as a crash leaves things: the next

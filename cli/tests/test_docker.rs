@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mutagen_tests::dockerd::Dockerd;
 use mutagen_tests::podman::Podman;
@@ -36,16 +36,8 @@ fn env_with_host(host: String) -> DaemonEnv {
     env
 }
 
-fn until(env: &DaemonEnv, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        if Instant::now() > deadline {
-            let list = env.run(&["sync", "list", "--long"]);
-            let log = fs::read_to_string(env.data().join("daemon/daemon.log")).unwrap_or_default();
-            panic!("{what} did not happen\n{}{}\ndaemon log:\n{log}", list.stdout, list.stderr);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn until(env: &DaemonEnv, what: &str, done: impl FnMut() -> bool) {
+    env.until(what, PATIENCE, done);
 }
 
 /// `sha256sum` of every file under `root`, by relative path (computed by busybox).

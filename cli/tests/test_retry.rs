@@ -41,17 +41,6 @@ fn cpu_time(pid: i32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-fn until(env: &DaemonEnv, what: &str, patience: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + patience;
-    while !done() {
-        if Instant::now() > deadline {
-            let list = env.run(&["sync", "list", "--long"]);
-            panic!("{what} did not happen\n{}{}", list.stdout, list.stderr);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_lasting_transition_problem_waits_instead_of_spinning() {
     let env = DaemonEnv::new();
@@ -60,7 +49,7 @@ fn a_lasting_transition_problem_waits_instead_of_spinning() {
     fs::create_dir_all(env.path("beta/ro")).expect("beta/ro");
     let immutable = Immutable::set(&env.path("beta/ro"));
     env.ok(&["sync", "create", "alpha", "beta", "--name", "stuck"]);
-    until(&env, "the transition problem", Duration::from_secs(30), || {
+    env.until("the transition problem", Duration::from_secs(30), || {
         let sessions = env.sessions();
         sessions[0]["status"] == "waiting-for-rescan"
             && sessions[0]["beta"]["transitionProblems"].as_array().is_some_and(|p| p.len() == 1)
@@ -84,9 +73,9 @@ fn a_lasting_transition_problem_waits_instead_of_spinning() {
     let status = Command::new("chmod").arg("0755").arg(env.path("beta/ro")).status();
     assert!(status.expect("chmod").success());
     let started = Instant::now();
-    until(&env, "the file placed", Duration::from_secs(65), || env.path("beta/ro/file").exists());
+    env.until("the file placed", Duration::from_secs(65), || env.path("beta/ro/file").exists());
     eprintln!("fixed {:?} after the directory became writable", started.elapsed());
-    until(&env, "the session watching again", Duration::from_secs(10), || {
+    env.until("the session watching again", Duration::from_secs(10), || {
         env.sessions()[0]["status"] == "watching"
     });
 }

@@ -27,16 +27,8 @@ fn remote(sshd: &Sshd, user: &str, path: &str) -> String {
     format!("{user}@127.0.0.1:{}:{path}", sshd.port)
 }
 
-fn until(env: &DaemonEnv, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        if Instant::now() > deadline {
-            let list = env.run(&["sync", "list", "--long"]);
-            let log = fs::read_to_string(env.data().join("daemon/daemon.log")).unwrap_or_default();
-            panic!("{what} did not happen\n{}{}\ndaemon log:\n{log}", list.stdout, list.stderr);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn until(env: &DaemonEnv, what: &str, done: impl FnMut() -> bool) {
+    env.until(what, PATIENCE, done);
 }
 
 /// Processes whose command line mentions `needle`.

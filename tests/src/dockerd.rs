@@ -202,84 +202,20 @@ fn make_certificates(dir: &Path) {
     fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
         .expect("server.ext");
     fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("client.ext");
-    let steps: &[&[&str]] = &[
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca-key.pem",
-            "-out",
-            "client/ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=mutagen-test-ca",
-        ],
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server-key.pem",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "client/ca.pem",
-            "-CAkey",
-            "ca-key.pem",
-            "-CAcreateserial",
-            "-out",
-            "server-cert.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "client/key.pem",
-            "-out",
-            "client.csr",
-            "-subj",
-            "/CN=mutagen-test-client",
-        ],
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "client/ca.pem",
-            "-CAkey",
-            "ca-key.pem",
-            "-CAcreateserial",
-            "-out",
-            "client/cert.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "client.ext",
-        ],
+    let steps = [
+        "req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out client/ca.pem -days 2 \
+         -subj /CN=mutagen-test-ca",
+        "req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr -subj /CN=127.0.0.1",
+        "x509 -req -in server.csr -CA client/ca.pem -CAkey ca-key.pem -CAcreateserial \
+         -out server-cert.pem -days 2 -extfile server.ext",
+        "req -newkey rsa:2048 -nodes -keyout client/key.pem -out client.csr \
+         -subj /CN=mutagen-test-client",
+        "x509 -req -in client.csr -CA client/ca.pem -CAkey ca-key.pem -CAcreateserial \
+         -out client/cert.pem -days 2 -extfile client.ext",
     ];
     for step in steps {
         let output = Command::new("openssl")
-            .args(*step)
+            .args(step.split_whitespace())
             .current_dir(dir)
             .output()
             .expect("openssl not found: apt-get install -y openssl");

@@ -17,7 +17,6 @@
 //!   protocol by two tasks; dropping the stream's guard closes the agent's input, and the
 //!   agent exits.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -192,8 +191,6 @@ pub struct Container {
     /// The container's full identifier: another one under the same name is another file
     /// system.
     pub identifier: String,
-    /// The agent user's home.
-    pub home: String,
 }
 
 /// Connects to agents in containers; shared by every session of a daemon.
@@ -248,7 +245,7 @@ impl DockerTransport {
             inspected.config.as_ref().and_then(|c| c.user.clone()).filter(|u| !u.is_empty())
         });
         let account = account(&docker, &url.container, user.as_deref()).await.map_err(&connect)?;
-        let container = Container { identifier: identifier.clone(), home: account.home.clone() };
+        let container = Container { identifier: identifier.clone() };
         let (_, build) = self.agent.locate()?;
         let ours = |hello: &Hello| hello.protocol == PROTOCOL_VERSION && hello.build == build;
         let exec_user = user.clone().unwrap_or_else(|| "0".to_owned());
@@ -574,14 +571,16 @@ impl Write for ChannelWriter {
     }
 }
 
-/// Looks a variable up in a captured environment map (tests and the daemon).
-pub fn lookup_in(map: &BTreeMap<String, String>) -> impl Fn(&str) -> Option<String> + '_ {
-    move |name| map.get(name).cloned()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+
+    /// Looks a variable up in a map, as `capture` looks it up in the environment.
+    fn lookup_in(map: &BTreeMap<String, String>) -> impl Fn(&str) -> Option<String> + '_ {
+        move |name| map.get(name).cloned()
+    }
 
     #[test]
     fn api_versions_parse() {
