@@ -4,6 +4,7 @@ mod daemon_env;
 mod test_crash;
 mod test_daemon;
 mod test_docker;
+mod test_integrity;
 mod test_retry;
 mod test_ssh;
 mod test_sync_once;

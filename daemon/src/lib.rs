@@ -10,6 +10,7 @@
 //! - [`connect`]: the endpoint factory (local paths, SSH agents) shared by controllers.
 //! - [`controller`]: one task per session: cycle, journal, wait for changes or commands.
 //! - [`client`]: connect with autostart and version check.
+//! - [`integrity`]: the journal verified or recovered while no daemon runs.
 //!
 //! # Invariants
 //! - One daemon per data directory (an exclusive `flock` on `daemon/daemon.lock`).
@@ -21,6 +22,7 @@
 pub mod client;
 pub mod connect;
 pub mod controller;
+pub mod integrity;
 pub mod manager;
 pub mod paths;
 pub mod protocol;

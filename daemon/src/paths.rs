@@ -6,6 +6,9 @@
 //!   daemon/daemon.sock          the IPC socket, 0600
 //!   daemon/daemon.log           the daemon's log
 //!   journal/                    the sled journal of every session
+//!   journal.head                what the journal acknowledged (sessions, record counts, hashes)
+//!   journal.examining/          a scratch copy, while the journal is checked before opening
+//!   journal.damaged-<time>/     a damaged journal and its head, kept by `daemon recover`
 //!   staging/<id>-alpha|beta/    files received for a session, before they are placed
 //!   once/                       state of `mutagen sync once`
 //! ```

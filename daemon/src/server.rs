@@ -6,7 +6,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use mutagen_journal::Journal;
+use mutagen_journal::{Journal, JournalError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
@@ -45,7 +45,10 @@ pub fn run(data: &DataDirectory, settings: &TransportSettings) -> anyhow::Result
 const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Takes the exclusive lock and writes our pid into the lock file.
-fn acquire_lock(data: &DataDirectory) -> anyhow::Result<std::fs::File> {
+///
+/// # Errors
+/// When a daemon that answers holds it, or a silent holder keeps it beyond `LOCK_PATIENCE`.
+pub(crate) fn acquire_lock(data: &DataDirectory) -> anyhow::Result<std::fs::File> {
     let path = data.lock();
     let mut file = OpenOptions::new()
         .create(true)
@@ -123,7 +126,14 @@ async fn serve(data: DataDirectory, settings: TransportSettings) -> anyhow::Resu
     let journal_directory = data.journal();
     let manager = tokio::task::spawn_blocking({
         let data = data.clone();
-        move || -> anyhow::Result<Journal> { Ok(Journal::open(&data.journal())?) }
+        move || -> anyhow::Result<Journal> {
+            Journal::open(&data.journal()).map_err(|error| match error {
+                JournalError::Damaged { .. } => {
+                    anyhow::anyhow!("{error}; {}", crate::integrity::ADVICE)
+                }
+                error => error.into(),
+            })
+        }
     })
     .await??;
     // Loading replays every session on this thread's runtime (controllers are spawned).

@@ -1,4 +1,4 @@
-//! `mutagen daemon start|stop|run|status`
+//! `mutagen daemon start|stop|run|status|verify|recover`
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -7,7 +7,8 @@ use anyhow::bail;
 use clap::Subcommand;
 use mutagen_daemon::connect::TransportSettings;
 use mutagen_daemon::protocol::{Request, Response, Selection};
-use mutagen_daemon::{Client, DataDirectory, client, server};
+use mutagen_daemon::{Client, DataDirectory, client, integrity, server};
+use mutagen_journal::{Finding, Recovered, Report};
 
 use crate::Outcome;
 
@@ -22,6 +23,11 @@ pub enum DaemonCommand {
     Run,
     /// Say whether the daemon runs, with its pid, version and session count
     Status,
+    /// Check, while the daemon is stopped, that the journal holds everything it acknowledged
+    Verify,
+    /// Keep the intact sessions of a damaged journal (damaged ones come back reset and
+    /// paused) and move the damaged journal aside
+    Recover,
 }
 
 /// Runs a `daemon` verb.
@@ -84,8 +90,74 @@ pub fn run(command: DaemonCommand) -> anyhow::Result<Outcome> {
                 data.root().display()
             );
         }
+        DaemonCommand::Verify => {
+            let report = integrity::verify(&data)?;
+            print_report(&report);
+            let problems = report.problems();
+            if !problems.is_empty() {
+                bail!(
+                    "the journal {} is damaged ({} problem{}); `mutagen daemon recover` keeps the \
+                     intact sessions",
+                    report.directory.display(),
+                    problems.len(),
+                    if problems.len() == 1 { "" } else { "s" }
+                );
+            }
+            println!("The journal is intact.");
+        }
+        DaemonCommand::Recover => {
+            let (report, recovery) = integrity::recover(&data)?;
+            print_report(&report);
+            let Some(recovery) = recovery else {
+                println!("The journal is intact; nothing was changed.");
+                return Ok(Outcome::Success);
+            };
+            println!("Recovered:");
+            for (identifier, name, outcome) in &recovery.sessions {
+                let label = match name.as_deref().filter(|n| !n.is_empty()) {
+                    Some(name) => format!("{identifier} ({name})"),
+                    None => identifier.clone(),
+                };
+                match outcome {
+                    Recovered::Intact => println!("  {label}: kept as it was"),
+                    Recovered::Reset(_) => {
+                        println!("  {label}: kept, reset and paused (resume it when ready)");
+                    }
+                    Recovered::Lost(detail) => println!("  {label}: lost: {detail}"),
+                }
+            }
+            println!("The damaged journal was moved to {}", recovery.kept.display());
+        }
     }
     Ok(Outcome::Success)
+}
+
+/// Prints a journal examination, one line per session.
+fn print_report(report: &Report) {
+    println!("Journal {} (head {})", report.directory.display(), report.head.display());
+    if report.legacy {
+        println!("  written before the hash chain: it is chained when the daemon next starts");
+    }
+    for problem in &report.problems {
+        println!("  problem: {problem}");
+    }
+    for session in &report.sessions {
+        let label = match session.name.as_deref().filter(|n| !n.is_empty()) {
+            Some(name) => format!("{} ({name})", session.identifier),
+            None => session.identifier.clone(),
+        };
+        let records = session.records;
+        match &session.finding {
+            Finding::Intact => println!("  {label}: intact, {records} records"),
+            Finding::Unacknowledged => {
+                println!("  {label}: intact, {records} records (not acknowledged yet)");
+            }
+            Finding::Damaged(detail) => {
+                println!("  {label}: damaged after {records} readable records: {detail}");
+            }
+            Finding::Missing => println!("  {label}: missing: sled has none of its records"),
+        }
+    }
 }
 
 /// Whether process `pid` still runs: some thread of it is not a zombie. (The leader thread
