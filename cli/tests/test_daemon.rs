@@ -343,9 +343,14 @@ fn a_corrupt_journal_stops_the_daemon_with_an_error_naming_the_session() {
     {
         let db = sled::open(env.data().join("journal")).expect("raw sled");
         let tree = db.open_tree(format!("session/{identifier}")).expect("tree");
-        let mut key = vec![b'r'];
+        // Record 0 (key `c` + its number), replaced by garbage with a garbage chain hash.
+        let mut key = vec![b'c'];
         key.extend(0u64.to_be_bytes());
-        tree.insert(key, vec![1u8, 0xff, 0xff, 0xff]).expect("garble");
+        let mut value = vec![0u8; 32];
+        value.extend([1u8, 0xff, 0xff, 0xff]);
+        tree.insert(key, value).expect("garble");
+        // A key the journal never writes is reported too, not skipped.
+        tree.insert(b"r-stray", b"x".to_vec()).expect("stray");
         db.flush().expect("flush");
     }
     let run = env.run(&["daemon", "run"]);
@@ -356,9 +361,10 @@ fn a_corrupt_journal_stops_the_daemon_with_an_error_naming_the_session() {
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("is corrupt at record 0"), "{}", run.stderr);
+    assert!(run.stderr.contains("record 0: it does not match its chain hash"), "{}", run.stderr);
+    assert!(run.stderr.contains("mutagen daemon recover"), "{}", run.stderr);
     // Autostart reports the same cause.
     let run = env.run(&["sync", "list"]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("is corrupt"), "{}", run.stderr);
+    assert!(run.stderr.contains("does not match its chain hash"), "{}", run.stderr);
 }

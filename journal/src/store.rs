@@ -264,14 +264,35 @@ impl Journal {
     pub fn open(directory: &Path) -> Result<Journal, JournalError> {
         let head_path = head::path(directory);
         let fresh = !head_path.exists() && is_empty_directory(directory);
+        let mut unborn = Vec::new();
         if !fresh {
             let report = Journal::examine(directory)?;
             let problems = report.problems();
             if !problems.is_empty() {
                 return Err(JournalError::Damaged { directory: directory.to_owned(), problems });
             }
+            // A creation cut short before its first record was flushed leaves an empty tree
+            // that nothing acknowledged: it holds nothing, and goes.
+            unborn.extend(
+                report
+                    .sessions
+                    .into_iter()
+                    .filter(|s| s.records == 0 && s.finding == Finding::Unacknowledged)
+                    .map(|s| s.identifier),
+            );
         }
         let db = open_db(directory)?;
+        for identifier in unborn {
+            let name = format!("{TREE_PREFIX}{identifier}");
+            let empty = db.open_tree(&name).map(|tree| tree.is_empty()).unwrap_or(false);
+            if empty {
+                db.drop_tree(name).map_err(|source| JournalError::Io {
+                    session: identifier,
+                    directory: directory.to_owned(),
+                    source,
+                })?;
+            }
+        }
         let journal = Journal {
             db,
             directory: directory.to_owned(),
@@ -446,7 +467,13 @@ impl Journal {
             }
             Err(error) => {
                 self.remove(identifier)?;
-                Ok(Recovered::Lost(format!("{damage}; what remains does not replay: {error}")))
+                let why = match error {
+                    JournalError::Corrupt { record, detail, .. } => {
+                        format!("what remains does not replay (record {record}: {detail})")
+                    }
+                    error => mutagen_core::render_error(&error),
+                };
+                Ok(Recovered::Lost(format!("{damage}; {why}")))
             }
         }
     }
@@ -729,10 +756,28 @@ fn examine_db(db: &sled::Db, heads: Option<&Heads>, report: &mut Report) {
             }
             Ok(())
         });
-        session.finding = match (walk.damage.clone(), acknowledged) {
+        // A key the journal never writes (a legacy record in a chained tree, a key changed
+        // on disk) is content it cannot classify: it is reported, not skipped.
+        let damage = walk.damage.clone().or_else(|| {
+            let stray = tree.iter().keys().flatten().find(|key| {
+                key != CHECKPOINT_KEY && key != BASE_KEY && decode_record_key(key).is_none()
+            })?;
+            Some((
+                walk.tip.next,
+                format!(
+                    "the tree holds a key the journal never writes: \"{}\"",
+                    stray.escape_ascii()
+                ),
+            ))
+        });
+        session.finding = match (damage, acknowledged) {
             (Some((record, detail)), _) => Finding::Damaged(format!("record {record}: {detail}")),
             (None, None) => Finding::Unacknowledged,
             (None, Some(link)) if walk.base > link.next => Finding::Intact,
+            (None, Some(link)) if walk.tip.next == walk.base => Finding::Damaged(format!(
+                "none of its records survived, and {} were acknowledged",
+                link.next - walk.base
+            )),
             (None, Some(link)) if walk.tip.next < link.next => Finding::Damaged(format!(
                 "its history ends before record {}, and {} records were acknowledged",
                 walk.tip.next, link.next

@@ -176,6 +176,18 @@ fn each_kind_of_damage_is_refused_naming_the_session_and_the_files_stay_as_they_
             "its history ends before record 2, and 3 records were acknowledged",
         ),
         (
+            "a stray key (an unchained legacy record)",
+            |d| {
+                raw(d, |db| {
+                    let tree = db.open_tree(format!("session/{A}")).expect("tree");
+                    let mut legacy = vec![b'r'];
+                    legacy.extend(7u64.to_be_bytes());
+                    tree.insert(legacy, vec![1, 2, 3]).expect("insert");
+                });
+            },
+            "record 3: the tree holds a key the journal never writes: \"r\\x00",
+        ),
+        (
             "a lost session",
             |d| raw(d, |db| assert!(db.drop_tree(format!("session/{A}")).expect("drop"))),
             "and sled has none of its records",
@@ -215,6 +227,26 @@ fn each_kind_of_damage_is_refused_naming_the_session_and_the_files_stay_as_they_
         let named = problems.iter().any(|p| p.contains(A) && p.contains("alpha-one"));
         assert!(named || !expected.starts_with("record"), "{what}: {problems:?}");
         assert_eq!(files(dir.path()), before, "{what}: the files changed");
+    }
+}
+
+/// `create` opens the session's tree, then appends its first record: a crash in between
+/// leaves an empty tree that was never acknowledged. It holds nothing and must not stop the
+/// journal from loading (it would, as a session without a creation record).
+#[test]
+fn a_creation_cut_before_its_first_record_is_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let directory = journal(dir.path());
+    let unborn = format!("sync_{:0>43}", 9);
+    raw(&directory, |db| {
+        db.open_tree(format!("session/{unborn}")).expect("tree");
+    });
+    let journal = open_until_released(&directory).expect("open");
+    let mut identifiers = journal.identifiers();
+    identifiers.sort();
+    assert_eq!(identifiers, vec![A.to_owned(), B.to_owned()]);
+    for identifier in [A, B] {
+        journal.load(identifier).expect("load");
     }
 }
 
