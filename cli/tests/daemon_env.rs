@@ -1,9 +1,22 @@
 //! A daemon in an isolated data directory, driven through the real binary.
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// How long one command may take before the test fails.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(300);
+
+/// Reads a child's pipe to its end on a thread of its own.
+fn pipe(mut stream: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stream.read_to_end(&mut bytes);
+        bytes
+    })
+}
 
 pub struct DaemonEnv {
     pub dir: tempfile::TempDir,
@@ -44,8 +57,30 @@ impl DaemonEnv {
         command
     }
 
+    /// Runs a command to its end; one still running after [`COMMAND_LIMIT`] is killed and
+    /// fails the test (a command that hangs is a defect, and must not hang the suite).
     pub fn run(&self, args: &[&str]) -> Run {
-        let output: Output = self.command(args).output().expect("run mutagen");
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run mutagen");
+        let deadline = Instant::now() + COMMAND_LIMIT;
+        let mut readers = [child.stdout.take().map(pipe), child.stderr.take().map(pipe)];
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{args:?} did not finish within {} s", COMMAND_LIMIT.as_secs());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let status = child.wait().expect("wait");
+        let [stdout, stderr] = readers
+            .each_mut()
+            .map(|reader| reader.take().map(|r| r.join().expect("reader")).unwrap_or_default());
+        let output = Output { status, stdout, stderr };
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         Run {
             code: output.status.code().unwrap_or(-1),
