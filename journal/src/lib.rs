@@ -22,6 +22,8 @@
 //!   was; [`Journal::examine`] reports on it and [`Journal::recover`] keeps what is intact.
 
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod head;
 pub mod state;
 pub mod store;

@@ -1,17 +1,25 @@
-//! The fuzz target's body, shared with `cargo test` (which replays the committed corpus).
+//! The fuzz targets' bodies, shared with `cargo test` (which replays the committed corpora).
 //!
-//! The input is everything an agent writes. A [`RemoteEndpoint`] reads it through the
-//! handshake and initialization and then through every call: whatever the bytes, the
-//! daemon's side must fail cleanly, never panic, hang or accept an invalid snapshot.
+//! - [`agent_stream`]: the input is everything an agent writes. A [`RemoteEndpoint`] reads it
+//!   through the handshake and initialization and then through every call: whatever the
+//!   bytes, the daemon's side must fail cleanly, never panic, hang or accept an invalid
+//!   snapshot.
+//! - [`daemon_stream`]: the input is everything a daemon writes to an agent. The agent's
+//!   decoder reads it, and its request handler answers what decodes, in a scratch directory.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use mutagen_endpoint::{Endpoint, StageRequest};
 use mutagen_reconcile::{Change, Digest};
 
 use crate::client::{AgentStream, RemoteEndpoint, handshake};
-use crate::compression::Compression;
-use crate::messages::EndpointOptions;
+use crate::codec::{MAX_FRAME, read_frame, write_frame};
+use crate::compression::{self, Compression};
+use crate::messages::{EndpointOptions, Request, Response};
+use crate::server::{self, AgentEnvironment};
 
 /// Drives a remote endpoint over `data` as the agent's output.
 ///
@@ -61,4 +69,183 @@ pub fn agent_stream(data: &[u8]) {
     let _ = endpoint.supply(&requests, &mut |_| Ok(()));
     let _ = endpoint.transition(vec![Change::new("a", None, None)]);
     let _ = endpoint.shutdown();
+}
+
+/// Feeds `data` to the agent as the daemon's output: the compression frame, then requests
+/// through the agent's own decoder, which stops at the first frame it cannot read (as the
+/// agent's reader thread does). Every decoded request must survive a round trip, and the
+/// agent's request handler then answers them in order.
+///
+/// The handler works on real files, so it is kept in a scratch directory: every
+/// `Initialize` names the same root there, whatever root the input asked for (the root
+/// resolution itself is tested on its own). Below that root, what a hostile daemon can reach
+/// is exactly what a real one can: paths with `..` or `/` in them, symbolic links it had the
+/// agent create, staged content that does not match its digest. Watching is off, so that an
+/// execution leaves no thread behind.
+///
+/// # Panics
+/// When a decoded request changes in a round trip, or on any bug the input reaches.
+pub fn daemon_stream(data: &[u8]) {
+    let _ = daemon_answers(data);
+}
+
+/// [`daemon_stream`], returning the agent's answers (for tests of the seeds).
+///
+/// # Panics
+/// As [`daemon_stream`].
+pub fn daemon_answers(data: &[u8]) -> Vec<Response> {
+    let mut reader = data;
+    let Ok(Some(compression)) = read_frame::<Compression>(&mut reader, 16) else {
+        return Vec::new();
+    };
+    let Ok(mut input) =
+        compression::reader(Box::new(std::io::Cursor::new(reader.to_vec())), compression)
+    else {
+        return Vec::new();
+    };
+    let mut requests = Vec::new();
+    while let Ok(Some(request)) = read_frame::<Request>(&mut input, MAX_FRAME) {
+        let mut encoded = Vec::new();
+        write_frame(&mut encoded, &request).expect("a decoded request encodes");
+        let decoded = read_frame::<Request>(&mut encoded.as_slice(), MAX_FRAME);
+        assert_eq!(decoded.ok().flatten().as_ref(), Some(&request), "a request changed");
+        requests.push(request);
+    }
+    let scratch = Scratch::new();
+    let environment = AgentEnvironment {
+        home: scratch.0.join("home"),
+        passwd: String::new(),
+        data: scratch.0.join("home/.mutagen"),
+    };
+    for request in &mut requests {
+        if let Request::Initialize(options) = request {
+            options.root = "~/root".into();
+            options.watch = false;
+        }
+    }
+    let _ = std::fs::create_dir_all(&environment.home);
+    let output = Output::default();
+    let _ = server::answer(requests, Box::new(output.clone()), &environment);
+    let bytes = std::mem::take(&mut *output.0.lock().unwrap_or_else(PoisonError::into_inner));
+    let mut answers = Vec::new();
+    let mut reader = bytes.as_slice();
+    while let Ok(Some(response)) = read_frame::<Response>(&mut reader, MAX_FRAME) {
+        answers.push(response);
+    }
+    answers
+}
+
+/// What the handler wrote.
+#[derive(Clone, Default)]
+struct Output(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Output {
+    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(buffer);
+        Ok(buffer.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A directory of its own under the system's temporary directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let number = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("mutagen-fuzz-{}-{number}", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&path);
+        Scratch(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Seed inputs for [`daemon_stream`], as a real daemon would write them: a whole session
+/// (initialize, scan, stage, receive, transition of a file, a directory and a link, scan
+/// again from the last generation, shutdown), uncompressed and compressed, and one that asks
+/// for a file outside the root. `fuzz/corpus/daemon_stream` holds them as files.
+pub fn daemon_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use mutagen_endpoint::Transmission;
+    use mutagen_reconcile::Entry;
+    let content = b"hello, agent\n".to_vec();
+    let digest = Digest(*blake3::hash(&content).as_bytes());
+    let options = EndpointOptions {
+        root: "~/root".into(),
+        staging_name: "seed".into(),
+        ignores: vec!["*.tmp".into()],
+        ignore_vcs: true,
+        symlink_mode: Default::default(),
+        read_only: false,
+        watch: false,
+    };
+    let file = Entry::File { digest, executable: false };
+    let link = Entry::SymbolicLink { target: "f".into() };
+    let session = vec![
+        Request::Initialize(options),
+        Request::Ping,
+        Request::Scan { base: None },
+        Request::Stage(vec![StageRequest::new("f", digest)]),
+        Request::Receive(Transmission::Begin {
+            request: StageRequest::new("f", digest),
+            size: content.len() as u64,
+        }),
+        Request::Receive(Transmission::Data(content)),
+        Request::Receive(Transmission::End),
+        Request::Transition(vec![
+            Change::new("", None, Some(Entry::Directory(Default::default()))),
+            Change::new("f", None, Some(file.clone())),
+            Change::new("d", None, Some(Entry::Directory(Default::default()))),
+            Change::new("d/l", None, Some(link)),
+        ]),
+        Request::Check,
+        Request::Scan { base: Some(1) },
+        Request::Supply(vec![StageRequest::new("f", digest)]),
+        Request::Transition(vec![Change::new("f", Some(file), None)]),
+        Request::Shutdown,
+    ];
+    let escape = vec![
+        Request::Initialize(EndpointOptions {
+            root: "/".into(),
+            staging_name: "seed".into(),
+            ignores: Vec::new(),
+            ignore_vcs: false,
+            symlink_mode: Default::default(),
+            read_only: false,
+            watch: true,
+        }),
+        Request::Supply(vec![StageRequest::new("../etc/passwd", digest)]),
+        Request::Transition(vec![Change::new(
+            "d/l/x",
+            None,
+            Some(Entry::Directory(Default::default())),
+        )]),
+    ];
+    let stream = |compression: Compression, requests: &[Request]| {
+        let mut bytes = Vec::new();
+        write_frame(&mut bytes, &compression).expect("encodes");
+        let mut body = Vec::new();
+        for request in requests {
+            write_frame(&mut body, request).expect("encodes");
+        }
+        match compression {
+            Compression::None => bytes.extend(body),
+            Compression::Zstd => bytes.extend(zstd::encode_all(body.as_slice(), 3).expect("zstd")),
+        }
+        bytes
+    };
+    vec![
+        ("session", stream(Compression::None, &session)),
+        ("session-zstd", stream(Compression::Zstd, &session)),
+        ("escape", stream(Compression::None, &escape)),
+    ]
 }

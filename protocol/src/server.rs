@@ -236,6 +236,27 @@ pub fn serve(
     result
 }
 
+/// Answers `requests` in order as [`serve`] does, writing the answers to `output`, on this
+/// thread and without the heartbeat (the fuzz target's way in).
+pub(crate) fn answer(
+    requests: Vec<Request>,
+    output: Box<dyn Write + Send>,
+    environment: &AgentEnvironment,
+) -> Result<(), ProtocolError> {
+    let mut server = Server {
+        scratch: Arc::default(),
+        writer: Arc::new(Mutex::new(BufWriter::new(output))),
+        endpoint: None,
+        receive_error: None,
+        wakeup_sent: false,
+        sent: None,
+    };
+    for request in requests {
+        server.handle(request, environment)?;
+    }
+    Ok(())
+}
+
 struct Server {
     /// Directories of ours to remove when the input ends (staging, watch barriers).
     scratch: Arc<Mutex<Vec<PathBuf>>>,
