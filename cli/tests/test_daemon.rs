@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use mutagen_tests::read_tree;
 use serde_json::Value;
@@ -367,4 +368,30 @@ fn a_corrupt_journal_stops_the_daemon_with_an_error_naming_the_session() {
     let run = env.run(&["sync", "list"]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("does not match its chain hash"), "{}", run.stderr);
+}
+
+#[test]
+fn the_daemon_log_is_bounded_by_rotation() {
+    let mut env = DaemonEnv::new();
+    env.env.push(("MUTAGEN_LOG_LIMIT".into(), "1024".into()));
+    // Each creation logs a line of about 110 bytes: 25 of them fill the limit twice over.
+    for _ in 0..25 {
+        env.ok(&["sync", "create", "alpha", "beta", "--paused", "--name", "logged"]);
+    }
+    let log = env.data().join("daemon/daemon.log");
+    let previous = env.data().join("daemon/daemon.log.1");
+    let size = |path: &Path| fs::metadata(path).map(|m| m.len()).unwrap_or_default();
+    assert!(previous.exists(), "no rotation happened ({} bytes)", size(&log));
+    // A line that would cross the limit starts the next generation instead.
+    assert!(size(&log) <= 1024, "{} bytes", size(&log));
+    assert!(size(&previous) <= 1024, "{} bytes", size(&previous));
+    assert!(!env.data().join("daemon/daemon.log.2").exists());
+    env.ok(&["sync", "list"]);
+    let run = env.run(&["daemon", "stop"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut bad = DaemonEnv::new();
+    bad.env.push(("MUTAGEN_LOG_LIMIT".into(), "ten".into()));
+    let run = bad.run(&["daemon", "run"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("invalid MUTAGEN_LOG_LIMIT \"ten\""), "{}", run.stderr);
 }

@@ -10,6 +10,7 @@
 //! - [`connect`]: the endpoint factory (local paths, SSH agents) shared by controllers.
 //! - [`controller`]: one task per session: cycle, journal, wait for changes or commands.
 //! - [`client`]: connect with autostart and version check.
+//! - [`log`]: the daemon log, rotated at a size limit.
 //! - [`integrity`]: the journal verified or recovered while no daemon runs.
 //!
 //! # Invariants
@@ -23,6 +24,7 @@ pub mod client;
 pub mod connect;
 pub mod controller;
 pub mod integrity;
+pub mod log;
 pub mod manager;
 pub mod paths;
 pub mod protocol;

@@ -107,12 +107,9 @@ fn init_logging(data: &DataDirectory) -> anyhow::Result<()> {
             "invalid MUTAGEN_LOG_LEVEL {other:?} (expected error, warn, info, debug or trace)"
         ),
     };
+    let limit = crate::log::limit_from_environment().map_err(anyhow::Error::msg)?;
     let path = data.log();
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&path)
+    let file = crate::log::RotatingLog::open(&path, limit)
         .with_context(|| format!("unable to open the log {}", path.display()))?;
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
