@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Rust, and builds the static agent:
 # - OpenSSH's server and client, for the loopback sshd the SSH tests start themselves;
+# - systemd's systemd-analyze, which checks the unit of `mutagen daemon register`;
 # - Docker's engine and busybox-static, for the private dockerd (and its offline busybox
 #   image) the Docker tests start themselves; Podman, whose Docker-compatible API service
 #   one test starts the same way;
@@ -18,6 +19,7 @@ command -v podman >/dev/null || missing+=(podman)
   || missing+=(busybox-static)
 command -v file >/dev/null || missing+=(file)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -6,6 +6,7 @@ mod test_daemon;
 mod test_docker;
 mod test_integrity;
 mod test_retry;
+mod test_service;
 mod test_ssh;
 mod test_sync_once;
 mod test_watch;

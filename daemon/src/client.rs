@@ -147,6 +147,20 @@ impl Client {
 /// When the daemon exits or does not answer in time; the message quotes its log.
 pub fn start(data: &DataDirectory) -> anyhow::Result<Client> {
     data.ensure()?;
+    // A registered daemon is started by systemd, which then supervises it.
+    if crate::service::registered(data) && crate::service::start().is_ok() {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(client) = Client::connect(data)? {
+                return Ok(client);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "the daemon that systemd started did not answer within {START_TIMEOUT:?} (see              `journalctl --user -u {}`)",
+            crate::service::UNIT
+        );
+    }
     let executable = std::env::current_exe().context("unable to locate the mutagen executable")?;
     let log = std::fs::OpenOptions::new()
         .create(true)

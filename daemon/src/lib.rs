@@ -12,6 +12,7 @@
 //! - [`client`]: connect with autostart and version check.
 //! - [`log`]: the daemon log, rotated at a size limit.
 //! - [`integrity`]: the journal verified or recovered while no daemon runs.
+//! - [`service`]: the systemd user unit of `daemon register|unregister`.
 //!
 //! # Invariants
 //! - One daemon per data directory (an exclusive `flock` on `daemon/daemon.lock`).
@@ -29,6 +30,7 @@ pub mod manager;
 pub mod paths;
 pub mod protocol;
 pub mod server;
+pub mod service;
 
 pub use client::Client;
 pub use paths::DataDirectory;

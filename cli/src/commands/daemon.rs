@@ -1,4 +1,4 @@
-//! `mutagen daemon start|stop|run|status|verify|recover`
+//! `mutagen daemon start|stop|run|status|verify|recover|register|unregister`
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -7,7 +7,7 @@ use anyhow::bail;
 use clap::Subcommand;
 use mutagen_daemon::connect::TransportSettings;
 use mutagen_daemon::protocol::{Request, Response, Selection};
-use mutagen_daemon::{Client, DataDirectory, client, integrity, server};
+use mutagen_daemon::{Client, DataDirectory, client, integrity, server, service};
 use mutagen_journal::{Finding, Recovered, Report};
 
 use crate::Outcome;
@@ -28,6 +28,11 @@ pub enum DaemonCommand {
     /// Keep the intact sessions of a damaged journal (damaged ones come back reset and
     /// paused) and move the damaged journal aside
     Recover,
+    /// Install a systemd user unit that starts the daemon at login and restarts it if it
+    /// fails; autostart then goes through systemd
+    Register,
+    /// Remove the systemd user unit of `register`
+    Unregister,
 }
 
 /// Runs a `daemon` verb.
@@ -127,6 +132,28 @@ pub fn run(command: DaemonCommand) -> anyhow::Result<Outcome> {
                 }
             }
             println!("The damaged journal was moved to {}", recovery.kept.display());
+        }
+        DaemonCommand::Register => {
+            let outcome = service::register(&data)?;
+            println!("Registered the daemon as the systemd user unit {}", outcome.unit.display());
+            match outcome.systemctl {
+                None => println!(
+                    "It starts at login and restarts if it fails; `mutagen daemon stop` then \
+                     `mutagen daemon start` moves a running daemon under systemd"
+                ),
+                Some(problem) => eprintln!(
+                    "warning: {problem}; run `systemctl --user enable --now {}` in your login \
+                     session",
+                    service::UNIT
+                ),
+            }
+        }
+        DaemonCommand::Unregister => {
+            let outcome = service::unregister()?;
+            println!("Removed the systemd user unit {}", outcome.unit.display());
+            if let Some(problem) = outcome.systemctl {
+                eprintln!("warning: {problem}");
+            }
         }
     }
     Ok(Outcome::Success)
