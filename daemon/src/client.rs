@@ -157,7 +157,8 @@ pub fn start(data: &DataDirectory) -> anyhow::Result<Client> {
             std::thread::sleep(Duration::from_millis(20));
         }
         bail!(
-            "the daemon that systemd started did not answer within {START_TIMEOUT:?} (see              `journalctl --user -u {}`)",
+            "the daemon that systemd started did not answer within {START_TIMEOUT:?} (see \
+             `journalctl --user -u {}`)",
             crate::service::UNIT
         );
     }

@@ -104,20 +104,26 @@ mod tests {
         let path = dir.path().join("daemon.log");
         std::fs::write(&path, vec![b'o'; 600]).expect("old content");
         let mut log = RotatingLog::open(&path, 1024).expect("open");
-        let line = [b'x'; 99];
-        for _ in 0..50 {
-            log.write_all(&line).expect("write");
-            log.write_all(b"\n").expect("write");
+        // Lines of 100 bytes, each written whole (as the subscriber writes an event).
+        for number in 0..50 {
+            log.write_all(format!("line {number:03} {}\n", "x".repeat(90)).as_bytes())
+                .expect("write");
         }
-        let current = std::fs::metadata(&path).expect("current").len();
-        let before = std::fs::metadata(previous(&path)).expect("previous").len();
-        assert!(current <= 1024, "{current}");
-        assert!(before <= 1024, "{before}");
+        let current = std::fs::read_to_string(&path).expect("current");
+        let before = std::fs::read_to_string(previous(&path)).expect("previous");
+        assert!(current.len() <= 1024, "{}", current.len());
+        assert!(before.len() <= 1024, "{}", before.len());
         assert!(!dir.path().join("daemon.log.2").exists());
-        // Whole writes are never split across generations.
-        let text = std::fs::read_to_string(&path).expect("read");
-        assert!(text.starts_with('x') || text.starts_with('\n'), "{text}");
-        // The first generation held the old content, which rotated out long ago.
-        assert!(!std::fs::read_to_string(previous(&path)).expect("read").contains('o'));
+        // No write is split across generations, and the two hold the latest lines in order.
+        let lines: Vec<&str> = before.lines().chain(current.lines()).collect();
+        for line in &lines {
+            assert_eq!(line.len(), 99, "a split line: {line:?}");
+        }
+        let last = lines.last().expect("lines");
+        assert!(last.starts_with("line 049 "), "{last}");
+        let first: usize = lines[0][5..8].parse().expect("number");
+        assert_eq!(lines.len(), 50 - first, "lines are missing between the generations");
+        // The old content rotated out long ago.
+        assert!(!before.contains('o'), "{before}");
     }
 }

@@ -113,7 +113,7 @@ fn created(identifier: &str, time: u64) -> Record {
     let spec = SessionSpec {
         alpha: format!("/{identifier}/a"),
         beta: format!("/{identifier}/b"),
-        name: format!("s{}", identifier.trim_start_matches(['s', 'y', 'n', 'c', '_', '0'])),
+        name: "crash".into(),
         labels: Default::default(),
         paused: false,
         configuration: Default::default(),

@@ -7,8 +7,6 @@
 //! - [`daemon_stream`]: the input is everything a daemon writes to an agent. The agent's
 //!   decoder reads it, and its request handler answers what decodes, in a scratch directory.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -111,11 +109,13 @@ pub fn daemon_answers(data: &[u8]) -> Vec<Response> {
         assert_eq!(decoded.ok().flatten().as_ref(), Some(&request), "a request changed");
         requests.push(request);
     }
-    let scratch = Scratch::new();
+    let Ok(scratch) = tempfile::Builder::new().prefix("mutagen-fuzz-").tempdir() else {
+        return Vec::new();
+    };
     let environment = AgentEnvironment {
-        home: scratch.0.join("home"),
+        home: scratch.path().join("home"),
         passwd: String::new(),
-        data: scratch.0.join("home/.mutagen"),
+        data: scratch.path().join("home/.mutagen"),
     };
     for request in &mut requests {
         if let Request::Initialize(options) = request {
@@ -147,26 +147,6 @@ impl std::io::Write for Output {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-/// A directory of its own under the system's temporary directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let number = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("mutagen-fuzz-{}-{number}", std::process::id());
-        let path = std::env::temp_dir().join(name);
-        let _ = std::fs::remove_dir_all(&path);
-        Scratch(path)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -119,10 +119,7 @@ pub fn run(command: DaemonCommand) -> anyhow::Result<Outcome> {
             };
             println!("Recovered:");
             for (identifier, name, outcome) in &recovery.sessions {
-                let label = match name.as_deref().filter(|n| !n.is_empty()) {
-                    Some(name) => format!("{identifier} ({name})"),
-                    None => identifier.clone(),
-                };
+                let label = label(identifier, name.as_deref());
                 match outcome {
                     Recovered::Intact => println!("  {label}: kept as it was"),
                     Recovered::Reset(_) => {
@@ -159,6 +156,14 @@ pub fn run(command: DaemonCommand) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+/// Names a session in a report: its identifier, and its name when it has one.
+fn label(identifier: &str, name: Option<&str>) -> String {
+    match name.filter(|name| !name.is_empty()) {
+        Some(name) => format!("{identifier} ({name})"),
+        None => identifier.to_owned(),
+    }
+}
+
 /// Prints a journal examination, one line per session.
 fn print_report(report: &Report) {
     println!("Journal {} (head {})", report.directory.display(), report.head.display());
@@ -169,10 +174,7 @@ fn print_report(report: &Report) {
         println!("  problem: {problem}");
     }
     for session in &report.sessions {
-        let label = match session.name.as_deref().filter(|n| !n.is_empty()) {
-            Some(name) => format!("{} ({name})", session.identifier),
-            None => session.identifier.clone(),
-        };
+        let label = label(&session.identifier, session.name.as_deref());
         let records = session.records;
         match &session.finding {
             Finding::Intact => println!("  {label}: intact, {records} records"),
