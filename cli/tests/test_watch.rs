@@ -129,3 +129,47 @@ fn force_poll_finds_changes_at_its_interval() {
     write(&env.path("alpha/d/e/f"), "polled");
     eventually(&env, &env.path("beta/d/e/f"), Some("polled"));
 }
+
+/// How many inotify instances process `pid` has open.
+fn inotify_instances(pid: i32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the daemon's descriptors")
+        .filter_map(|entry| fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.as_os_str() == "anon_inode:inotify")
+        .count()
+}
+
+#[test]
+fn two_hundred_watched_sessions_share_a_few_inotify_instances() {
+    // 400 watched roots: with an instance each, the kernel's default of 128 instances per
+    // user would leave most sessions polling.
+    let env = DaemonEnv::new();
+    const SESSIONS: usize = 200;
+    for index in 0..SESSIONS {
+        write(&env.path(&format!("a{index}/file")), "before");
+        let (alpha, beta, name) = (format!("a{index}"), format!("b{index}"), format!("s{index}"));
+        env.ok(&["sync", "create", &alpha, &beta, "--name", &name]);
+    }
+    env.ok(&["sync", "flush", "--all"]);
+    let pid = env.pid().expect("daemon pid");
+    let instances = inotify_instances(pid);
+    assert!(instances <= mutagen_endpoint::watch::INSTANCES, "{instances} instances");
+    let sessions = env.sessions();
+    assert_eq!(sessions.len(), SESSIONS);
+    for session in &sessions {
+        for side in ["alpha", "beta"] {
+            assert_eq!(session[side]["watchProblem"], serde_json::Value::Null, "{session}");
+        }
+    }
+    // Edits propagate by the watch alone, both ways, in the first and the last sessions.
+    for index in [0, SESSIONS / 2, SESSIONS - 1] {
+        fs::write(env.path(&format!("a{index}/file")), format!("after {index}")).expect("edit");
+        write(&env.path(&format!("b{index}/back")), format!("back {index}"));
+    }
+    for index in [0, SESSIONS / 2, SESSIONS - 1] {
+        let after = format!("after {index}");
+        eventually(&env, &env.path(&format!("b{index}/file")), Some(&after));
+        let back = format!("back {index}");
+        eventually(&env, &env.path(&format!("a{index}/back")), Some(&back));
+    }
+}

@@ -155,7 +155,7 @@ impl LocalEndpoint {
         let pending = watcher.take();
         if pending.rescan || pending.rewatch {
             // Watches may be missing for directories whose events were lost.
-            if let Err(problem) = watcher.watch_root() {
+            if let Err(problem) = watcher.watch_root(pending.lost || pending.rewatch) {
                 self.watcher = None;
                 self.watch_problem = Some(problem);
             }

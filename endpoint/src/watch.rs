@@ -12,6 +12,12 @@
 //! - Newly created directories are added to the watch by the scan, through
 //!   [`Watcher::watch_directory`], before their contents are read (notify adds its own watches
 //!   only after it has delivered the batch of events that announced them).
+//! - After events were lost ([`Pending::lost`]) the watch is walked again before the full
+//!   rescan, so that directories created meanwhile are watched too.
+//! - Watchers share a few process-wide inotify instances (see [`instance`]): a session costs
+//!   watches, not instances, of which the kernel allows a user only 128 by default.
+
+mod instance;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -21,15 +27,21 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use notify::event::{EventKind, RenameMode};
-use notify::{RecursiveMode, Watcher as _};
 
 use crate::scan::TEMPORARY_PREFIX;
+pub use instance::INSTANCES;
+use instance::Instance;
+#[doc(hidden)]
+pub use instance::held_paths;
 
 /// How long a barrier waits for its own event before it gives up (and asks for a full rescan).
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// More dirty directories than this and a full rescan is cheaper to bookkeep.
 const MAX_DIRTY: usize = 16 * 1024;
+
+/// Directories added below the root are pruned (the deleted ones released) past this many.
+const NESTED_PRUNE: usize = 1024;
 
 /// What the watcher has seen since the last [`Watcher::take`].
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -46,6 +58,9 @@ pub struct Pending {
     /// The root's own watch is gone (the root was deleted, moved or replaced): the watch must
     /// be established again.
     pub rewatch: bool,
+    /// Events were lost (a queue overflow, a watcher error): directories created meanwhile
+    /// may be unwatched, so the watch must be walked again.
+    pub lost: bool,
 }
 
 #[derive(Debug, Default)]
@@ -73,35 +88,41 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn handle(&self, event: notify::Result<notify::Event>) {
-        let mut state = self.lock();
-        let mut relevant = true;
-        match event {
-            Err(error) => mark_rescan(&mut state.pending, describe(&error, "watcher error")),
-            Ok(event) if event.need_rescan() => {
-                self.overflows.fetch_add(1, Ordering::Relaxed);
-                mark_rescan(&mut state.pending, "the event queue overflowed".to_owned());
-            }
-            Ok(event) => {
-                // Open and read events are not even asked for (`EventKindMask::CORE`).
-                relevant = false;
-                for path in &event.paths {
-                    if path.parent() == Some(&self.barrier_directory) {
-                        if let Some(number) = barrier_number(path) {
-                            state.barriers = state.barriers.max(number);
-                            self.barrier_seen.notify_all();
-                        }
-                        continue;
-                    }
-                    relevant |= self.mark(&mut state.pending, path, &event.kind);
-                }
-            }
-        }
-        drop(state);
+    fn wake(&self) {
+        // A full channel already holds a wakeup.
+        let _ = self.wakeup.try_send(());
+    }
+
+    /// An event about `path`, which is the root or lies below it.
+    fn event(&self, path: &Path, kind: &EventKind) {
+        let relevant = self.mark(&mut self.lock().pending, path, kind);
         if relevant {
-            // A full channel already holds a wakeup.
-            let _ = self.wakeup.try_send(());
+            self.wake();
         }
+    }
+
+    /// An event in the barrier directory.
+    fn barrier_event(&self, path: &Path) {
+        if let Some(number) = barrier_number(path) {
+            let mut state = self.lock();
+            state.barriers = state.barriers.max(number);
+            self.barrier_seen.notify_all();
+        }
+    }
+
+    /// The instance's event queue overflowed.
+    fn overflowed(&self) {
+        self.overflows.fetch_add(1, Ordering::Relaxed);
+        self.lost("the event queue overflowed".to_owned(), true);
+    }
+
+    /// Events may have been lost; `rewalk`: watches may be missing too.
+    fn lost(&self, reason: String, rewalk: bool) {
+        let mut state = self.lock();
+        mark_rescan(&mut state.pending, reason);
+        state.pending.lost |= rewalk;
+        drop(state);
+        self.wake();
     }
 
     /// Marks the directory holding `path` dirty; returns whether `path` concerns the root.
@@ -185,16 +206,40 @@ fn describe(error: &notify::Error, context: &str) -> String {
     }
 }
 
-/// A recursive native watch on a root.
+/// A recursive native watch on a root, served by one of the process's shared inotify
+/// instances.
 pub struct Watcher {
-    inner: Mutex<notify::RecommendedWatcher>,
+    instance: Arc<Instance>,
+    id: u64,
     shared: Arc<Shared>,
     wakeups: Receiver<()>,
+    holds: Mutex<Holds>,
+}
+
+/// The paths a watcher holds in its instance, besides its barrier directory.
+#[derive(Debug, Default)]
+struct Holds {
+    barrier: bool,
+    root: bool,
+    parent: Option<PathBuf>,
+    /// Directories below the root added by [`Watcher::watch_directory`], held recursively.
+    nested: BTreeSet<PathBuf>,
+    /// `nested` is pruned when it grows past this.
+    prune_at: usize,
 }
 
 impl std::fmt::Debug for Watcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watcher").field("root", &self.shared.root).finish_non_exhaustive()
+    }
+}
+
+/// Whether a watch error only says that the path is not there.
+fn not_found(error: &notify::Error) -> bool {
+    match &error.kind {
+        notify::ErrorKind::PathNotFound => true,
+        notify::ErrorKind::Io(io) => io.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
     }
 }
 
@@ -205,6 +250,7 @@ impl Watcher {
         std::fs::create_dir_all(barrier_directory).map_err(|e| {
             format!("unable to create watch directory {}: {e}", barrier_directory.display())
         })?;
+        let instance = Instance::for_root(root)?;
         let (wakeup, wakeups) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
             root: root.to_owned(),
@@ -214,53 +260,79 @@ impl Watcher {
             wakeup,
             overflows: AtomicU64::new(0),
         });
-        let handler = {
-            let shared = shared.clone();
-            move |event| shared.handle(event)
-        };
-        // Opening and reading files (our own scans do it all the time) changes nothing: keep
-        // those events in the kernel.
-        let config = notify::Config::default()
-            .with_follow_symlinks(false)
-            .with_event_kinds(notify::EventKindMask::CORE);
-        let mut inner = notify::RecommendedWatcher::new(handler, config)
-            .map_err(|e| format!("unable to start watching: {e}"))?;
-        inner
-            .watch(barrier_directory, RecursiveMode::NonRecursive)
-            .map_err(|e| format!("unable to watch {}: {e}", barrier_directory.display()))?;
+        let id = instance.subscribe(shared.clone());
+        let holds = Holds { prune_at: NESTED_PRUNE, ..Holds::default() };
+        let watcher = Watcher { instance, id, shared, wakeups, holds: Mutex::new(holds) };
+        // From here on, dropping the watcher undoes what was done.
+        watcher.instance.hold(barrier_directory, false).map_err(|e| {
+            describe(&e, &format!("unable to watch {}", barrier_directory.display()))
+        })?;
+        watcher.lock_holds().barrier = true;
         if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
             // Best effort: without it, a replaced root is noticed by the next barrier's rescan.
-            let _ = inner.watch(parent, RecursiveMode::NonRecursive);
+            if watcher.instance.hold(parent, false).is_ok() {
+                watcher.lock_holds().parent = Some(parent.to_owned());
+            }
         }
-        let watcher = Watcher { inner: Mutex::new(inner), shared, wakeups };
-        watcher.watch_root()?;
+        watcher.watch_root(false)?;
         Ok(watcher)
     }
 
+    fn lock_holds(&self) -> MutexGuard<'_, Holds> {
+        self.holds.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// (Re-)establishes the recursive watch on the root; an absent root is not an error (its
-    /// creation shows up in the parent's watch).
-    pub fn watch_root(&self) -> Result<(), String> {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        match inner.watch(&self.shared.root, RecursiveMode::Recursive) {
+    /// creation shows up in the parent's watch). `rewalk`: walk the whole tree again, for
+    /// directories whose creation was lost with other events.
+    pub fn watch_root(&self, rewalk: bool) -> Result<(), String> {
+        let mut holds = self.lock_holds();
+        let root = &self.shared.root;
+        let result = if holds.root {
+            self.instance.refresh(root, rewalk, self.id)
+        } else {
+            self.instance.hold(root, true).inspect(|()| holds.root = true)
+        };
+        match result {
             Ok(()) => Ok(()),
-            Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => Ok(()),
-            Err(e) if matches!(&e.kind, notify::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound) => {
-                Ok(())
-            }
-            Err(e) => Err(describe(&e, &format!("unable to watch {}", self.shared.root.display()))),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(describe(&e, &format!("unable to watch {}", root.display()))),
         }
     }
 
     /// Adds a directory found by a scan to the watch, before the scan reads it. Failure is
     /// recorded as a reason for a full rescan.
     pub fn watch_directory(&self, path: &Path) {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        match inner.watch(path, RecursiveMode::Recursive) {
+        let mut holds = self.lock_holds();
+        let result = if holds.nested.contains(path) {
+            // Held already: the directory may have been replaced since.
+            self.instance.refresh(path, false, self.id)
+        } else {
+            let result = self.instance.hold(path, true);
+            if result.is_ok() {
+                holds.nested.insert(path.to_owned());
+            }
+            result
+        };
+        if holds.nested.len() > holds.prune_at {
+            let gone: Vec<PathBuf> = holds
+                .nested
+                .iter()
+                .filter(|nested| !std::fs::symlink_metadata(nested).is_ok_and(|m| m.is_dir()))
+                .cloned()
+                .collect();
+            for nested in gone {
+                holds.nested.remove(&nested);
+                self.instance.release(&nested, true);
+            }
+            holds.prune_at = (holds.nested.len() * 2).max(NESTED_PRUNE);
+        }
+        drop(holds);
+        match result {
             Ok(()) => {}
             // Gone already: its parent's event covers it.
-            Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => {}
+            Err(e) if not_found(&e) => {}
             Err(e) => {
-                drop(inner);
                 let reason = describe(&e, &format!("unable to watch {}", path.display()));
                 mark_rescan(&mut self.shared.lock().pending, reason);
             }
@@ -321,6 +393,21 @@ impl Watcher {
 
 impl Drop for Watcher {
     fn drop(&mut self) {
+        self.instance.unsubscribe(self.id);
+        let holds = std::mem::take(&mut *self.lock_holds());
+        // The root first: its nested holds then have nothing left to be covered by.
+        if holds.root {
+            self.instance.release(&self.shared.root, true);
+        }
+        for nested in &holds.nested {
+            self.instance.release(nested, true);
+        }
+        if let Some(parent) = &holds.parent {
+            self.instance.release(parent, false);
+        }
+        if holds.barrier {
+            self.instance.release(&self.shared.barrier_directory, false);
+        }
         let _ = std::fs::remove_dir_all(&self.shared.barrier_directory);
     }
 }
