@@ -6,7 +6,8 @@
 //! runs on any x86_64 Linux, a libc-less container included. It resolves `~user` from
 //! `/etc/passwd` itself, so it needs no name-service library.
 //!
-//! Usage: `mutagen-agent endpoint` (serve), `mutagen-agent version`, `mutagen-agent install`
+//! Usage: `mutagen-agent endpoint` (serve), `mutagen-agent forward` (listen or dial for a
+//! forward session), `mutagen-agent version`, `mutagen-agent install`
 //! (renames this executable, uploaded under a temporary name, to `mutagen-agent` in the same
 //! directory: the atomic last step of an install where no shell is available, as in a
 //! container). It exits as soon as its
@@ -31,6 +32,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        "forward" => match forward() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("mutagen-agent: {message}");
+                ExitCode::FAILURE
+            }
+        },
         "endpoint" => match run() {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
@@ -39,7 +47,7 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            eprintln!("usage: mutagen-agent endpoint|version|install");
+            eprintln!("usage: mutagen-agent endpoint|forward|version|install");
             ExitCode::from(2)
         }
     }
@@ -65,14 +73,7 @@ fn run() -> Result<(), String> {
     let build = build_of(&executable)
         .map_err(|e| format!("unable to read {}: {e}", executable.display()))?;
     let hello = hello(build);
-    // Raw descriptors: the standard library's stdout would flush at every newline byte.
-    let duplicate = |fd: std::os::fd::BorrowedFd<'_>| {
-        fd.try_clone_to_owned()
-            .map(std::fs::File::from)
-            .map_err(|e| format!("unable to use the standard streams: {e}"))
-    };
-    let input = duplicate(std::io::stdin().as_fd())?;
-    let output = duplicate(std::io::stdout().as_fd())?;
+    let (input, output) = standard_streams()?;
     serve(
         Box::new(input),
         Box::new(output),
@@ -82,4 +83,29 @@ fn run() -> Result<(), String> {
         Box::new(|| std::process::exit(0)),
     )
     .map_err(|e| format!("unable to talk to the daemon: {e}"))
+}
+
+/// Standard input and output as raw files: the standard library's stdout would flush at
+/// every newline byte.
+fn standard_streams() -> Result<(std::fs::File, std::fs::File), String> {
+    let duplicate = |fd: std::os::fd::BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .map(std::fs::File::from)
+            .map_err(|e| format!("unable to use the standard streams: {e}"))
+    };
+    Ok((duplicate(std::io::stdin().as_fd())?, duplicate(std::io::stdout().as_fd())?))
+}
+
+/// Serves the forwarding role: listens or dials as the daemon asks, until the link closes.
+fn forward() -> Result<(), String> {
+    let executable = std::env::current_exe()
+        .map_err(|e| format!("unable to find the agent's executable: {e}"))?;
+    let build = build_of(&executable)
+        .map_err(|e| format!("unable to read {}: {e}", executable.display()))?;
+    let (input, output) = standard_streams()?;
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let result =
+        mutagen_forward::agent::serve(Box::new(input), Box::new(output), &hello(build), home);
+    // Connections still being relayed end with the process: the daemon is gone.
+    result.map(|()| std::process::exit(0))
 }

@@ -14,7 +14,7 @@ use mutagen_protocol::{EndpointOptions, RemoteEndpoint};
 use mutagen_session::url::Url;
 use mutagen_session::{SessionSpec, WatchMode};
 use mutagen_transports::ssh::Prompter;
-use mutagen_transports::{AgentBinary, DockerTransport, SshPool};
+use mutagen_transports::{AgentBinary, DockerTransport, Role, SshPool};
 
 use crate::paths::DataDirectory;
 
@@ -134,8 +134,11 @@ impl Connector {
                 })
             }
             Url::Ssh(ssh) => {
-                let (stream, hello) =
-                    self.ssh.connect_agent(&ssh, prompter).await.map_err(|e| e.to_string())?;
+                let (stream, hello) = self
+                    .ssh
+                    .connect_agent(&ssh, Role::Endpoint, prompter)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 options.root.clone_from(&ssh.path);
                 remote(stream, hello, options, ssh.to_string(), configuration, started).await
             }
@@ -146,7 +149,7 @@ impl Connector {
                 };
                 let (stream, hello, container) = self
                     .docker
-                    .connect_agent(&docker, environment)
+                    .connect_agent(&docker, Role::Endpoint, environment)
                     .await
                     .map_err(|e| e.to_string())?;
                 options.root.clone_from(&docker.path);

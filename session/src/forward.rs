@@ -11,11 +11,12 @@ use std::fmt;
 use std::path::Path;
 
 use mutagen_core::normalize;
+use serde::{Deserialize, Serialize};
 
 use crate::SessionError;
 
 /// The kind of socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Protocol {
     /// TCP over IPv4 or IPv6.
     Tcp,
@@ -40,7 +41,7 @@ impl Protocol {
 }
 
 /// `<protocol>:<address>`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SocketSpec {
     /// The protocol.
     pub protocol: Protocol,

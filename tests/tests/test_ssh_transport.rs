@@ -11,7 +11,7 @@ use mutagen_reconcile::Mode;
 use mutagen_session::url::{SshUrl, Url};
 use mutagen_tests::sshd::Sshd;
 use mutagen_tests::{read_tree, write};
-use mutagen_transports::{AgentBinary, SshPool};
+use mutagen_transports::{AgentBinary, Role, SshPool};
 
 /// The agent binary cargo built beside this test's own executable (`target/<profile>/`).
 fn agent_binary() -> PathBuf {
@@ -59,10 +59,12 @@ fn an_agent_is_installed_over_ssh_and_serves_a_cycle() {
     std::fs::write(installed.join("mutagen-agent"), "#!/bin/sh\necho not an agent\n")
         .expect("stale");
 
-    let (stream, hello) = runtime.block_on(pool.connect_agent(&target, None)).expect("connect");
+    let (stream, hello) =
+        runtime.block_on(pool.connect_agent(&target, Role::Endpoint, None)).expect("connect");
     assert_eq!(hello.build, mutagen_protocol::build_of(&agent_binary()).expect("build"));
     assert_eq!(pool.open_masters(), 1);
-    let (second, _) = runtime.block_on(pool.connect_agent(&target, None)).expect("second agent");
+    let (second, _) =
+        runtime.block_on(pool.connect_agent(&target, Role::Endpoint, None)).expect("second agent");
     assert_eq!(pool.open_masters(), 1, "one master per (user, host, port)");
     drop(second);
 
@@ -93,14 +95,18 @@ fn unknown_hosts_and_refused_logins_name_the_host() {
     let pool = pool(&sshd, &dir.path().join("ssh"));
     let unknown =
         SshUrl { user: None, host: "no-such-host.invalid".into(), port: None, path: "x".into() };
-    let error =
-        runtime.block_on(pool.connect_agent(&unknown, None)).expect_err("unknown host").to_string();
+    let error = runtime
+        .block_on(pool.connect_agent(&unknown, Role::Endpoint, None))
+        .expect_err("unknown host")
+        .to_string();
     assert!(error.contains("unable to connect to no-such-host.invalid"), "{error}");
     assert!(error.to_lowercase().contains("could not resolve"), "{error}");
     let mut refused = url(&sshd, "x");
     refused.user = Some("nobody".into());
-    let error =
-        runtime.block_on(pool.connect_agent(&refused, None)).expect_err("refused").to_string();
+    let error = runtime
+        .block_on(pool.connect_agent(&refused, Role::Endpoint, None))
+        .expect_err("refused")
+        .to_string();
     assert!(
         error.contains(&format!("unable to connect to nobody@127.0.0.1:{}", sshd.port)),
         "{error}"

@@ -71,9 +71,28 @@ pub fn remote_directory() -> String {
     format!(".mutagen/agents/{}", env!("CARGO_PKG_VERSION"))
 }
 
+/// What an agent is started for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Serving a synchronization endpoint (`mutagen-agent endpoint`).
+    Endpoint,
+    /// Listening or dialing for a forward session (`mutagen-agent forward`).
+    Forwarder,
+}
+
+impl Role {
+    /// The agent's subcommand.
+    pub fn subcommand(self) -> &'static str {
+        match self {
+            Role::Endpoint => "endpoint",
+            Role::Forwarder => "forward",
+        }
+    }
+}
+
 /// The command that starts the agent on a remote host (run by the login shell in the home).
-pub fn remote_command() -> String {
-    format!("{}/mutagen-agent endpoint", remote_directory())
+pub fn remote_command(role: Role) -> String {
+    format!("{}/mutagen-agent {}", remote_directory(), role.subcommand())
 }
 
 /// The shell command that installs an agent read from standard input: written under a
@@ -172,6 +191,7 @@ mod tests {
         let install = install_command();
         assert!(install.starts_with("umask 077 && mkdir -p .mutagen/agents/"), "{install}");
         assert!(install.ends_with("/mutagen-agent"), "{install}");
-        assert!(remote_command().ends_with("/mutagen-agent endpoint"));
+        assert!(remote_command(Role::Endpoint).ends_with("/mutagen-agent endpoint"));
+        assert!(remote_command(Role::Forwarder).ends_with("/mutagen-agent forward"));
     }
 }

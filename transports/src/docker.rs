@@ -31,7 +31,7 @@ use mutagen_session::url::DockerUrl;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use crate::agent::{self, AgentBinary, Started};
+use crate::agent::{self, AgentBinary, Role, Started};
 use crate::{AgentStream, Hello, TransportError, TransportResult};
 
 /// The variables that choose the engine, captured at `create` (in this order).
@@ -214,6 +214,7 @@ impl DockerTransport {
     pub async fn connect_agent(
         &self,
         url: &DockerUrl,
+        role: Role,
         environment: &Environment,
     ) -> TransportResult<(AgentStream, Hello, Container)> {
         let host = format!("container {}", url.container);
@@ -249,15 +250,16 @@ impl DockerTransport {
         let (_, build) = self.agent.locate()?;
         let ours = |hello: &Hello| hello.protocol == PROTOCOL_VERSION && hello.build == build;
         let exec_user = user.clone().unwrap_or_else(|| "0".to_owned());
-        let mismatch = match start_agent(&docker, &identifier, &exec_user, &account, &host).await {
-            Ok((stream, hello)) if ours(&hello) => return Ok((stream, hello, container)),
-            Ok((_, hello)) => format!("found agent {} (another build)", hello.version),
-            Err(Started::Missing(output)) => output,
-            Err(Started::Failed(error)) => return Err(error),
-        };
+        let mismatch =
+            match start_agent(&docker, &identifier, &exec_user, &account, &host, role).await {
+                Ok((stream, hello)) if ours(&hello) => return Ok((stream, hello, container)),
+                Ok((_, hello)) => format!("found agent {} (another build)", hello.version),
+                Err(Started::Missing(output)) => output,
+                Err(Started::Failed(error)) => return Err(error),
+            };
         tracing::info!("installing the agent in {host} ({mismatch})");
         self.install(&docker, &identifier, &exec_user, &account, &host).await?;
-        match start_agent(&docker, &identifier, &exec_user, &account, &host).await {
+        match start_agent(&docker, &identifier, &exec_user, &account, &host, role).await {
             Ok((stream, hello)) if ours(&hello) => Ok((stream, hello, container)),
             Ok(_) => Err(TransportError::Start {
                 host,
@@ -452,12 +454,13 @@ async fn start_agent(
     user: &str,
     account: &Account,
     host: &str,
+    role: Role,
 ) -> Result<(AgentStream, Hello), Started> {
     let failed =
         |reason: String| Started::Failed(TransportError::Start { host: host.to_owned(), reason });
     let command = vec![
         format!("{}/{}", account.home, agent::remote_directory()) + "/mutagen-agent",
-        "endpoint".to_owned(),
+        role.subcommand().to_owned(),
     ];
     let exec = docker
         .create_exec(

@@ -21,7 +21,7 @@ pub mod agent;
 pub mod docker;
 pub mod ssh;
 
-pub use agent::AgentBinary;
+pub use agent::{AgentBinary, Role};
 pub use docker::DockerTransport;
 pub use mutagen_protocol::{AgentStream, Hello};
 pub use ssh::SshPool;

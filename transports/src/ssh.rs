@@ -32,7 +32,7 @@ use mutagen_protocol::{AgentStream, Hello, OutputTail, PROTOCOL_VERSION};
 use mutagen_session::url::SshUrl;
 use openssh::{Session, Stdio};
 
-use crate::agent::{self, AgentBinary, Started};
+use crate::agent::{self, AgentBinary, Role, Started};
 use crate::{TransportError, TransportResult};
 
 /// How long a master may take to connect and authenticate.
@@ -281,6 +281,7 @@ impl SshPool {
     pub async fn connect_agent(
         &self,
         url: &SshUrl,
+        role: Role,
         prompter: Option<&Prompter>,
     ) -> TransportResult<(AgentStream, Hello)> {
         let key: Key = (url.user.clone(), url.host.clone(), url.port);
@@ -291,7 +292,7 @@ impl SshPool {
         // the install and the next attempt.
         let held = self.lease(&key, prompter).await?;
         let lease = self.lease(&key, None).await?;
-        let mismatch = match start_agent(lease, &host).await {
+        let mismatch = match start_agent(lease, &host, role).await {
             Ok((stream, hello)) if ours(&hello) => return Ok((stream, hello)),
             Ok((_, hello)) => {
                 format!("found agent {} (build {})", hello.version, short(&hello.build))
@@ -301,7 +302,7 @@ impl SshPool {
         };
         tracing::info!("installing the agent on {host} ({mismatch})");
         install(&held.session, &binary, &host).await?;
-        match start_agent(held, &host).await {
+        match start_agent(held, &host, role).await {
             Ok((stream, hello)) if ours(&hello) => Ok((stream, hello)),
             Ok((_, hello)) => Err(TransportError::Start {
                 host,
@@ -417,7 +418,11 @@ impl Drop for RemoteProcess {
     }
 }
 
-async fn start_agent(lease: Lease, host: &str) -> Result<(AgentStream, Hello), Started> {
+async fn start_agent(
+    lease: Lease,
+    host: &str,
+    role: Role,
+) -> Result<(AgentStream, Hello), Started> {
     let failed =
         |reason: String| Started::Failed(TransportError::Start { host: host.to_owned(), reason });
     let pipes = (std::io::pipe(), std::io::pipe(), std::io::pipe());
@@ -429,7 +434,7 @@ async fn start_agent(lease: Lease, host: &str) -> Result<(AgentStream, Hello), S
         (Ok(a), Ok(b), Ok(c)) => (a, b, c),
         _ => return Err(failed("unable to create pipes".to_owned())),
     };
-    let mut command = lease.session.clone().arc_raw_command(agent::remote_command());
+    let mut command = lease.session.clone().arc_raw_command(agent::remote_command(role));
     command
         .stdin(Stdio::from(OwnedFd::from(stdin_reader)))
         .stdout(Stdio::from(OwnedFd::from(stdout_writer)))

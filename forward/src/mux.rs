@@ -1,0 +1,706 @@
+//! Many byte streams over one agent link, each with its own flow control and half-close.
+//!
+//! The link carries length-prefixed postcard [`Frame`]s (the protocol crate's codec). Either
+//! side opens a stream with [`Frame::Open`]; the other answers [`Frame::Opened`] once it has
+//! connected the stream to its socket, or [`Frame::Refused`] with the reason. Data flows in
+//! [`Frame::Data`] frames of at most [`MAX_DATA`] bytes.
+//!
+//! # Invariants
+//! - A side never has more than [`WINDOW`] bytes of a stream in flight: it starts with that
+//!   much credit and regains it only through [`Frame::Credit`], which the receiver sends as
+//!   its reader consumes. So the reader thread never blocks on a slow consumer: one slow
+//!   client never stalls the other streams of the link. A peer that sends beyond its credit
+//!   breaks the protocol and the link is closed.
+//! - [`Frame::Close`] ends one direction (the reader sees the end of the stream, the other
+//!   direction goes on); [`Frame::Reset`] aborts both.
+//! - Identifiers are odd for streams the daemon opens and even for those the agent opens, so
+//!   the two never collide; an `Open` with the other side's parity or a known identifier
+//!   breaks the protocol.
+//! - Silence (no frame at all) for [`DEAD_AFTER`] closes the link; each side sends a
+//!   [`Frame::Heartbeat`] every [`HEARTBEAT`].
+//! - Once the link is closed, every stream reads an error, every write fails, every open
+//!   fails, and [`Mux::closed`] says why.
+
+use std::collections::HashMap;
+use std::io::{BufWriter, ErrorKind, Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use mutagen_protocol::codec::{read_frame, write_frame};
+use serde::{Deserialize, Serialize};
+
+/// Bytes of one stream a side may have in flight before the receiver grants more.
+pub const WINDOW: u32 = 1 << 20;
+
+/// The largest payload of one data frame.
+pub const MAX_DATA: usize = 64 * 1024;
+
+/// The largest frame accepted (a data frame and its header, or an error text).
+const FRAME_LIMIT: u32 = MAX_DATA as u32 + 1024;
+
+/// How often each side says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Silence after which the link counts as dead.
+pub const DEAD_AFTER: Duration = Duration::from_secs(15);
+
+/// How long an open waits for the peer's answer.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One message on the link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// A new stream: connect it to your side's socket and answer.
+    Open {
+        /// The stream.
+        id: u32,
+    },
+    /// The stream is connected.
+    Opened {
+        /// The stream.
+        id: u32,
+    },
+    /// The stream could not be connected.
+    Refused {
+        /// The stream.
+        id: u32,
+        /// Why.
+        error: String,
+    },
+    /// Bytes of a stream.
+    Data {
+        /// The stream.
+        id: u32,
+        /// The payload (at most [`MAX_DATA`] bytes).
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    /// The receiver consumed this many bytes: the sender may send as many more.
+    Credit {
+        /// The stream.
+        id: u32,
+        /// Bytes consumed.
+        bytes: u32,
+    },
+    /// The sender sends no more data on this stream.
+    Close {
+        /// The stream.
+        id: u32,
+    },
+    /// The stream is aborted in both directions.
+    Reset {
+        /// The stream.
+        id: u32,
+        /// Why.
+        error: String,
+    },
+    /// The sender is alive.
+    Heartbeat,
+    /// The sender's side failed as a whole (its listener broke): the link ends.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
+/// Which end of the link this is (it decides the parity of the identifiers it opens).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The daemon: odd identifiers.
+    Daemon,
+    /// The agent: even identifiers.
+    Agent,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What a stream's reader receives.
+enum Inbound {
+    Data(Vec<u8>),
+    End,
+    Reset(String),
+}
+
+/// A stream's send credit, and whether it was aborted.
+#[derive(Default)]
+struct Credit {
+    state: Mutex<CreditState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct CreditState {
+    available: u64,
+    reset: Option<String>,
+}
+
+impl Credit {
+    fn with(available: u64) -> Credit {
+        Credit {
+            state: Mutex::new(CreditState { available, reset: None }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn grant(&self, bytes: u64) {
+        lock(&self.state).available += bytes;
+        self.changed.notify_all();
+    }
+
+    fn reset(&self, error: &str) {
+        let mut state = lock(&self.state);
+        if state.reset.is_none() {
+            state.reset = Some(error.to_owned());
+        }
+        self.changed.notify_all();
+    }
+}
+
+/// The reader's view of one stream.
+struct Slot {
+    inbound: Sender<Inbound>,
+    credit: Arc<Credit>,
+    /// Bytes received and not yet consumed.
+    unconsumed: Arc<AtomicU64>,
+}
+
+struct Inner {
+    end: End,
+    out: Sender<Frame>,
+    streams: Mutex<HashMap<u32, Slot>>,
+    opening: Mutex<HashMap<u32, Sender<Result<(), String>>>>,
+    next: AtomicU32,
+    /// Why the link ended, once it has.
+    closed: Mutex<Option<String>>,
+    closed_signal: Mutex<Option<Sender<()>>>,
+    closed_receiver: Receiver<()>,
+    /// Dropped when the link is closed (ends the transport: an ssh process, an exec).
+    guard: Mutex<Option<Box<dyn Send>>>,
+}
+
+impl Inner {
+    fn send(&self, frame: Frame) {
+        // A closed link's writer is gone; the error is reported through `closed`.
+        let _ = self.out.send(frame);
+    }
+
+    /// Ends the link: every stream and open fails with `reason`.
+    fn close(&self, reason: &str) {
+        {
+            let mut closed = lock(&self.closed);
+            if closed.is_some() {
+                return;
+            }
+            *closed = Some(reason.to_owned());
+        }
+        for (_, slot) in lock(&self.streams).drain() {
+            let _ = slot.inbound.send(Inbound::Reset(reason.to_owned()));
+            slot.credit.reset(reason);
+        }
+        for (_, waiter) in lock(&self.opening).drain() {
+            let _ = waiter.send(Err(reason.to_owned()));
+        }
+        lock(&self.closed_signal).take();
+        lock(&self.guard).take();
+    }
+
+    fn closed(&self) -> Option<String> {
+        lock(&self.closed).clone()
+    }
+
+    /// Registers a stream and returns the pieces its handle holds.
+    fn register(self: &Arc<Inner>, id: u32) -> Stream {
+        let (inbound, receiver) = crossbeam_channel::unbounded();
+        let credit = Arc::new(Credit::with(u64::from(WINDOW)));
+        let unconsumed = Arc::new(AtomicU64::new(0));
+        let slot = Slot { inbound, credit: credit.clone(), unconsumed: unconsumed.clone() };
+        lock(&self.streams).insert(id, slot);
+        if let Some(reason) = self.closed() {
+            // Closed meanwhile: the stream must not wait forever.
+            credit.reset(&reason);
+            if let Some(slot) = lock(&self.streams).remove(&id) {
+                let _ = slot.inbound.send(Inbound::Reset(reason));
+            }
+        }
+        let state = Arc::new(StreamState {
+            id,
+            inner: self.clone(),
+            write_closed: AtomicBool::new(false),
+            read_ended: AtomicBool::new(false),
+        });
+        Stream {
+            reader: StreamReader {
+                state: state.clone(),
+                inbound: receiver,
+                buffer: Vec::new(),
+                position: 0,
+                unconsumed,
+                uncredited: 0,
+                failed: None,
+            },
+            writer: StreamWriter { state, credit },
+        }
+    }
+}
+
+/// A multiplexed link.
+#[derive(Clone)]
+pub struct Mux {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Mux {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mux").field("end", &self.inner.end).finish_non_exhaustive()
+    }
+}
+
+/// A stream the peer opened, waiting to be connected ([`Incoming::accept`]) or refused.
+pub struct Incoming {
+    id: u32,
+    inner: Arc<Inner>,
+    answered: bool,
+}
+
+impl Incoming {
+    /// The stream is connected: tells the peer and returns it.
+    pub fn accept(mut self) -> Stream {
+        self.answered = true;
+        let stream = self.inner.register(self.id);
+        self.inner.send(Frame::Opened { id: self.id });
+        stream
+    }
+
+    /// The stream could not be connected: tells the peer why.
+    pub fn refuse(mut self, error: &str) {
+        self.answered = true;
+        self.inner.send(Frame::Refused { id: self.id, error: error.to_owned() });
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.inner.send(Frame::Refused { id: self.id, error: "not accepted".to_owned() });
+        }
+    }
+}
+
+impl Mux {
+    /// Runs a link over `reader` and `writer` (an agent's stream after its greeting).
+    /// Returns the link and the streams the peer opens; `guard` is dropped when the link
+    /// closes.
+    pub fn start(
+        reader: Box<dyn Read + Send>,
+        writer: Box<dyn Write + Send>,
+        guard: Box<dyn Send>,
+        end: End,
+    ) -> std::io::Result<(Mux, Receiver<Incoming>)> {
+        let (out, frames) = crossbeam_channel::unbounded();
+        let (closed_signal, closed_receiver) = crossbeam_channel::bounded(0);
+        let inner = Arc::new(Inner {
+            end,
+            out,
+            streams: Mutex::default(),
+            opening: Mutex::default(),
+            next: AtomicU32::new(match end {
+                End::Daemon => 1,
+                End::Agent => 2,
+            }),
+            closed: Mutex::new(None),
+            closed_signal: Mutex::new(Some(closed_signal)),
+            closed_receiver,
+            guard: Mutex::new(Some(guard)),
+        });
+        let (incoming, accepted) = crossbeam_channel::unbounded();
+        let last_heard = Arc::new(Mutex::new(Instant::now()));
+        {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("mux-writer".into())
+                .spawn(move || write_loop(&inner, writer, &frames))?;
+        }
+        {
+            let (inner, last_heard) = (inner.clone(), last_heard.clone());
+            std::thread::Builder::new()
+                .name("mux-reader".into())
+                .spawn(move || read_loop(&inner, reader, &incoming, &last_heard))?;
+        }
+        {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("mux-heartbeat".into())
+                .spawn(move || heartbeat_loop(&inner, &last_heard))?;
+        }
+        Ok((Mux { inner }, accepted))
+    }
+
+    /// Opens a stream and waits until the peer connected it.
+    ///
+    /// # Errors
+    /// The peer's reason for refusing it, or why the link is closed.
+    pub fn open(&self) -> Result<Stream, String> {
+        let id = self.inner.next.fetch_add(2, Ordering::Relaxed);
+        let (answer, answered) = crossbeam_channel::bounded(1);
+        lock(&self.inner.opening).insert(id, answer);
+        if let Some(reason) = self.inner.closed() {
+            lock(&self.inner.opening).remove(&id);
+            return Err(reason);
+        }
+        // Registered before the peer can answer, so that no data frame finds no stream.
+        let stream = self.inner.register(id);
+        self.inner.send(Frame::Open { id });
+        match answered.recv_timeout(OPEN_TIMEOUT) {
+            Ok(Ok(())) => Ok(stream),
+            Ok(Err(error)) => {
+                stream.forget();
+                Err(error)
+            }
+            Err(_) => {
+                lock(&self.inner.opening).remove(&id);
+                Err(self.inner.closed().unwrap_or_else(|| {
+                    format!("the peer did not answer within {} s", OPEN_TIMEOUT.as_secs())
+                }))
+            }
+        }
+    }
+
+    /// Why the link closed, if it has.
+    pub fn closed(&self) -> Option<String> {
+        self.inner.closed()
+    }
+
+    /// Disconnects when the link closes (for `select!`).
+    pub fn closing(&self) -> Receiver<()> {
+        self.inner.closed_receiver.clone()
+    }
+
+    /// Tells the peer this side failed as a whole, and closes the link.
+    pub fn fail(&self, error: &str) {
+        self.inner.send(Frame::Failed { error: error.to_owned() });
+        // Let the writer send it before the transport goes.
+        std::thread::sleep(Duration::from_millis(50));
+        self.inner.close(error);
+    }
+
+    /// Closes the link (every stream is aborted).
+    pub fn close(&self, reason: &str) {
+        self.inner.close(reason);
+    }
+
+    /// How many streams are registered (for tests: finished streams must be forgotten).
+    pub fn streams(&self) -> usize {
+        lock(&self.inner.streams).len()
+    }
+}
+
+fn write_loop(inner: &Arc<Inner>, writer: Box<dyn Write + Send>, frames: &Receiver<Frame>) {
+    let mut writer = BufWriter::with_capacity(256 * 1024, writer);
+    loop {
+        let frame = match frames.try_recv() {
+            Ok(frame) => frame,
+            Err(_) => {
+                // Nothing more queued: what was written goes out now.
+                if writer.flush().is_err() {
+                    break;
+                }
+                match frames.recv_timeout(Duration::from_millis(200)) {
+                    Ok(frame) => frame,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if inner.closed().is_some() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        };
+        if inner.closed().is_some() {
+            // A closed link sends nothing more (its streams were told already).
+            break;
+        }
+        if write_frame(&mut writer, &frame).is_err() {
+            inner.close("the link broke while sending");
+            return;
+        }
+    }
+    let _ = writer.flush();
+    inner.close("the link was closed");
+}
+
+fn read_loop(
+    inner: &Arc<Inner>,
+    mut reader: Box<dyn Read + Send>,
+    incoming: &Sender<Incoming>,
+    last_heard: &Mutex<Instant>,
+) {
+    let reason = loop {
+        let frame = match read_frame::<Frame>(&mut reader, FRAME_LIMIT) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break "the link closed".to_owned(),
+            Err(error) => break format!("the link broke: {error}"),
+        };
+        *lock(last_heard) = Instant::now();
+        if let Err(violation) = handle(inner, frame, incoming) {
+            break format!("the peer broke the protocol: {violation}");
+        }
+        if let Some(reason) = inner.closed() {
+            break reason;
+        }
+    };
+    inner.close(&reason);
+}
+
+/// Applies one frame from the peer; an error is a protocol violation.
+fn handle(inner: &Arc<Inner>, frame: Frame, incoming: &Sender<Incoming>) -> Result<(), String> {
+    match frame {
+        Frame::Open { id } => {
+            let peer_parity = match inner.end {
+                End::Daemon => 0,
+                End::Agent => 1,
+            };
+            if id % 2 != peer_parity {
+                return Err(format!("stream {id} has this side's parity"));
+            }
+            if lock(&inner.streams).contains_key(&id) {
+                return Err(format!("stream {id} is open already"));
+            }
+            let pending = Incoming { id, inner: inner.clone(), answered: false };
+            if let Err(unwanted) = incoming.send(pending) {
+                unwanted.into_inner().refuse("nothing accepts streams here");
+            }
+        }
+        Frame::Opened { id } => {
+            if let Some(waiter) = lock(&inner.opening).remove(&id) {
+                let _ = waiter.send(Ok(()));
+            }
+        }
+        Frame::Refused { id, error } => {
+            if let Some(waiter) = lock(&inner.opening).remove(&id) {
+                let _ = waiter.send(Err(error));
+            }
+        }
+        Frame::Data { id, bytes } => {
+            if bytes.len() > MAX_DATA {
+                return Err(format!("a data frame of {} bytes", bytes.len()));
+            }
+            let streams = lock(&inner.streams);
+            // Data for a stream this side already dropped is discarded.
+            if let Some(slot) = streams.get(&id) {
+                let unconsumed = slot.unconsumed.fetch_add(bytes.len() as u64, Ordering::AcqRel)
+                    + bytes.len() as u64;
+                if unconsumed > u64::from(WINDOW) {
+                    return Err(format!(
+                        "stream {id} was sent {unconsumed} bytes beyond its credit"
+                    ));
+                }
+                let _ = slot.inbound.send(Inbound::Data(bytes));
+            }
+        }
+        Frame::Credit { id, bytes } => {
+            if let Some(slot) = lock(&inner.streams).get(&id) {
+                slot.credit.grant(u64::from(bytes));
+            }
+        }
+        Frame::Close { id } => {
+            if let Some(slot) = lock(&inner.streams).get(&id) {
+                let _ = slot.inbound.send(Inbound::End);
+            }
+        }
+        Frame::Reset { id, error } => {
+            if let Some(slot) = lock(&inner.streams).get(&id) {
+                let _ = slot.inbound.send(Inbound::Reset(error.clone()));
+                slot.credit.reset(&error);
+            }
+        }
+        Frame::Heartbeat => {}
+        Frame::Failed { error } => inner.close(&error),
+    }
+    Ok(())
+}
+
+fn heartbeat_loop(inner: &Arc<Inner>, last_heard: &Mutex<Instant>) {
+    let tick = Duration::from_millis(250);
+    let mut since_sent = Duration::ZERO;
+    while inner.closed().is_none() {
+        std::thread::sleep(tick);
+        since_sent += tick;
+        if since_sent >= HEARTBEAT {
+            inner.send(Frame::Heartbeat);
+            since_sent = Duration::ZERO;
+        }
+        let silent = lock(last_heard).elapsed();
+        if silent > DEAD_AFTER {
+            inner.close(&format!("the peer said nothing for {} s", silent.as_secs()));
+        }
+    }
+}
+
+/// What both halves of a stream share.
+struct StreamState {
+    id: u32,
+    inner: Arc<Inner>,
+    write_closed: AtomicBool,
+    read_ended: AtomicBool,
+}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        lock(&self.inner.streams).remove(&self.id);
+        let clean =
+            self.write_closed.load(Ordering::Acquire) && self.read_ended.load(Ordering::Acquire);
+        if !clean && self.inner.closed().is_none() {
+            self.inner
+                .send(Frame::Reset { id: self.id, error: "the stream was closed".to_owned() });
+        }
+    }
+}
+
+/// One multiplexed stream; [`Stream::split`] gives its halves to two threads.
+pub struct Stream {
+    reader: StreamReader,
+    writer: StreamWriter,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream").field("id", &self.reader.state.id).finish_non_exhaustive()
+    }
+}
+
+impl Stream {
+    /// The two directions.
+    pub fn split(self) -> (StreamReader, StreamWriter) {
+        (self.reader, self.writer)
+    }
+
+    /// Drops a stream the peer never connected, without telling it anything.
+    fn forget(self) {
+        self.reader.state.write_closed.store(true, Ordering::Release);
+        self.reader.state.read_ended.store(true, Ordering::Release);
+    }
+
+    /// The stream's identifier.
+    pub fn id(&self) -> u32 {
+        self.reader.state.id
+    }
+}
+
+/// The receiving half of a stream.
+pub struct StreamReader {
+    state: Arc<StreamState>,
+    inbound: Receiver<Inbound>,
+    buffer: Vec<u8>,
+    position: usize,
+    unconsumed: Arc<AtomicU64>,
+    /// Consumed bytes not yet credited to the peer.
+    uncredited: u32,
+    failed: Option<String>,
+}
+
+impl Read for StreamReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        if let Some(error) = &self.failed {
+            return Err(std::io::Error::new(ErrorKind::ConnectionReset, error.clone()));
+        }
+        while self.position == self.buffer.len() {
+            if self.state.read_ended.load(Ordering::Acquire) {
+                return Ok(0);
+            }
+            match self.inbound.recv() {
+                Ok(Inbound::Data(bytes)) => {
+                    self.buffer = bytes;
+                    self.position = 0;
+                }
+                Ok(Inbound::End) => {
+                    self.state.read_ended.store(true, Ordering::Release);
+                    return Ok(0);
+                }
+                Ok(Inbound::Reset(error)) => {
+                    self.failed = Some(error.clone());
+                    return Err(std::io::Error::new(ErrorKind::ConnectionReset, error));
+                }
+                Err(_) => {
+                    let error = self.state.inner.closed().unwrap_or_else(|| "closed".to_owned());
+                    self.failed = Some(error.clone());
+                    return Err(std::io::Error::new(ErrorKind::ConnectionReset, error));
+                }
+            }
+        }
+        let n = out.len().min(self.buffer.len() - self.position);
+        out[..n].copy_from_slice(&self.buffer[self.position..self.position + n]);
+        self.position += n;
+        self.unconsumed.fetch_sub(n as u64, Ordering::AcqRel);
+        self.uncredited += n as u32;
+        // Credit in batches: a frame per read would double the frames on the link.
+        if self.uncredited >= WINDOW / 4
+            || (self.inbound.is_empty() && self.position == self.buffer.len())
+        {
+            self.state.inner.send(Frame::Credit { id: self.state.id, bytes: self.uncredited });
+            self.uncredited = 0;
+        }
+        Ok(n)
+    }
+}
+
+/// The sending half of a stream.
+pub struct StreamWriter {
+    state: Arc<StreamState>,
+    credit: Arc<Credit>,
+}
+
+impl StreamWriter {
+    /// Ends this direction: the peer reads the end of the stream; the other direction goes
+    /// on.
+    pub fn close(&mut self) {
+        if !self.state.write_closed.swap(true, Ordering::AcqRel) {
+            self.state.inner.send(Frame::Close { id: self.state.id });
+        }
+    }
+
+    /// Aborts the stream in both directions: the peer is told, and this stream's own reader
+    /// wakes with the error.
+    pub fn reset(&mut self, error: &str) {
+        self.state.write_closed.store(true, Ordering::Release);
+        self.state.inner.send(Frame::Reset { id: self.state.id, error: error.to_owned() });
+        self.credit.reset(error);
+        if let Some(slot) = lock(&self.state.inner.streams).get(&self.state.id) {
+            let _ = slot.inbound.send(Inbound::Reset(error.to_owned()));
+        }
+    }
+}
+
+impl Write for StreamWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if bytes.is_empty() {
+            return Ok(0);
+        }
+        if self.state.write_closed.load(Ordering::Acquire) {
+            return Err(std::io::Error::new(ErrorKind::BrokenPipe, "the stream was closed"));
+        }
+        let mut state = lock(&self.credit.state);
+        while state.available == 0 && state.reset.is_none() {
+            state = self.credit.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+        if let Some(error) = &state.reset {
+            return Err(std::io::Error::new(ErrorKind::BrokenPipe, error.clone()));
+        }
+        let n = bytes.len().min(MAX_DATA).min(usize::try_from(state.available).unwrap_or(MAX_DATA));
+        state.available -= n as u64;
+        drop(state);
+        self.state.inner.send(Frame::Data { id: self.state.id, bytes: bytes[..n].to_vec() });
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
