@@ -1,4 +1,5 @@
 //! One module per verb.
 
 pub mod daemon;
+pub mod forward;
 pub mod sync;

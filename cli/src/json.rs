@@ -6,9 +6,10 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use mutagen_daemon::protocol::{EndpointInfo, SessionInfo};
+use mutagen_daemon::protocol::{EndpointInfo, ForwardInfo, SessionInfo};
 use mutagen_journal::{Event, Record};
 use mutagen_reconcile::{Change, Conflict, Entry, Problem};
+use mutagen_session::forward::ForwardUrl;
 use serde_json::{Value, json};
 
 /// Renders nanoseconds since the epoch as RFC 3339 (UTC, nanoseconds).
@@ -191,6 +192,14 @@ pub fn record(number: u64, record: &Record) -> Value {
         Event::EndpointReplaced { side, previous, current } => {
             json!({"side": side.to_string(), "previous": previous, "current": current})
         }
+        Event::ForwardCreated { identifier, version, spec } => json!({
+            "identifier": identifier,
+            "version": version,
+            "source": spec.source,
+            "destination": spec.destination,
+            "name": spec.name,
+            "labels": spec.labels,
+        }),
         Event::Paused
         | Event::Resumed
         | Event::FlushRequested
@@ -201,4 +210,57 @@ pub fn record(number: u64, record: &Record) -> Value {
         target.extend(details);
     }
     value
+}
+
+/// A forward endpoint: where it is, and the socket there (`endpoint`, as upstream names it).
+fn forward_endpoint(url: &str, connected: bool) -> Value {
+    let parsed = ForwardUrl::parse(url, std::path::Path::new("/"));
+    let (protocol, user, host, port, socket) = match &parsed {
+        Ok(ForwardUrl::Ssh { user, host, port, spec }) => {
+            ("ssh", user.clone(), Some(host.clone()), *port, spec.to_string())
+        }
+        Ok(ForwardUrl::Docker { user, container, spec }) => {
+            ("docker", user.clone(), Some(container.clone()), None, spec.to_string())
+        }
+        Ok(ForwardUrl::Local(spec)) => ("local", None, None, None, spec.to_string()),
+        Err(_) => ("local", None, None, None, url.to_owned()),
+    };
+    json!({
+        "protocol": protocol,
+        "user": user,
+        "host": host,
+        "port": port,
+        "endpoint": socket,
+        "url": url,
+        "connected": connected,
+    })
+}
+
+/// A forward session.
+pub fn forward(info: &ForwardInfo) -> Value {
+    let spec = &info.spec;
+    json!({
+        "identifier": info.identifier,
+        "version": 1,
+        "creationTime": time(info.creation_time),
+        "creatingVersion": info.creating_version,
+        "source": forward_endpoint(&spec.source, info.source_connected),
+        "destination": forward_endpoint(&spec.destination, info.destination_connected),
+        "name": spec.name,
+        "labels": spec.labels,
+        "paused": info.paused,
+        "status": info.status.name(),
+        "lastError": info.last_error,
+        "openConnections": info.open_connections,
+        "totalConnections": info.total_connections,
+        "totalOutboundData": info.total_outbound_data,
+        "totalInboundData": info.total_inbound_data,
+        "failedConnections": info.failed_connections,
+        "socket": {
+            "overwriteMode": spec.socket.overwrite.name(),
+            "owner": spec.socket.owner,
+            "group": spec.socket.group,
+            "permissionMode": format!("{:04o}", spec.socket.mode),
+        },
+    })
 }

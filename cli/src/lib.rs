@@ -33,6 +33,9 @@ enum Command {
     /// Create and manage synchronization sessions
     #[command(subcommand)]
     Sync(commands::sync::SyncCommand),
+    /// Create and manage forward sessions (network forwarding)
+    #[command(subcommand)]
+    Forward(commands::forward::ForwardCommand),
     /// Control the background daemon that hosts sessions
     #[command(subcommand)]
     Daemon(commands::daemon::DaemonCommand),
@@ -71,6 +74,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     let result = match cli.command {
         Command::Sync(command) => commands::sync::run(command),
+        Command::Forward(command) => commands::forward::run(command),
         Command::Daemon(command) => commands::daemon::run(command),
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "mutagen", &mut std::io::stdout());

@@ -9,9 +9,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mutagen_endpoint::{Endpoint, Side};
+use mutagen_forward::agent::Init;
+use mutagen_forward::mux::{Incoming, Mux};
 use mutagen_protocol::server::local_endpoint;
 use mutagen_protocol::{EndpointOptions, RemoteEndpoint};
-use mutagen_session::url::Url;
+use mutagen_session::forward::ForwardUrl;
+use mutagen_session::url::{DockerUrl, SshUrl, Url};
 use mutagen_session::{SessionSpec, WatchMode};
 use mutagen_transports::ssh::Prompter;
 use mutagen_transports::{AgentBinary, DockerTransport, Role, SshPool};
@@ -160,6 +163,56 @@ impl Connector {
                 Ok(connected)
             }
         }
+    }
+}
+
+impl Connector {
+    /// Starts a forwarding agent for a remote forward endpoint and initializes it (to listen
+    /// or to dial); returns its link and the streams it opens.
+    ///
+    /// # Errors
+    /// A message naming the endpoint and the cause (the transport, or the agent's refusal,
+    /// such as a listener that cannot bind).
+    pub async fn connect_forward(
+        &self,
+        url: &ForwardUrl,
+        init: Init,
+        environment: &mutagen_session::Environment,
+    ) -> Result<(Mux, crossbeam_channel::Receiver<Incoming>), String> {
+        let (stream, description) = match url {
+            ForwardUrl::Local(spec) => return Err(format!("{spec} is not remote")),
+            ForwardUrl::Ssh { user, host, port, .. } => {
+                let ssh = SshUrl {
+                    user: user.clone(),
+                    host: host.clone(),
+                    port: *port,
+                    path: String::new(),
+                };
+                let (stream, _) = self
+                    .ssh
+                    .connect_agent(&ssh, Role::Forwarder, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (stream, url.to_string())
+            }
+            ForwardUrl::Docker { user, container, .. } => {
+                let docker = DockerUrl {
+                    user: user.clone(),
+                    container: container.clone(),
+                    path: String::new(),
+                };
+                let (stream, _, _) = self
+                    .docker
+                    .connect_agent(&docker, Role::Forwarder, environment)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (stream, url.to_string())
+            }
+        };
+        tokio::task::spawn_blocking(move || mutagen_forward::agent::initialize(stream, &init))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{description}: {e}"))
     }
 }
 

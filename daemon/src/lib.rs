@@ -24,6 +24,7 @@
 pub mod client;
 pub mod connect;
 pub mod controller;
+pub mod forward;
 pub mod integrity;
 pub mod log;
 pub mod manager;

@@ -4,15 +4,19 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mutagen_endpoint::Side;
-use mutagen_journal::{Event, Journal, Record, SessionState};
+use mutagen_journal::{Event, ForwardState, Journal, Record, SessionState};
+use mutagen_session::forward::ForwardSpec;
 use mutagen_session::url::Url;
 use mutagen_session::{Selector, SessionSpec, identifier, url};
 use tokio::sync::{oneshot, watch};
 
 use crate::connect::{Connector, TransportSettings};
 use crate::controller::{self, Command, Handle};
+use crate::forward::{self, ForwardCommand, ForwardHandle};
 use crate::paths::DataDirectory;
-use crate::protocol::{PROTOCOL_VERSION, Request, Response, Selection, SessionInfo, VERSION};
+use crate::protocol::{
+    ForwardInfo, PROTOCOL_VERSION, Request, Response, Selection, SessionInfo, VERSION,
+};
 use mutagen_transports::ssh::Prompter;
 
 /// How long a terminated session's history is kept.
@@ -26,6 +30,8 @@ pub struct Manager {
     connector: Arc<Connector>,
     journal: Journal,
     sessions: Mutex<Vec<Handle>>,
+    /// Forward sessions.
+    forwards: Mutex<Vec<ForwardHandle>>,
     /// Terminated sessions still in the journal: (identifier, name), for `history`.
     terminated: Mutex<Vec<(String, String)>>,
     notify: Arc<watch::Sender<u64>>,
@@ -56,12 +62,24 @@ impl Manager {
         let notify = Arc::new(notify);
         let mut loaded = Vec::new();
         let mut terminated = Vec::new();
+        let mut forwards = Vec::new();
         for identifier in journal.identifiers() {
+            if identifier.starts_with(identifier::FORWARD_PREFIX) {
+                let (log, state) = journal.load_forward(&identifier)?;
+                if state.terminated {
+                    if expired(&log)? {
+                        journal.remove(&identifier)?;
+                    } else {
+                        terminated.push((identifier, state.spec.name.clone()));
+                    }
+                } else {
+                    forwards.push((log, state));
+                }
+                continue;
+            }
             let (log, state) = journal.load(&identifier)?;
             if state.terminated {
-                let last = log.records(0)?.last().map_or(0, |(_, r)| r.time);
-                let age = Duration::from_nanos(now_nanos().saturating_sub(last));
-                if age > TERMINATED_RETENTION {
+                if expired(&log)? {
                     journal.remove(&identifier)?;
                 } else {
                     terminated.push((identifier, state.spec.name.clone()));
@@ -86,23 +104,40 @@ impl Manager {
             tracing::info!("loaded session {identifier}");
             sessions.push(handle);
         }
+        forwards.sort_by_key(|(_, state)| state.creation_time);
+        let forwards = forwards
+            .into_iter()
+            .map(|(log, state)| {
+                tracing::info!("loaded forward session {}", state.identifier);
+                forward::spawn(connector.clone(), log, state, None, notify.clone())
+            })
+            .collect();
         journal.flush()?;
         Ok(Manager {
             data,
             connector,
             journal,
             sessions: Mutex::new(sessions),
+            forwards: Mutex::new(forwards),
             terminated: Mutex::new(terminated),
             notify,
         })
     }
 
-    /// Stops every controller (after its current cycle) and flushes the journal.
+    /// Stops every controller (after its current cycle; forward sessions close their
+    /// listeners) and flushes the journal.
     pub async fn shutdown(&self) {
         let senders: Vec<_> = lock(&self.sessions).iter().map(|h| h.commands.clone()).collect();
         for sender in senders {
             let (reply, done) = oneshot::channel();
             if sender.send(Command::Shutdown(reply)).is_ok() {
+                let _ = done.await;
+            }
+        }
+        let senders: Vec<_> = lock(&self.forwards).iter().map(|h| h.commands.clone()).collect();
+        for sender in senders {
+            let (reply, done) = oneshot::channel();
+            if sender.send(ForwardCommand::Shutdown(reply)).is_ok() {
                 let _ = done.await;
             }
         }
@@ -136,6 +171,15 @@ impl Manager {
             Request::Reset(selection) => self.simple(&selection, Command::Reset).await,
             Request::Terminate(selection) => self.terminate(&selection).await,
             Request::History { specification } => self.history(&specification).await,
+            Request::ForwardCreate(spec) => self.forward_create(spec).await,
+            Request::ForwardList { selection, since } => self.forward_list(&selection, since).await,
+            Request::ForwardPause(selection) => {
+                self.forward_command(&selection, ForwardCommand::Pause).await
+            }
+            Request::ForwardResume(selection) => {
+                self.forward_command(&selection, ForwardCommand::Resume).await
+            }
+            Request::ForwardTerminate(selection) => self.forward_terminate(&selection).await,
         };
         result.unwrap_or_else(Response::Error)
     }
@@ -210,50 +254,122 @@ impl Manager {
     ) -> Result<Vec<(String, SessionInfo, tokio::sync::mpsc::UnboundedSender<Command>)>, String>
     {
         let sessions = lock(&self.sessions);
-        let describe = |h: &Handle| {
-            let info = h.info.lock().unwrap_or_else(PoisonError::into_inner).clone();
-            (h.identifier.clone(), info, h.commands.clone())
-        };
-        match selection {
-            Selection::All => Ok(sessions.iter().map(describe).collect()),
-            Selection::Specifications(specifications) => {
-                let mut selected: Vec<&Handle> = Vec::new();
-                for specification in specifications {
-                    if specification.is_empty() {
-                        return Err("empty session specification".to_owned());
-                    }
-                    let matching: Vec<&Handle> = sessions
-                        .iter()
-                        .filter(|h| {
-                            h.identifier == *specification || lock(&h.info).name == *specification
-                        })
-                        .collect();
-                    if matching.is_empty() {
-                        return Err(format!(
-                            "specification {specification:?} did not match any sessions"
-                        ));
-                    }
-                    for handle in matching {
-                        if !selected.iter().any(|s| s.identifier == handle.identifier) {
-                            selected.push(handle);
-                        }
-                    }
-                }
-                Ok(selected.into_iter().map(describe).collect())
+        let described: Vec<_> = sessions
+            .iter()
+            .map(|h| {
+                let info = h.info.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                (h.identifier.clone(), info, h.commands.clone())
+            })
+            .collect();
+        select(described, selection, |(identifier, info, _)| (identifier, &info.name, &info.labels))
+    }
+
+    /// Returns the selected forward sessions' (info, command sender), in creation order.
+    fn select_forwards(
+        &self,
+        selection: &Selection,
+    ) -> Result<Vec<(ForwardInfo, tokio::sync::mpsc::UnboundedSender<ForwardCommand>)>, String>
+    {
+        let described: Vec<_> =
+            lock(&self.forwards).iter().map(|h| (h.info(), h.commands.clone())).collect();
+        select(described, selection, |(info, _)| {
+            (&info.identifier, &info.spec.name, &info.spec.labels)
+        })
+    }
+
+    /// Creates a forward session: a local source is bound at once (its failure fails the
+    /// create); remote endpoints connect in the background.
+    async fn forward_create(&self, spec: ForwardSpec) -> Result<Response, String> {
+        if !spec.name.is_empty() {
+            mutagen_session::validate_name(&spec.name).map_err(|e| e.to_string())?;
+        }
+        let checked = spec.clone();
+        let listener = tokio::task::spawn_blocking(move || forward::check_new(&checked))
+            .await
+            .map_err(|e| e.to_string())??;
+        let identifier = identifier::new_identifier(identifier::FORWARD_PREFIX)
+            .map_err(|e| format!("unable to generate an identifier: {e}"))?;
+        let journal = self.journal.clone();
+        let (log, state) = tokio::task::spawn_blocking(move || {
+            let event = Event::ForwardCreated {
+                identifier: identifier.clone(),
+                version: VERSION.to_owned(),
+                spec,
+            };
+            let record = Record::now(0, event);
+            let log = journal.create(&identifier, &record).map_err(|e| e.to_string())?;
+            journal.flush().map_err(|e| e.to_string())?;
+            let mut state = None;
+            ForwardState::step(&mut state, &record).map_err(|e| e.to_string())?;
+            let state = state.ok_or("the creation record did not create a session")?;
+            Ok::<_, String>((log, state))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let identifier = state.identifier.clone();
+        let handle =
+            forward::spawn(self.connector.clone(), log, state, listener, self.notify.clone());
+        lock(&self.forwards).push(handle);
+        self.notify.send_modify(|index| *index += 1);
+        tracing::info!("created forward session {identifier}");
+        Ok(Response::Created { identifier })
+    }
+
+    async fn forward_list(&self, selection: &Selection, since: u64) -> Result<Response, String> {
+        let mut receiver = self.notify.subscribe();
+        if since != 0 && *receiver.borrow_and_update() == since {
+            let _ = tokio::time::timeout(Duration::from_secs(60), receiver.changed()).await;
+        }
+        let index = *self.notify.borrow();
+        let sessions = self.select_forwards(selection)?.into_iter().map(|(info, _)| info).collect();
+        Ok(Response::ForwardList { index, sessions })
+    }
+
+    /// Sends a command to every selected forward session and waits for the answers.
+    async fn forward_command(
+        &self,
+        selection: &Selection,
+        make: fn(forward::Reply) -> ForwardCommand,
+    ) -> Result<Response, String> {
+        let mut answers = Vec::new();
+        for (info, sender) in self.select_forwards(selection)? {
+            let (reply, answer) = oneshot::channel();
+            if sender.send(make(reply)).is_err() {
+                return Err(format!("session {} is not running", info.identifier));
             }
-            Selection::LabelSelector(text) => {
-                let selector = Selector::parse(text).map_err(|e| e.to_string())?;
-                let selected: Vec<_> = sessions
-                    .iter()
-                    .filter(|h| selector.matches(&lock(&h.info).labels))
-                    .map(describe)
-                    .collect();
-                if selected.is_empty() {
-                    return Err(format!("label selector {text:?} did not match any sessions"));
-                }
-                Ok(selected)
+            answers.push((info.identifier, answer));
+        }
+        let mut identifiers = Vec::new();
+        let mut errors = Vec::new();
+        for (identifier, answer) in answers {
+            match answer.await {
+                Ok(Ok(())) => identifiers.push(identifier),
+                Ok(Err(message)) => errors.push(format!("session {identifier}: {message}")),
+                Err(_) => errors.push(format!("session {identifier}: the controller stopped")),
             }
         }
+        self.notify.send_modify(|index| *index += 1);
+        if !errors.is_empty() {
+            return Err(errors.join("; "));
+        }
+        Ok(Response::Done { identifiers })
+    }
+
+    async fn forward_terminate(&self, selection: &Selection) -> Result<Response, String> {
+        let response = self.forward_command(selection, ForwardCommand::Terminate).await?;
+        if let Response::Done { identifiers } = &response {
+            let mut forwards = lock(&self.forwards);
+            let mut terminated = lock(&self.terminated);
+            forwards.retain(|handle| {
+                let gone = identifiers.contains(&handle.identifier);
+                if gone {
+                    terminated.push((handle.identifier.clone(), handle.info().spec.name));
+                }
+                !gone
+            });
+        }
+        self.notify.send_modify(|index| *index += 1);
+        Ok(response)
     }
 
     async fn list(&self, selection: &Selection, since: u64) -> Result<Response, String> {
@@ -342,10 +458,13 @@ impl Manager {
     }
 
     async fn history(&self, specification: &str) -> Result<Response, String> {
-        let live: Vec<(String, String)> = lock(&self.sessions)
+        let mut live: Vec<(String, String)> = lock(&self.sessions)
             .iter()
             .map(|h| (h.identifier.clone(), lock(&h.info).name.clone()))
             .collect();
+        live.extend(
+            lock(&self.forwards).iter().map(|h| (h.identifier.clone(), h.info().spec.name)),
+        );
         let terminated = lock(&self.terminated).clone();
         let known = live.into_iter().chain(terminated);
         let matching: Vec<String> = known
@@ -382,5 +501,59 @@ impl Manager {
             })
             .collect();
         Ok(Response::History { identifier, records })
+    }
+}
+
+/// Whether a terminated session's history is past its retention.
+fn expired(log: &mutagen_journal::SessionLog) -> anyhow::Result<bool> {
+    let last = log.records(0)?.last().map_or(0, |(_, r)| r.time);
+    Ok(Duration::from_nanos(now_nanos().saturating_sub(last)) > TERMINATED_RETENTION)
+}
+
+/// Selects among `items` (in creation order) by identifier or name, or by labels; `key`
+/// gives an item's identifier, name and labels. Every specification must match one at
+/// least.
+fn select<T>(
+    items: Vec<T>,
+    selection: &Selection,
+    key: impl Fn(&T) -> (&String, &String, &mutagen_session::Labels),
+) -> Result<Vec<T>, String> {
+    match selection {
+        Selection::All => Ok(items),
+        Selection::Specifications(specifications) => {
+            let mut chosen = vec![false; items.len()];
+            for specification in specifications {
+                if specification.is_empty() {
+                    return Err("empty session specification".to_owned());
+                }
+                let mut matched = false;
+                for (index, item) in items.iter().enumerate() {
+                    let (identifier, name, _) = key(item);
+                    if identifier == specification || name == specification {
+                        chosen[index] = true;
+                        matched = true;
+                    }
+                }
+                if !matched {
+                    return Err(format!(
+                        "specification {specification:?} did not match any sessions"
+                    ));
+                }
+            }
+            Ok(items
+                .into_iter()
+                .zip(chosen)
+                .filter_map(|(item, chosen)| chosen.then_some(item))
+                .collect())
+        }
+        Selection::LabelSelector(text) => {
+            let selector = Selector::parse(text).map_err(|e| e.to_string())?;
+            let selected: Vec<T> =
+                items.into_iter().filter(|item| selector.matches(key(item).2)).collect();
+            if selected.is_empty() {
+                return Err(format!("label selector {text:?} did not match any sessions"));
+            }
+            Ok(selected)
+        }
     }
 }

@@ -12,11 +12,12 @@
 use mutagen_endpoint::{Side, StagingProgress};
 use mutagen_journal::{Record, SideState};
 use mutagen_reconcile::Conflict;
+use mutagen_session::forward::ForwardSpec;
 use mutagen_session::{Configuration, Labels, SessionSpec};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever the messages change.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The largest frame either side accepts.
 pub const MAX_FRAME: u32 = 256 << 20;
@@ -87,6 +88,22 @@ pub enum Request {
         /// Name or identifier (terminated sessions included).
         specification: String,
     },
+    /// Create a forward session. A local listener is bound at once (its failure fails the
+    /// create); remote endpoints connect in the background, their errors in `last_error`.
+    ForwardCreate(ForwardSpec),
+    /// Describe forward sessions, as [`Request::List`] does.
+    ForwardList {
+        /// The sessions.
+        selection: Selection,
+        /// The state index the caller last saw (0: answer at once).
+        since: u64,
+    },
+    /// Stop forwarding: listeners close and open connections end.
+    ForwardPause(Selection),
+    /// Start forwarding again.
+    ForwardResume(Selection),
+    /// Delete forward sessions (their listeners close, a unix socket they made goes).
+    ForwardTerminate(Selection),
 }
 
 /// The daemon's answer.
@@ -126,6 +143,13 @@ pub enum Response {
     Done {
         /// Their identifiers.
         identifiers: Vec<String>,
+    },
+    /// Forward session descriptions, oldest first.
+    ForwardList {
+        /// The state index they reflect.
+        index: u64,
+        /// The sessions.
+        sessions: Vec<ForwardInfo>,
     },
     /// A session's journal, oldest first (checkpoints without their ancestor).
     History {
@@ -274,6 +298,74 @@ pub struct SessionInfo {
     pub beta: EndpointInfo,
     /// Staging progress, while staging.
     pub staging: Option<(Side, StagingProgress)>,
+}
+
+/// What a forward session is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardStatus {
+    /// Not connected (paused, or waiting to reconnect).
+    Disconnected,
+    /// Setting up the listener.
+    ConnectingSource,
+    /// Reaching the destination's agent.
+    ConnectingDestination,
+    /// Listening and relaying.
+    Forwarding,
+}
+
+impl ForwardStatus {
+    /// The machine name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardStatus::Disconnected => "disconnected",
+            ForwardStatus::ConnectingSource => "connecting-source",
+            ForwardStatus::ConnectingDestination => "connecting-destination",
+            ForwardStatus::Forwarding => "forwarding",
+        }
+    }
+
+    /// The human description.
+    pub fn description(self) -> &'static str {
+        match self {
+            ForwardStatus::Disconnected => "Disconnected",
+            ForwardStatus::ConnectingSource => "Connecting to source",
+            ForwardStatus::ConnectingDestination => "Connecting to destination",
+            ForwardStatus::Forwarding => "Forwarding connections",
+        }
+    }
+}
+
+/// A forward session, as listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardInfo {
+    /// The identifier.
+    pub identifier: String,
+    /// The frozen specification (URLs, name, labels, socket settings).
+    pub spec: ForwardSpec,
+    /// Creation time, nanoseconds since the Unix epoch.
+    pub creation_time: u64,
+    /// The version that created it.
+    pub creating_version: String,
+    /// Whether it is paused.
+    pub paused: bool,
+    /// What it is doing.
+    pub status: ForwardStatus,
+    /// The latest error (a failed dial, a lost link), until the next success.
+    pub last_error: Option<String>,
+    /// Whether the source (listener) is up.
+    pub source_connected: bool,
+    /// Whether the destination is reachable (its agent connected, or local).
+    pub destination_connected: bool,
+    /// Connections being relayed.
+    pub open_connections: u64,
+    /// Connections accepted since the daemon started.
+    pub total_connections: u64,
+    /// Bytes from clients to the destination.
+    pub total_outbound_data: u64,
+    /// Bytes from the destination to clients.
+    pub total_inbound_data: u64,
+    /// Connections closed because the destination refused them.
+    pub failed_connections: u64,
 }
 
 /// A protocol failure.

@@ -20,43 +20,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use mutagen_session::forward::{OverwriteMode, SocketOptions};
 use mutagen_session::forward::{Protocol, SocketSpec};
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
-use serde::{Deserialize, Serialize};
 
 use crate::mux::{Stream, StreamReader, StreamWriter};
 
 /// How long a dial may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What to do when a unix listener's path exists.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OverwriteMode {
-    /// Fail (the default).
-    #[default]
-    Leave,
-    /// Replace an existing socket.
-    Overwrite,
-}
-
-/// Settings of unix socket listeners.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SocketOptions {
-    /// What to do when the path exists.
-    pub overwrite: OverwriteMode,
-    /// The socket's owner (a name or a numeric id); `None` keeps ours.
-    pub owner: Option<String>,
-    /// The socket's group (a name or a numeric id); `None` keeps ours.
-    pub group: Option<String>,
-    /// The socket's permission bits.
-    pub mode: u32,
-}
-
-impl Default for SocketOptions {
-    fn default() -> SocketOptions {
-        SocketOptions { overwrite: OverwriteMode::Leave, owner: None, group: None, mode: 0o600 }
-    }
-}
 
 /// A connection from a listener or a dial.
 #[derive(Debug)]

@@ -227,6 +227,16 @@ pub enum Event {
         /// The identity found now.
         current: String,
     },
+    /// A forward session was created with this frozen specification (its later records are
+    /// `Paused`, `Resumed`, `Error` and `Terminated`).
+    ForwardCreated {
+        /// The session identifier.
+        identifier: String,
+        /// The version of the program that created it.
+        version: String,
+        /// Endpoints, name, labels and socket settings.
+        spec: mutagen_session::forward::ForwardSpec,
+    },
 }
 
 impl Event {
@@ -251,6 +261,7 @@ impl Event {
             Event::Disconnected { .. } => "disconnected",
             Event::Identified { .. } => "identified",
             Event::EndpointReplaced { .. } => "endpoint-replaced",
+            Event::ForwardCreated { .. } => "created",
         }
     }
 }

@@ -22,6 +22,7 @@
 //!   was; [`Journal::examine`] reports on it and [`Journal::recover`] keeps what is intact.
 
 pub mod event;
+pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod head;
@@ -29,6 +30,7 @@ pub mod state;
 pub mod store;
 
 pub use event::{Event, FORMAT_VERSION, Record};
+pub use forward::ForwardState;
 pub use state::{FoldError, SessionState, SideState};
 pub use store::{
     Finding, Journal, JournalError, Recovered, Recovery, Report, SessionLog, SessionReport,

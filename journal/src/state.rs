@@ -246,6 +246,10 @@ pub enum FoldError {
     /// A second `Created`.
     #[error("the session is created twice")]
     CreatedTwice,
+    /// A record of the other kind of session (a forward session's in a synchronization
+    /// session's log, or the reverse).
+    #[error("a {0} record does not belong to this kind of session")]
+    Foreign(&'static str),
     /// An ancestor delta does not apply.
     #[error("the ancestor delta does not apply")]
     Ancestor(#[source] ApplyError),
@@ -318,6 +322,7 @@ impl SessionState {
                 Ok(())
             }
             (Event::Created { .. }, Some(_)) => Err(FoldError::CreatedTwice),
+            (Event::ForwardCreated { .. }, _) => Err(FoldError::Foreign("forward creation")),
             (Event::Checkpoint(checkpoint), _) => {
                 *state = Some((**checkpoint).clone());
                 Ok(())
@@ -354,6 +359,7 @@ impl SessionState {
     fn apply(&mut self, event: &Event, apply_ancestor: bool) -> Result<(), FoldError> {
         match event {
             Event::Created { .. } | Event::Checkpoint(_) => {}
+            Event::ForwardCreated { .. } => return Err(FoldError::Foreign("forward creation")),
             Event::Paused => self.paused = true,
             Event::Resumed => {
                 self.paused = false;

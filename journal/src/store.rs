@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::event::{DecodeError, Event, Record};
+use crate::forward::ForwardState;
 use crate::head::{self, Heads, Link};
 use crate::state::{FoldError, SessionState};
 
@@ -453,6 +454,9 @@ impl Journal {
         let tip = self.tip(identifier, &tree)?;
         lock(&self.shared.heads).insert(identifier.clone(), tip);
         let Some(damage) = damage else { return Ok(Recovered::Intact) };
+        if identifier.starts_with(mutagen_session::identifier::FORWARD_PREFIX) {
+            return self.adopt_forward(identifier, damage);
+        }
         match self.load(identifier) {
             Ok((mut log, state)) => {
                 let note = format!("recovered from a damaged journal ({damage})");
@@ -474,6 +478,27 @@ impl Journal {
                     error => mutagen_core::render_error(&error),
                 };
                 Ok(Recovered::Lost(format!("{damage}; {why}")))
+            }
+        }
+    }
+
+    /// Keeps a damaged forward session whose readable records still replay, paused.
+    fn adopt_forward(&self, identifier: &str, damage: String) -> Result<Recovered, JournalError> {
+        match self.load_forward(identifier) {
+            Ok((mut log, state)) => {
+                let note = format!("recovered from a damaged journal ({damage})");
+                let mut events = vec![Event::Error { message: note }];
+                if !state.paused && !state.terminated {
+                    events.push(Event::Paused);
+                }
+                for event in events {
+                    log.append(&Record::now(0, event))?;
+                }
+                Ok(Recovered::Reset(damage))
+            }
+            Err(error) => {
+                self.remove(identifier)?;
+                Ok(Recovered::Lost(format!("{damage}; {}", mutagen_core::render_error(&error))))
             }
         }
     }
@@ -589,6 +614,26 @@ impl Journal {
     /// # Errors
     /// [`JournalError::NotFound`], [`JournalError::Corrupt`] or a read failure.
     pub fn load(&self, identifier: &str) -> Result<(SessionLog, SessionState), JournalError> {
+        self.load_with(identifier, SessionState::step)
+    }
+
+    /// Opens a forward session's log, checks its whole chain, and replays it.
+    ///
+    /// # Errors
+    /// As [`Journal::load`].
+    pub fn load_forward(
+        &self,
+        identifier: &str,
+    ) -> Result<(SessionLog, ForwardState), JournalError> {
+        self.load_with(identifier, ForwardState::step)
+    }
+
+    /// Opens a log and replays it from its latest checkpoint with `step`.
+    fn load_with<S>(
+        &self,
+        identifier: &str,
+        mut step: impl FnMut(&mut Option<S>, &Record) -> Result<(), FoldError>,
+    ) -> Result<(SessionLog, S), JournalError> {
         if !self.contains(identifier) {
             return Err(JournalError::NotFound {
                 session: identifier.to_owned(),
@@ -614,7 +659,7 @@ impl Journal {
             } else {
                 since_checkpoint += bytes.len() as u64;
             }
-            SessionState::step(&mut state, record).map_err(|e| fold_detail(&e))
+            step(&mut state, record).map_err(|e| fold_detail(&e))
         });
         if let Some((record, detail)) = walk.damage {
             return Err(self.corrupt(identifier, record, detail));
@@ -751,6 +796,7 @@ fn examine_db(db: &sled::Db, heads: Option<&Heads>, report: &mut Report) {
             session.records += 1;
             match &record.event {
                 Event::Created { spec, .. } => session.name = Some(spec.name.clone()),
+                Event::ForwardCreated { spec, .. } => session.name = Some(spec.name.clone()),
                 Event::Checkpoint(state) => session.name = Some(state.spec.name.clone()),
                 _ => {}
             }

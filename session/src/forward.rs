@@ -163,6 +163,170 @@ impl ForwardUrl {
     }
 }
 
+/// What to do when a unix socket listener's path exists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OverwriteMode {
+    /// Fail (the default).
+    #[default]
+    Leave,
+    /// Replace an existing socket (never anything else).
+    Overwrite,
+}
+
+impl OverwriteMode {
+    /// Parses `leave` or `overwrite`.
+    ///
+    /// # Errors
+    /// [`SessionError::InvalidConfiguration`] naming the value.
+    pub fn parse(text: &str) -> Result<OverwriteMode, SessionError> {
+        match text {
+            "leave" => Ok(OverwriteMode::Leave),
+            "overwrite" => Ok(OverwriteMode::Overwrite),
+            other => Err(SessionError::InvalidConfiguration(format!(
+                "unknown socket overwrite mode {other:?} (expected leave or overwrite)"
+            ))),
+        }
+    }
+
+    /// The name as written on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            OverwriteMode::Leave => "leave",
+            OverwriteMode::Overwrite => "overwrite",
+        }
+    }
+}
+
+/// Settings of unix socket listeners.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketOptions {
+    /// What to do when the path exists.
+    pub overwrite: OverwriteMode,
+    /// The socket's owner (a name or a numeric id); `None` keeps the listener's.
+    pub owner: Option<String>,
+    /// The socket's group (a name or a numeric id); `None` keeps the listener's.
+    pub group: Option<String>,
+    /// The socket's permission bits.
+    pub mode: u32,
+}
+
+impl Default for SocketOptions {
+    fn default() -> SocketOptions {
+        SocketOptions { overwrite: OverwriteMode::Leave, owner: None, group: None, mode: 0o600 }
+    }
+}
+
+/// Parses a permission mode given in octal (`600`, `0660`, `0o644`).
+///
+/// # Errors
+/// [`SessionError::InvalidConfiguration`] naming the value.
+pub fn parse_permission_mode(text: &str) -> Result<u32, SessionError> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode != 0 && mode <= 0o777 => Ok(mode),
+        _ => Err(SessionError::InvalidConfiguration(format!(
+            "invalid socket permission mode {text:?} (expected octal bits such as 600)"
+        ))),
+    }
+}
+
+/// A forward session's frozen specification.
+///
+/// Serialized as a list of tagged fields (as [`crate::SessionSpec`] is, see
+/// [`crate::encoding`]), so that fields can be added without a new journal format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardSpec {
+    /// The listening endpoint, as stored (its canonical text).
+    pub source: String,
+    /// The dialing endpoint, as stored.
+    pub destination: String,
+    /// The name ("" for none).
+    pub name: String,
+    /// Labels.
+    pub labels: crate::Labels,
+    /// Created paused.
+    pub paused: bool,
+    /// Unix socket listener settings.
+    pub socket: SocketOptions,
+    /// The Docker environment captured at creation for a container source.
+    pub source_environment: crate::Environment,
+    /// The same for a container destination.
+    pub destination_environment: crate::Environment,
+}
+
+/// One field of a [`ForwardSpec`]; the variant index is the tag on disk.
+#[derive(Serialize, Deserialize)]
+enum ForwardField {
+    Source(String),
+    Destination(String),
+    Name(String),
+    Labels(crate::Labels),
+    Paused(bool),
+    Socket(SocketOptions),
+    SourceEnvironment(crate::Environment),
+    DestinationEnvironment(crate::Environment),
+}
+
+impl Serialize for ForwardSpec {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        [
+            ForwardField::Source(self.source.clone()),
+            ForwardField::Destination(self.destination.clone()),
+            ForwardField::Name(self.name.clone()),
+            ForwardField::Labels(self.labels.clone()),
+            ForwardField::Paused(self.paused),
+            ForwardField::Socket(self.socket.clone()),
+            ForwardField::SourceEnvironment(self.source_environment.clone()),
+            ForwardField::DestinationEnvironment(self.destination_environment.clone()),
+        ]
+        .as_slice()
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ForwardSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ForwardSpec, D::Error> {
+        use serde::de::Error as _;
+        let (mut source, mut destination) = (None, None);
+        let mut spec = ForwardSpec {
+            source: String::new(),
+            destination: String::new(),
+            name: String::new(),
+            labels: crate::Labels::new(),
+            paused: false,
+            socket: SocketOptions::default(),
+            source_environment: crate::Environment::new(),
+            destination_environment: crate::Environment::new(),
+        };
+        let mut seen = std::collections::HashSet::new();
+        for field in Vec::<ForwardField>::deserialize(deserializer)? {
+            let tag = std::mem::discriminant(&field);
+            if !seen.insert(tag) {
+                return Err(D::Error::custom("a forward session field is given twice"));
+            }
+            match field {
+                ForwardField::Source(url) => source = Some(url),
+                ForwardField::Destination(url) => destination = Some(url),
+                ForwardField::Name(name) => spec.name = name,
+                ForwardField::Labels(labels) => spec.labels = labels,
+                ForwardField::Paused(paused) => spec.paused = paused,
+                ForwardField::Socket(socket) => spec.socket = socket,
+                ForwardField::SourceEnvironment(environment) => {
+                    spec.source_environment = environment
+                }
+                ForwardField::DestinationEnvironment(environment) => {
+                    spec.destination_environment = environment;
+                }
+            }
+        }
+        spec.source =
+            source.ok_or_else(|| D::Error::custom("a forward session without a source"))?;
+        spec.destination = destination
+            .ok_or_else(|| D::Error::custom("a forward session without a destination"))?;
+        Ok(spec)
+    }
+}
+
 /// Splits `user@rest` (`None` without an `@`).
 fn split_user(text: &str) -> Result<(Option<String>, &str), &'static str> {
     match text.split_once('@') {
@@ -300,5 +464,52 @@ mod tests {
                 "{text}: {error}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod spec_tests {
+    use super::*;
+
+    #[test]
+    fn forward_specs_round_trip_and_refuse_missing_or_repeated_fields() {
+        let spec = ForwardSpec {
+            source: "tcp:localhost:8080".into(),
+            destination: "user@host:tcp:localhost:80".into(),
+            name: "web".into(),
+            labels: [("a".to_owned(), "b".to_owned())].into(),
+            paused: true,
+            socket: SocketOptions {
+                overwrite: OverwriteMode::Overwrite,
+                owner: Some("root".into()),
+                group: None,
+                mode: 0o660,
+            },
+            source_environment: crate::Environment::new(),
+            destination_environment: [("DOCKER_HOST".to_owned(), "unix:///x".to_owned())].into(),
+        };
+        let bytes = postcard::to_stdvec(&spec).expect("encode");
+        assert_eq!(postcard::from_bytes::<ForwardSpec>(&bytes).expect("decode"), spec);
+        let missing =
+            postcard::to_stdvec(&[ForwardField::Source("tcp::1".into())][..]).expect("encode");
+        assert!(postcard::from_bytes::<ForwardSpec>(&missing).is_err(), "no destination");
+        let twice = [ForwardField::Source("a".into()), ForwardField::Source("b".into())];
+        assert!(
+            postcard::from_bytes::<ForwardSpec>(&postcard::to_stdvec(&twice[..]).expect("encode"))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn permission_modes_are_octal_and_bounded() {
+        assert_eq!(parse_permission_mode("600").expect("600"), 0o600);
+        assert_eq!(parse_permission_mode("0660").expect("0660"), 0o660);
+        assert_eq!(parse_permission_mode("0o644").expect("0o644"), 0o644);
+        for bad in ["", "0", "800", "7777", "rw"] {
+            let error = parse_permission_mode(bad).expect_err(bad).to_string();
+            assert!(error.contains("permission mode"), "{error}");
+        }
+        assert_eq!(OverwriteMode::parse("overwrite").expect("overwrite"), OverwriteMode::Overwrite);
+        assert!(OverwriteMode::parse("replace").is_err());
     }
 }

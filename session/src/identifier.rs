@@ -11,6 +11,9 @@ use crate::SessionError;
 /// The prefix of synchronization session identifiers.
 pub const SYNC_PREFIX: &str = "sync";
 
+/// The prefix of forward session identifiers.
+pub const FORWARD_PREFIX: &str = "fwrd";
+
 const ALPHABET: &[u8; 62] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
 const BODY_LENGTH: usize = 43;
 

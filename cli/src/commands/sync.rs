@@ -5,8 +5,8 @@ use clap::Subcommand;
 use crate::Outcome;
 
 mod history;
-mod lifecycle;
-mod list;
+pub(crate) mod lifecycle;
+pub(crate) mod list;
 mod once;
 
 /// The `sync` verbs.

@@ -108,6 +108,12 @@ fn describe(record: &Record) -> Vec<String> {
             spec.configuration.mode,
             if spec.name.is_empty() { String::new() } else { format!(", name {}", spec.name) }
         ),
+        Event::ForwardCreated { spec, version, .. } => format!(
+            "source {}, destination {}{} (version {version})",
+            spec.source,
+            spec.destination,
+            if spec.name.is_empty() { String::new() } else { format!(", name {}", spec.name) }
+        ),
         Event::ScanCompleted {
             side,
             directories,

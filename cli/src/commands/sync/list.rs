@@ -21,7 +21,7 @@ const SHOWN: usize = 10;
 pub struct OutputArgs {
     /// Show labels, configuration and every problem
     #[arg(short, long)]
-    long: bool,
+    pub(crate) long: bool,
     /// Print JSON (list: an array of sessions; monitor: one object per line per change)
     #[arg(long, conflicts_with = "template")]
     json: bool,
@@ -31,7 +31,7 @@ pub struct OutputArgs {
 }
 
 impl OutputArgs {
-    fn json(&self) -> anyhow::Result<bool> {
+    pub(crate) fn json(&self) -> anyhow::Result<bool> {
         match &self.template {
             None => Ok(self.json),
             Some(template) => {

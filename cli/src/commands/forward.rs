@@ -1,0 +1,292 @@
+//! `mutagen forward ...`: create and manage forward sessions.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use mutagen_daemon::protocol::{ForwardInfo, Request, Response, Selection};
+use mutagen_session::forward::{
+    ForwardSpec, ForwardUrl, OverwriteMode, SocketOptions, parse_permission_mode,
+};
+use mutagen_session::{Environment, parse_label, validate_name};
+
+use super::sync::lifecycle::{SelectionArgs, client};
+use super::sync::list::OutputArgs;
+use crate::{Outcome, json, render};
+
+const DELIMITER: &str =
+    "--------------------------------------------------------------------------------";
+
+/// The `forward` verbs.
+#[derive(Debug, Subcommand)]
+pub enum ForwardCommand {
+    /// Create a forward session: SOURCE listens, DESTINATION dials
+    Create(CreateArgs),
+    /// List forward sessions and their status
+    List(ListArgs),
+    /// Show a live status line for a forward session (the newest matching one)
+    Monitor(ListArgs),
+    /// Pause forward sessions (listeners close, open connections end)
+    Pause(SelectionArgs),
+    /// Resume paused forward sessions
+    Resume(SelectionArgs),
+    /// Terminate forward sessions (their history stays available for a week)
+    Terminate(SelectionArgs),
+}
+
+/// Create a forward session, hosted by the daemon (started if needed).
+///
+/// Endpoints are `tcp:HOST:PORT`, `tcp4:`, `tcp6:` or `unix:PATH`, on this machine, over SSH
+/// as `[user@]host[:port]:<endpoint>`, or in a container as `docker://[user@]container:<endpoint>`.
+/// Prints `Created session <identifier>`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The listening endpoint
+    source: String,
+    /// The dialing endpoint
+    destination: String,
+    /// A name for the session (a letter, then letters, digits and '-')
+    #[arg(short, long, default_value = "")]
+    name: String,
+    /// A label, key=value or key (repeatable)
+    #[arg(short, long = "label", value_name = "LABEL")]
+    labels: Vec<String>,
+    /// Create the session paused
+    #[arg(short, long)]
+    paused: bool,
+    /// When a unix socket listener's path exists: leave (fail) or overwrite (a socket only)
+    #[arg(long, default_value = "leave", value_name = "MODE")]
+    socket_overwrite_mode: String,
+    /// The owner of a unix socket listener (a name or an id)
+    #[arg(long, value_name = "USER")]
+    socket_owner: Option<String>,
+    /// The group of a unix socket listener (a name or an id)
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+    /// The permission bits of a unix socket listener, in octal
+    #[arg(long, default_value = "600", value_name = "MODE")]
+    socket_permission_mode: String,
+}
+
+/// List forward sessions (all of them unless some are selected).
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Session names or identifiers
+    sessions: Vec<String>,
+    /// Select sessions by label
+    #[arg(long, value_name = "SELECTOR")]
+    label_selector: Option<String>,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Runs a `forward` verb.
+pub fn run(command: ForwardCommand) -> anyhow::Result<Outcome> {
+    match command {
+        ForwardCommand::Create(args) => cmd_create(args),
+        ForwardCommand::List(args) => cmd_list(&args),
+        ForwardCommand::Monitor(args) => cmd_monitor(&args),
+        ForwardCommand::Pause(args) => simple(&args, Request::ForwardPause),
+        ForwardCommand::Resume(args) => simple(&args, Request::ForwardResume),
+        ForwardCommand::Terminate(args) => simple(&args, Request::ForwardTerminate),
+    }
+}
+
+/// The Docker environment of a container endpoint, captured at creation
+/// (`MUTAGEN_SOURCE_<VAR>` and `MUTAGEN_DESTINATION_<VAR>` override `<VAR>` for one side).
+fn environment(url: &ForwardUrl, side: &str) -> anyhow::Result<Environment> {
+    if !matches!(url, ForwardUrl::Docker { .. }) {
+        return Ok(Environment::new());
+    }
+    let prefix = format!("MUTAGEN_{}_", side.to_ascii_uppercase());
+    mutagen_transports::docker::capture(&prefix, &|name| std::env::var(name).ok())
+        .map_err(|e| anyhow::anyhow!("unable to capture the docker environment of {url}: {e}"))
+}
+
+fn cmd_create(args: CreateArgs) -> anyhow::Result<Outcome> {
+    let cwd = std::env::current_dir().context("unable to determine the working directory")?;
+    let source = ForwardUrl::parse(&args.source, &cwd)?;
+    let destination = ForwardUrl::parse(&args.destination, &cwd)?;
+    if !args.name.is_empty() {
+        validate_name(&args.name)?;
+    }
+    let mut labels = BTreeMap::new();
+    for label in &args.labels {
+        let (key, value) = parse_label(label)?;
+        labels.insert(key, value);
+    }
+    let socket = SocketOptions {
+        overwrite: OverwriteMode::parse(&args.socket_overwrite_mode)?,
+        owner: args.socket_owner.filter(|owner| !owner.is_empty()),
+        group: args.socket_group.filter(|group| !group.is_empty()),
+        mode: parse_permission_mode(&args.socket_permission_mode)?,
+    };
+    let spec = ForwardSpec {
+        source_environment: environment(&source, "source")?,
+        destination_environment: environment(&destination, "destination")?,
+        source: source.to_string(),
+        destination: destination.to_string(),
+        name: args.name,
+        labels,
+        paused: args.paused,
+        socket,
+    };
+    match client()?.call(&Request::ForwardCreate(spec))? {
+        Response::Created { identifier } => println!("Created session {identifier}"),
+        other => bail!("unexpected answer from the daemon: {other:?}"),
+    }
+    Ok(Outcome::Success)
+}
+
+fn simple(args: &SelectionArgs, request: fn(Selection) -> Request) -> anyhow::Result<Outcome> {
+    client()?.call(&request(args.selection(false)?))?;
+    Ok(Outcome::Success)
+}
+
+fn selection(args: &ListArgs) -> anyhow::Result<Selection> {
+    match (&args.label_selector, args.sessions.is_empty()) {
+        (Some(_), false) => bail!("use either session names or identifiers or --label-selector"),
+        (Some(selector), true) => {
+            mutagen_session::Selector::parse(selector)?;
+            Ok(Selection::LabelSelector(selector.clone()))
+        }
+        (None, false) => Ok(Selection::Specifications(args.sessions.clone())),
+        (None, true) => Ok(Selection::All),
+    }
+}
+
+fn list(
+    client: &mut mutagen_daemon::Client,
+    selection: &Selection,
+) -> anyhow::Result<Vec<ForwardInfo>> {
+    match client.call(&Request::ForwardList { selection: selection.clone(), since: 0 })? {
+        Response::ForwardList { sessions, .. } => Ok(sessions),
+        other => bail!("unexpected answer from the daemon: {other:?}"),
+    }
+}
+
+fn cmd_list(args: &ListArgs) -> anyhow::Result<Outcome> {
+    let as_json = args.output.json()?;
+    let sessions = list(&mut client()?, &selection(args)?)?;
+    if as_json {
+        let array: Vec<_> = sessions.iter().map(json::forward).collect();
+        println!("{}", serde_json::to_string(&array)?);
+        return Ok(Outcome::Success);
+    }
+    if sessions.is_empty() {
+        println!("No forwarding sessions found");
+        return Ok(Outcome::Success);
+    }
+    for session in &sessions {
+        println!("{DELIMITER}");
+        print!("{}", describe(session, args.output.long));
+    }
+    println!("{DELIMITER}");
+    Ok(Outcome::Success)
+}
+
+fn yes(value: bool) -> &'static str {
+    if value { "Yes" } else { "No" }
+}
+
+/// The human description of a session.
+fn describe(info: &ForwardInfo, long: bool) -> String {
+    let spec = &info.spec;
+    let mut out = String::new();
+    if !spec.name.is_empty() {
+        out += &format!("Name: {}\n", spec.name);
+    }
+    out += &format!("Identifier: {}\n", info.identifier);
+    if long {
+        let labels: Vec<String> = spec
+            .labels
+            .iter()
+            .map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k}={v}") })
+            .collect();
+        out += &format!(
+            "Labels: {}\n",
+            if labels.is_empty() { "None".to_owned() } else { labels.join(", ") }
+        );
+        out += &format!(
+            "Socket overwrite mode: {}\nSocket owner: {}\nSocket group: {}\nSocket permission mode: {:04o}\n",
+            spec.socket.overwrite.name(),
+            spec.socket.owner.as_deref().unwrap_or("Default"),
+            spec.socket.group.as_deref().unwrap_or("Default"),
+            spec.socket.mode,
+        );
+    }
+    out +=
+        &format!("Source:\n\tURL: {}\n\tConnected: {}\n", spec.source, yes(info.source_connected));
+    out += &format!(
+        "Destination:\n\tURL: {}\n\tConnected: {}\n",
+        spec.destination,
+        yes(info.destination_connected)
+    );
+    if let Some(error) = &info.last_error {
+        out += &format!("Last error: {error}\n");
+    }
+    out += &format!("Status: {}\n", status(info));
+    out
+}
+
+/// `[Paused]`, or the status with the connection counts while forwarding.
+fn status(info: &ForwardInfo) -> String {
+    if info.paused {
+        return "[Paused]".to_owned();
+    }
+    let mut line = info.status.description().to_owned();
+    if info.status == mutagen_daemon::protocol::ForwardStatus::Forwarding {
+        line += &format!(
+            "\nConnections: {} open, {} total, {} outbound, {} inbound",
+            info.open_connections,
+            info.total_connections,
+            render::size(info.total_outbound_data),
+            render::size(info.total_inbound_data),
+        );
+        if info.failed_connections > 0 {
+            line += &format!(", {} refused by the destination", info.failed_connections);
+        }
+    }
+    line
+}
+
+fn cmd_monitor(args: &ListArgs) -> anyhow::Result<Outcome> {
+    let as_json = args.output.json()?;
+    let mut client = client()?;
+    let sessions = list(&mut client, &selection(args)?)?;
+    let Some(newest) = sessions.iter().max_by_key(|s| s.creation_time) else {
+        bail!("no forwarding sessions to monitor");
+    };
+    let identifier = newest.identifier.clone();
+    let only = Selection::Specifications(vec![identifier.clone()]);
+    if !as_json {
+        if !newest.spec.name.is_empty() {
+            println!("Name: {}", newest.spec.name);
+        }
+        println!("Identifier: {identifier}");
+    }
+    let mut stdout = std::io::stdout();
+    let mut previous = None;
+    loop {
+        let Some(current) = list(&mut client, &only)?.pop() else {
+            if !as_json {
+                println!();
+            }
+            bail!("session {identifier} is gone");
+        };
+        if previous.as_ref() != Some(&current) {
+            if as_json {
+                writeln!(stdout, "{}", json::forward(&current))?;
+            } else {
+                let line = status(&current).replace('\n', ": ");
+                write!(stdout, "\r\x1b[2K{line}")?;
+            }
+            stdout.flush()?;
+            previous = Some(current);
+        }
+        // Counters change without a state change: poll.
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
