@@ -4,6 +4,7 @@ mod daemon_env;
 mod test_crash;
 mod test_daemon;
 mod test_docker;
+mod test_forward;
 mod test_integrity;
 mod test_retry;
 mod test_service;

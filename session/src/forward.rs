@@ -312,7 +312,7 @@ impl<'de> Deserialize<'de> for ForwardSpec {
                 ForwardField::Paused(paused) => spec.paused = paused,
                 ForwardField::Socket(socket) => spec.socket = socket,
                 ForwardField::SourceEnvironment(environment) => {
-                    spec.source_environment = environment
+                    spec.source_environment = environment;
                 }
                 ForwardField::DestinationEnvironment(environment) => {
                     spec.destination_environment = environment;
