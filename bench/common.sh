@@ -90,3 +90,45 @@ print(f"{pick(0.5):.1f} {pick(0.95):.1f} {samples[-1] * 1000:.1f}")
 PY
 }
 
+# start_sshd DIR: a private sshd on a free loopback port, as the test fixture makes it (own
+# keys, publickey only); sets S (DIR), PORT, SSH (an ssh command line for the alias benchhost)
+# and exports MUTAGEN_SSH_PATH (a directory whose ssh uses that configuration). Stop it with
+# kill "$(cat "$S/sshd.pid")".
+start_sshd() {
+  S="$1"; mkdir -p "$S/bin"; chmod 711 "$S"
+  ssh-keygen -q -t ed25519 -N '' -f "$S/host"; ssh-keygen -q -t ed25519 -N '' -f "$S/client"
+  cp "$S/client.pub" "$S/authorized_keys"
+  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  echo "[127.0.0.1]:$PORT $(cut -d' ' -f1,2 "$S/host.pub")" > "$S/known_hosts"
+  cat > "$S/sshd_config" <<CFG
+Port $PORT
+ListenAddress 127.0.0.1
+HostKey $S/host
+AuthorizedKeysFile $S/authorized_keys
+AuthenticationMethods publickey
+PermitRootLogin prohibit-password
+AllowUsers $(id -un)
+UsePAM no
+StrictModes no
+UseDNS no
+PidFile $S/sshd.pid
+MaxSessions 200
+CFG
+  cat > "$S/ssh_config" <<CFG
+Host benchhost
+  HostName 127.0.0.1
+  Port $PORT
+  User $(id -un)
+  IdentityFile $S/client
+  IdentitiesOnly yes
+  UserKnownHostsFile $S/known_hosts
+  StrictHostKeyChecking yes
+  KexAlgorithms curve25519-sha256
+  LogLevel ERROR
+CFG
+  printf '#!/bin/sh\nexec ssh -F %s "$@"\n' "$S/ssh_config" > "$S/bin/ssh"; chmod 755 "$S/bin/ssh"
+  mkdir -p /run/sshd
+  /usr/sbin/sshd -f "$S/sshd_config" -E "$S/sshd.log"
+  export MUTAGEN_SSH_PATH="$S/bin"
+  SSH="ssh -F $S/ssh_config"
+}

@@ -46,43 +46,7 @@ export MUTAGEN_DATA_DIRECTORY="$DATA"
 export UNISON="$B/unison-home"
 export MUTAGEN_DISABLE_AUTOSTART=1
 
-# A private sshd, as the test fixture makes it.
-S="$B/sshd"; mkdir -p "$S/bin"; chmod 711 "$S"
-ssh-keygen -q -t ed25519 -N '' -f "$S/host"; ssh-keygen -q -t ed25519 -N '' -f "$S/client"
-cp "$S/client.pub" "$S/authorized_keys"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-echo "[127.0.0.1]:$PORT $(cut -d' ' -f1,2 "$S/host.pub")" > "$S/known_hosts"
-cat > "$S/sshd_config" <<CFG
-Port $PORT
-ListenAddress 127.0.0.1
-HostKey $S/host
-AuthorizedKeysFile $S/authorized_keys
-AuthenticationMethods publickey
-PermitRootLogin prohibit-password
-AllowUsers $(id -un)
-UsePAM no
-StrictModes no
-UseDNS no
-PidFile $S/sshd.pid
-MaxSessions 200
-CFG
-cat > "$S/ssh_config" <<CFG
-Host benchhost
-  HostName 127.0.0.1
-  Port $PORT
-  User $(id -un)
-  IdentityFile $S/client
-  IdentitiesOnly yes
-  UserKnownHostsFile $S/known_hosts
-  StrictHostKeyChecking yes
-  KexAlgorithms curve25519-sha256
-  LogLevel ERROR
-CFG
-printf '#!/bin/sh\nexec ssh -F %s "$@"\n' "$S/ssh_config" > "$S/bin/ssh"; chmod 755 "$S/bin/ssh"
-mkdir -p /run/sshd
-/usr/sbin/sshd -f "$S/sshd_config" -E "$S/sshd.log"
-export MUTAGEN_SSH_PATH="$S/bin"
-SSH="ssh -F $S/ssh_config"
+start_sshd "$B/sshd"
 trap '"$MUTAGEN" daemon stop >/dev/null 2>&1 || true; kill "$(cat "$S/sshd.pid")" 2>/dev/null || true; rm -rf "$B" "$DATA"' EXIT
 
 SRC="$B/src"; DST="$B/dst"

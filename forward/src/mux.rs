@@ -1,6 +1,8 @@
 //! Many byte streams over one agent link, each with its own flow control and half-close.
 //!
-//! The link carries length-prefixed postcard [`Frame`]s (the protocol crate's codec). Either
+//! The link carries length-prefixed [`Frame`]s: a big-endian `u32` length, a kind byte, then
+//! for data the stream identifier and the raw bytes (no serializer touches the payload), and
+//! for every other frame its postcard encoding. Either
 //! side opens a stream with [`Frame::Open`]; the other answers [`Frame::Opened`] once it has
 //! connected the stream to its socket, or [`Frame::Refused`] with the reason. Data flows in
 //! [`Frame::Data`] frames of at most [`MAX_DATA`] bytes.
@@ -22,23 +24,104 @@
 //!   fails, and [`Mux::closed`] says why.
 
 use std::collections::HashMap;
-use std::io::{BufWriter, ErrorKind, Read, Write};
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use mutagen_protocol::codec::{read_frame, write_frame};
+use crossbeam_channel::{Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
 /// Bytes of one stream a side may have in flight before the receiver grants more.
 pub const WINDOW: u32 = 1 << 20;
 
 /// The largest payload of one data frame.
-pub const MAX_DATA: usize = 64 * 1024;
+pub const MAX_DATA: usize = 256 * 1024;
 
 /// The largest frame accepted (a data frame and its header, or an error text).
 const FRAME_LIMIT: u32 = MAX_DATA as u32 + 1024;
+
+/// The kind byte of a data frame.
+const KIND_DATA: u8 = 0;
+
+/// The kind byte of any other frame (postcard follows).
+const KIND_CONTROL: u8 = 1;
+
+/// Writes one frame (not flushed).
+///
+/// # Errors
+/// The stream failed, or a control frame does not fit in a frame.
+pub fn write_frame(writer: &mut dyn Write, frame: &Frame) -> std::io::Result<()> {
+    match frame {
+        Frame::Data { id, bytes } => {
+            let length = u32::try_from(1 + 4 + bytes.len())
+                .ok()
+                .filter(|length| *length <= FRAME_LIMIT)
+                .ok_or_else(|| {
+                    std::io::Error::new(ErrorKind::InvalidInput, "a data frame too large")
+                })?;
+            let mut header = [0u8; 9];
+            header[..4].copy_from_slice(&length.to_be_bytes());
+            header[4] = KIND_DATA;
+            header[5..].copy_from_slice(&id.to_be_bytes());
+            writer.write_all(&header)?;
+            writer.write_all(bytes)
+        }
+        control => {
+            let body = postcard::to_stdvec(control)
+                .map_err(|e| std::io::Error::new(ErrorKind::InvalidInput, e.to_string()))?;
+            let length = u32::try_from(1 + body.len())
+                .ok()
+                .filter(|length| *length <= FRAME_LIMIT)
+                .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidInput, "a frame too large"))?;
+            writer.write_all(&length.to_be_bytes())?;
+            writer.write_all(&[KIND_CONTROL])?;
+            writer.write_all(&body)
+        }
+    }
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of the stream (before a frame).
+///
+/// # Errors
+/// The stream failed or ended inside a frame, or the frame is malformed (too long, an unknown
+/// kind, a control frame that does not decode to exactly one [`Frame`]).
+pub fn read_frame(reader: &mut dyn Read) -> Result<Option<Frame>, String> {
+    let mut header = [0u8; 5];
+    let mut filled = 0;
+    while filled < header.len() {
+        match reader.read(&mut header[filled..]) {
+            Ok(0) if filled == 0 => return Ok(None),
+            Ok(0) => return Err("the link ended inside a frame".to_owned()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+    if length == 0 || length > FRAME_LIMIT {
+        return Err(format!("a frame of {length} bytes"));
+    }
+    let mut rest = vec![0u8; length as usize - 1];
+    reader.read_exact(&mut rest).map_err(|e| format!("the link ended inside a frame: {e}"))?;
+    match header[4] {
+        KIND_DATA => {
+            if rest.len() < 4 {
+                return Err("a data frame without its stream".to_owned());
+            }
+            let id = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            rest.drain(..4);
+            Ok(Some(Frame::Data { id, bytes: rest }))
+        }
+        KIND_CONTROL => match postcard::take_from_bytes::<Frame>(&rest) {
+            Ok((Frame::Data { .. }, _)) => Err("a data frame in a control frame".to_owned()),
+            Ok((frame, [])) => Ok(Some(frame)),
+            Ok((_, extra)) => Err(format!("{} bytes after a control frame", extra.len())),
+            Err(e) => Err(format!("an undecodable frame: {e}")),
+        },
+        kind => Err(format!("a frame of unknown kind {kind}")),
+    }
+}
 
 /// How often each side says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -168,9 +251,89 @@ struct Slot {
     unconsumed: Arc<AtomicU64>,
 }
 
+/// The sending side of the link, shared by every thread: whoever holds the lock writes.
+///
+/// Data is written by the thread that has it, straight from its buffer. Every other frame is
+/// queued and written by whichever thread holds (or next takes) the lock, so that the reader
+/// thread, which sends credit, never waits for the link: two peers whose links are full both
+/// keep reading, and neither can deadlock the other. Frames go out in the order they were
+/// queued or written.
+struct Writer {
+    link: Mutex<Option<BufWriter<Box<dyn Write + Send>>>>,
+    queued: Mutex<std::collections::VecDeque<Frame>>,
+}
+
+impl Writer {
+    /// Writes what is queued; the caller holds the link.
+    fn drain(&self, link: &mut BufWriter<Box<dyn Write + Send>>) -> std::io::Result<()> {
+        loop {
+            let Some(frame) = lock(&self.queued).pop_front() else { return Ok(()) };
+            write_frame(link, &frame)?;
+        }
+    }
+
+    /// Queues a frame, and writes the queue unless another thread holds the link (it will).
+    fn send(&self, inner: &Inner, frame: Frame) {
+        lock(&self.queued).push_back(frame);
+        self.write_queue(inner);
+    }
+
+    /// Writes the queue unless another thread holds the link.
+    fn write_queue(&self, inner: &Inner) {
+        loop {
+            let mut link = match self.link.try_lock() {
+                Ok(link) => link,
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                // The holder writes the queue before it lets go, or looks again after.
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            };
+            let Some(writer) = link.as_mut() else {
+                lock(&self.queued).clear();
+                return;
+            };
+            if let Err(error) = self.drain(writer).and_then(|()| writer.flush()) {
+                drop(link);
+                inner.close(&format!("the link broke while sending: {error}"));
+                return;
+            }
+            drop(link);
+            if lock(&self.queued).is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Writes a data frame from `bytes` (after what is queued), waiting for the link.
+    fn data(&self, inner: &Inner, id: u32, bytes: &[u8]) -> std::io::Result<()> {
+        let mut link = lock(&self.link);
+        let Some(writer) = link.as_mut() else {
+            return Err(std::io::Error::new(ErrorKind::BrokenPipe, "the link is closed"));
+        };
+        let written = self.drain(writer).and_then(|()| {
+            let length = 1 + 4 + bytes.len() as u32;
+            let mut header = [0u8; 9];
+            header[..4].copy_from_slice(&length.to_be_bytes());
+            header[4] = KIND_DATA;
+            header[5..].copy_from_slice(&id.to_be_bytes());
+            writer.write_all(&header)?;
+            writer.write_all(bytes)?;
+            self.drain(writer)?;
+            writer.flush()
+        });
+        drop(link);
+        if let Err(error) = &written {
+            inner.close(&format!("the link broke while sending: {error}"));
+        } else if !lock(&self.queued).is_empty() {
+            // Queued while this thread wrote: written by the next holder, or now.
+            self.write_queue(inner);
+        }
+        written
+    }
+}
+
 struct Inner {
     end: End,
-    out: Sender<Frame>,
+    writer: Writer,
     streams: Mutex<HashMap<u32, Slot>>,
     opening: Mutex<HashMap<u32, Sender<Result<(), String>>>>,
     next: AtomicU32,
@@ -185,7 +348,7 @@ struct Inner {
 impl Inner {
     fn send(&self, frame: Frame) {
         // A closed link's writer is gone; the error is reported through `closed`.
-        let _ = self.out.send(frame);
+        self.writer.send(self, frame);
     }
 
     /// Ends the link: every stream and open fails with `reason`.
@@ -205,7 +368,14 @@ impl Inner {
             let _ = waiter.send(Err(reason.to_owned()));
         }
         lock(&self.closed_signal).take();
+        // Not under the link's lock: a writer blocked on a full link holds it. Ending the
+        // transport (the guard) unblocks it, and the writer goes when it lets go.
         lock(&self.guard).take();
+        if let Ok(mut link) = self.writer.link.try_lock() {
+            if let Some(mut writer) = link.take() {
+                let _ = writer.flush();
+            }
+        }
     }
 
     fn closed(&self) -> Option<String> {
@@ -300,11 +470,13 @@ impl Mux {
         guard: Box<dyn Send>,
         end: End,
     ) -> std::io::Result<(Mux, Receiver<Incoming>)> {
-        let (out, frames) = crossbeam_channel::unbounded();
         let (closed_signal, closed_receiver) = crossbeam_channel::bounded(0);
         let inner = Arc::new(Inner {
             end,
-            out,
+            writer: Writer {
+                link: Mutex::new(Some(BufWriter::with_capacity(256 * 1024, writer))),
+                queued: Mutex::default(),
+            },
             streams: Mutex::default(),
             opening: Mutex::default(),
             next: AtomicU32::new(match end {
@@ -318,12 +490,6 @@ impl Mux {
         });
         let (incoming, accepted) = crossbeam_channel::unbounded();
         let last_heard = Arc::new(Mutex::new(Instant::now()));
-        {
-            let inner = inner.clone();
-            std::thread::Builder::new()
-                .name("mux-writer".into())
-                .spawn(move || write_loop(&inner, writer, &frames))?;
-        }
         {
             let (inner, last_heard) = (inner.clone(), last_heard.clone());
             std::thread::Builder::new()
@@ -398,49 +564,15 @@ impl Mux {
     }
 }
 
-fn write_loop(inner: &Arc<Inner>, writer: Box<dyn Write + Send>, frames: &Receiver<Frame>) {
-    let mut writer = BufWriter::with_capacity(256 * 1024, writer);
-    loop {
-        let frame = match frames.try_recv() {
-            Ok(frame) => frame,
-            Err(_) => {
-                // Nothing more queued: what was written goes out now.
-                if writer.flush().is_err() {
-                    break;
-                }
-                match frames.recv_timeout(Duration::from_millis(200)) {
-                    Ok(frame) => frame,
-                    Err(RecvTimeoutError::Timeout) => {
-                        if inner.closed().is_some() {
-                            break;
-                        }
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            }
-        };
-        if inner.closed().is_some() {
-            // A closed link sends nothing more (its streams were told already).
-            break;
-        }
-        if write_frame(&mut writer, &frame).is_err() {
-            inner.close("the link broke while sending");
-            return;
-        }
-    }
-    let _ = writer.flush();
-    inner.close("the link was closed");
-}
-
 fn read_loop(
     inner: &Arc<Inner>,
     mut reader: Box<dyn Read + Send>,
     incoming: &Sender<Incoming>,
     last_heard: &Mutex<Instant>,
 ) {
+    let mut reader = BufReader::with_capacity(256 * 1024, &mut reader);
     let reason = loop {
-        let frame = match read_frame::<Frame>(&mut reader, FRAME_LIMIT) {
+        let frame = match read_frame(&mut reader) {
             Ok(Some(frame)) => frame,
             Ok(None) => break "the link closed".to_owned(),
             Err(error) => break format!("the link broke: {error}"),
@@ -696,8 +828,8 @@ impl Write for StreamWriter {
         let n = bytes.len().min(MAX_DATA).min(usize::try_from(state.available).unwrap_or(MAX_DATA));
         state.available -= n as u64;
         drop(state);
-        self.state.inner.send(Frame::Data { id: self.state.id, bytes: bytes[..n].to_vec() });
-        Ok(n)
+        let inner = &self.state.inner;
+        inner.writer.data(inner, self.state.id, &bytes[..n]).map(|()| n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -23,7 +23,7 @@ pub struct Counters {
 
 /// Copies until the end of `from`, then closes `to`'s direction; returns the first error.
 fn copy(mut from: ReadHalf, to: &mut dyn WriteHalf, count: &AtomicU64) -> std::io::Result<()> {
-    let mut buffer = vec![0u8; 64 * 1024];
+    let mut buffer = vec![0u8; 256 * 1024];
     loop {
         let n = match from.read(&mut buffer) {
             Ok(0) => break,

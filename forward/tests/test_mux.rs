@@ -7,8 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use mutagen_forward::mux::{End, Frame, Incoming, Mux, WINDOW};
-use mutagen_protocol::codec::write_frame;
+use mutagen_forward::mux::{End, Frame, Incoming, Mux, WINDOW, write_frame};
 
 /// Both ends of a link over a socket pair.
 fn link() -> ((Mux, Receiver<Incoming>), (Mux, Receiver<Incoming>)) {
