@@ -371,10 +371,10 @@ impl Inner {
         // Not under the link's lock: a writer blocked on a full link holds it. Ending the
         // transport (the guard) unblocks it, and the writer goes when it lets go.
         lock(&self.guard).take();
-        if let Ok(mut link) = self.writer.link.try_lock() {
-            if let Some(mut writer) = link.take() {
-                let _ = writer.flush();
-            }
+        if let Ok(mut link) = self.writer.link.try_lock()
+            && let Some(mut writer) = link.take()
+        {
+            let _ = writer.flush();
         }
     }
 
