@@ -4,6 +4,7 @@
 #   1. bulk throughput of one connection (BULK MiB, one direction, counted by the server)
 #   2. ping-pong round trip of 64-byte messages, p50 and p95 over 1,000 (after 50 warm-ups)
 #   3. 100 concurrent connections echoing 1 MiB each: wall time
+#   2b. the same through a local tcp→tcp forward: the cost of the daemon's hop alone
 #   4. CPU while forwarding at full speed (the bulk case): mutagen's daemon and its ssh master
 #      against the ssh -L client, in CPU seconds per second of transfer
 # The data directory is on the home disk (BENCH_DATA), as users have it. Builds mutagen, the
@@ -65,7 +66,10 @@ $SSH -N -o ExitOnForwardFailure=yes -L "$L_SINK:127.0.0.1:$SINK" -L "$L_ECHO:127
 M_SINK=$(free_port); M_ECHO=$(free_port)
 "$MUTAGEN" forward create "tcp:127.0.0.1:$M_SINK" "benchhost:tcp:127.0.0.1:$SINK" --name sink >/dev/null
 "$MUTAGEN" forward create "tcp:127.0.0.1:$M_ECHO" "benchhost:tcp:127.0.0.1:$ECHO" --name echo >/dev/null
-wait_port "$L_SINK"; wait_port "$L_ECHO"; wait_port "$M_SINK"; wait_port "$M_ECHO"
+# A local forward (no ssh, no agent): what the daemon's hop alone costs.
+H_ECHO=$(free_port)
+"$MUTAGEN" forward create "tcp:127.0.0.1:$H_ECHO" "tcp:127.0.0.1:$ECHO" --name local >/dev/null
+wait_port "$L_SINK"; wait_port "$L_ECHO"; wait_port "$M_SINK"; wait_port "$M_ECHO"; wait_port "$H_ECHO"
 DAEMON=$(cat "$DATA/daemon/daemon.lock")
 # The daemon's ssh masters carry its agents' links.
 MASTERS=$(pgrep -f "$DATA/daemon/ssh/" | tr '\n' ' ')
@@ -83,6 +87,8 @@ pp() { "$NET" pingpong "$1" 1000 64; }
 read -r DP50 DP95 < <(pp "$ECHO"); read -r LP50 LP95 < <(pp "$L_ECHO"); read -r MP50 MP95 < <(pp "$M_ECHO")
 echo "| ping-pong p50, µs (lower is better) | $DP50 | $LP50 | $MP50 | $(awk -v m="$MP50" -v l="$LP50" 'BEGIN{printf "%.2f×", m/l}') |"
 echo "| ping-pong p95, µs | $DP95 | $LP95 | $MP95 | $(awk -v m="$MP95" -v l="$LP95" 'BEGIN{printf "%.2f×", m/l}') |"
+read -r HP50 HP95 < <(pp "$H_ECHO")
+echo "| ping-pong p50 / p95 through a local forward (the daemon's hop only), µs | $DP50 / $DP95 | | $HP50 / $HP95 | |"
 conc() { for _ in $(seq 1 "$REPS"); do "$NET" concurrent "$1" 100 1; done | median; }
 DC=$(conc "$ECHO"); LC=$(conc "$L_ECHO"); MC=$(conc "$M_ECHO")
 echo "| 100 concurrent 1 MiB echoes, wall ms (lower is better) | $DC | $LC | $MC | $(awk -v m="$MC" -v l="$LC" 'BEGIN{printf "%.2f×", m/l}') |"

@@ -30,6 +30,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+
+use crate::socket::Socket;
 use serde::{Deserialize, Serialize};
 
 /// Bytes of one stream a side may have in flight before the receiver grants more.
@@ -245,6 +247,9 @@ impl Credit {
 
 /// The reader's view of one stream.
 struct Slot {
+    /// Once the stream delivers straight to a socket ([`StreamReader::deliver`]), its data
+    /// goes there instead of to `inbound`.
+    delivery: Option<Arc<Delivery>>,
     inbound: Sender<Inbound>,
     credit: Arc<Credit>,
     /// Bytes received and not yet consumed.
@@ -363,6 +368,9 @@ impl Inner {
         for (_, slot) in lock(&self.streams).drain() {
             let _ = slot.inbound.send(Inbound::Reset(reason.to_owned()));
             slot.credit.reset(reason);
+            if let Some(delivery) = &slot.delivery {
+                delivery.fail(reason);
+            }
         }
         for (_, waiter) in lock(&self.opening).drain() {
             let _ = waiter.send(Err(reason.to_owned()));
@@ -387,7 +395,12 @@ impl Inner {
         let (inbound, receiver) = crossbeam_channel::unbounded();
         let credit = Arc::new(Credit::with(u64::from(WINDOW)));
         let unconsumed = Arc::new(AtomicU64::new(0));
-        let slot = Slot { inbound, credit: credit.clone(), unconsumed: unconsumed.clone() };
+        let slot = Slot {
+            delivery: None,
+            inbound,
+            credit: credit.clone(),
+            unconsumed: unconsumed.clone(),
+        };
         lock(&self.streams).insert(id, slot);
         if let Some(reason) = self.closed() {
             // Closed meanwhile: the stream must not wait forever.
@@ -631,7 +644,18 @@ fn handle(inner: &Arc<Inner>, frame: Frame, incoming: &Sender<Incoming>) -> Resu
                         "stream {id} was sent {unconsumed} bytes beyond its credit"
                     ));
                 }
-                let _ = slot.inbound.send(Inbound::Data(bytes));
+                let credit = match &slot.delivery {
+                    Some(delivery) => delivery.push(&slot.unconsumed, bytes),
+                    None => {
+                        let _ = slot.inbound.send(Inbound::Data(bytes));
+                        None
+                    }
+                };
+                drop(streams);
+                // Sent without a lock held: a failed send closes the link, which takes them.
+                if let Some(bytes) = credit {
+                    inner.send(Frame::Credit { id, bytes });
+                }
             }
         }
         Frame::Credit { id, bytes } => {
@@ -641,13 +665,19 @@ fn handle(inner: &Arc<Inner>, frame: Frame, incoming: &Sender<Incoming>) -> Resu
         }
         Frame::Close { id } => {
             if let Some(slot) = lock(&inner.streams).get(&id) {
-                let _ = slot.inbound.send(Inbound::End);
+                match &slot.delivery {
+                    Some(delivery) => delivery.end(),
+                    None => drop(slot.inbound.send(Inbound::End)),
+                }
             }
         }
         Frame::Reset { id, error } => {
             if let Some(slot) = lock(&inner.streams).get(&id) {
                 let _ = slot.inbound.send(Inbound::Reset(error.clone()));
                 slot.credit.reset(&error);
+                if let Some(delivery) = &slot.delivery {
+                    delivery.fail(&error);
+                }
             }
         }
         Frame::Heartbeat => {}
@@ -659,8 +689,9 @@ fn handle(inner: &Arc<Inner>, frame: Frame, incoming: &Sender<Incoming>) -> Resu
 fn heartbeat_loop(inner: &Arc<Inner>, last_heard: &Mutex<Instant>) {
     let tick = Duration::from_millis(250);
     let mut since_sent = Duration::ZERO;
-    while inner.closed().is_none() {
-        std::thread::sleep(tick);
+    // Ends as soon as the link closes (its signal's sender is dropped then).
+    let closing = inner.closed_receiver.clone();
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = closing.recv_timeout(tick) {
         since_sent += tick;
         if since_sent >= HEARTBEAT {
             inner.send(Frame::Heartbeat);
@@ -780,6 +811,166 @@ impl Read for StreamReader {
             self.uncredited = 0;
         }
         Ok(n)
+    }
+}
+
+/// A stream's data on its way to a socket: written by the reader thread when the socket takes
+/// it at once, else queued for the thread in [`StreamReader::deliver`], which waits.
+///
+/// Bytes reach the socket in order: the reader thread writes only while nothing is queued or
+/// being written.
+struct Delivery {
+    id: u32,
+    socket: Socket,
+    state: Mutex<DeliveryState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct DeliveryState {
+    backlog: std::collections::VecDeque<Vec<u8>>,
+    /// The deliverer is writing a chunk it took from the backlog.
+    writing: bool,
+    /// The peer closed its direction.
+    ended: bool,
+    failed: Option<String>,
+    /// Bytes written and not yet credited to the peer.
+    uncredited: u32,
+    /// Bytes written in all.
+    delivered: u64,
+}
+
+impl Delivery {
+    /// Counts `n` bytes as consumed; returns the credit to give back, in batches (the caller
+    /// sends it once it holds no lock).
+    fn consumed(unconsumed: &AtomicU64, state: &mut DeliveryState, n: usize) -> Option<u32> {
+        unconsumed.fetch_sub(n as u64, Ordering::AcqRel);
+        state.delivered += n as u64;
+        state.uncredited += n as u32;
+        (state.uncredited >= WINDOW / 4).then(|| std::mem::take(&mut state.uncredited))
+    }
+
+    /// Data from the peer (on the reader thread, which must not wait); returns credit to send.
+    fn push(&self, unconsumed: &AtomicU64, bytes: Vec<u8>) -> Option<u32> {
+        let mut state = lock(&self.state);
+        if state.failed.is_some() {
+            return None;
+        }
+        let mut offset = 0;
+        let mut credit = None;
+        if state.backlog.is_empty() && !state.writing {
+            match self.socket.send_now(&bytes) {
+                Ok(n) => {
+                    credit = Delivery::consumed(unconsumed, &mut state, n);
+                    offset = n;
+                }
+                Err(error) => {
+                    state.failed = Some(error.to_string());
+                    self.changed.notify_all();
+                    return None;
+                }
+            }
+        }
+        if offset < bytes.len() {
+            let rest = if offset == 0 { bytes } else { bytes[offset..].to_vec() };
+            state.backlog.push_back(rest);
+            self.changed.notify_all();
+        }
+        credit
+    }
+
+    /// The peer closed its direction.
+    fn end(&self) {
+        lock(&self.state).ended = true;
+        self.changed.notify_all();
+    }
+
+    fn fail(&self, error: &str) {
+        let mut state = lock(&self.state);
+        if state.failed.is_none() {
+            state.failed = Some(error.to_owned());
+        }
+        self.changed.notify_all();
+    }
+}
+
+impl StreamReader {
+    /// Delivers the rest of the stream to `socket` (then ends the socket's sending direction)
+    /// and returns once it is all written; `count` grows by the bytes written. The reader
+    /// thread writes what the socket takes at once, so a reply needs no other thread to
+    /// wake up; this thread waits for the rest.
+    ///
+    /// # Errors
+    /// The stream was reset, the link closed, or the socket failed.
+    pub fn deliver(mut self, socket: Socket, count: &AtomicU64) -> std::io::Result<()> {
+        let inner = self.state.inner.clone();
+        let delivery = Arc::new(Delivery {
+            id: self.state.id,
+            socket,
+            state: Mutex::default(),
+            changed: Condvar::new(),
+        });
+        {
+            // What arrived before is delivered first: under the streams' lock, nothing else
+            // arrives meanwhile.
+            let mut streams = lock(&inner.streams);
+            let mut state = lock(&delivery.state);
+            if self.position < self.buffer.len() {
+                state.backlog.push_back(self.buffer.split_off(self.position));
+            }
+            while let Ok(inbound) = self.inbound.try_recv() {
+                match inbound {
+                    Inbound::Data(bytes) => state.backlog.push_back(bytes),
+                    Inbound::End => state.ended = true,
+                    Inbound::Reset(error) => state.failed = Some(error),
+                }
+            }
+            if let Some(error) = &self.failed {
+                state.failed = Some(error.clone());
+            }
+            if self.state.read_ended.load(Ordering::Acquire) {
+                state.ended = true;
+            }
+            state.uncredited = self.uncredited;
+            match streams.get_mut(&self.state.id) {
+                Some(slot) => slot.delivery = Some(delivery.clone()),
+                None if state.failed.is_none() && !state.ended => {
+                    state.failed = Some(inner.closed().unwrap_or_else(|| "closed".to_owned()));
+                }
+                None => {}
+            }
+        }
+        let mut state = lock(&delivery.state);
+        let result = loop {
+            if let Some(error) = &state.failed {
+                break Err(std::io::Error::new(ErrorKind::ConnectionReset, error.clone()));
+            }
+            if let Some(chunk) = state.backlog.pop_front() {
+                state.writing = true;
+                drop(state);
+                let written = delivery.socket.send_all(&chunk);
+                state = lock(&delivery.state);
+                state.writing = false;
+                if let Err(error) = written {
+                    state.failed = Some(error.to_string());
+                    continue;
+                }
+                if let Some(bytes) = Delivery::consumed(&self.unconsumed, &mut state, chunk.len()) {
+                    drop(state);
+                    inner.send(Frame::Credit { id: delivery.id, bytes });
+                    state = lock(&delivery.state);
+                }
+                continue;
+            }
+            if state.ended {
+                delivery.socket.shutdown(std::net::Shutdown::Write);
+                self.state.read_ended.store(true, Ordering::Release);
+                break Ok(());
+            }
+            state = delivery.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
+        };
+        count.fetch_add(state.delivered, Ordering::Relaxed);
+        result
     }
 }
 

@@ -10,7 +10,7 @@
 //! - Dropping a unix listener removes its socket file if the file is still the one it
 //!   created.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -24,10 +24,74 @@ pub use mutagen_session::forward::{OverwriteMode, SocketOptions};
 use mutagen_session::forward::{Protocol, SocketSpec};
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
 
-use crate::mux::{Stream, StreamReader, StreamWriter};
+use crate::mux::Stream;
 
 /// How long a dial may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A local socket, written by the multiplexer's reader thread when that need not wait.
+#[derive(Debug)]
+pub enum Socket {
+    /// TCP.
+    Tcp(TcpStream),
+    /// A unix socket.
+    Unix(UnixStream),
+}
+
+impl Socket {
+    /// Another handle on the same socket.
+    ///
+    /// # Errors
+    /// The descriptor cannot be duplicated.
+    pub fn try_clone(&self) -> std::io::Result<Socket> {
+        Ok(match self {
+            Socket::Tcp(stream) => Socket::Tcp(stream.try_clone()?),
+            Socket::Unix(stream) => Socket::Unix(stream.try_clone()?),
+        })
+    }
+
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Socket::Tcp(stream) => stream.as_fd(),
+            Socket::Unix(stream) => stream.as_fd(),
+        }
+    }
+
+    /// Sends what fits in the socket's buffer now; `Ok(0)` when nothing does.
+    ///
+    /// # Errors
+    /// The connection failed.
+    pub fn send_now(&self, bytes: &[u8]) -> std::io::Result<usize> {
+        let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
+        loop {
+            match rustix::net::send(self.fd(), bytes, flags) {
+                Ok(n) => return Ok(n),
+                Err(rustix::io::Errno::AGAIN) => return Ok(0),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Sends everything, waiting for room.
+    ///
+    /// # Errors
+    /// The connection failed.
+    pub fn send_all(&self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Socket::Tcp(stream) => (&*stream).write_all(bytes),
+            Socket::Unix(stream) => (&*stream).write_all(bytes),
+        }
+    }
+
+    /// Ends one direction or both.
+    pub fn shutdown(&self, how: Shutdown) {
+        let _ = match self {
+            Socket::Tcp(stream) => stream.shutdown(how),
+            Socket::Unix(stream) => stream.shutdown(how),
+        };
+    }
+}
 
 /// A connection from a listener or a dial.
 #[derive(Debug)]
@@ -38,61 +102,6 @@ pub enum Connection {
     Unix(UnixStream),
     /// A stream over an agent link.
     Stream(Stream),
-}
-
-/// The receiving half of a connection.
-pub type ReadHalf = Box<dyn Read + Send>;
-
-/// The sending half of a connection.
-pub trait WriteHalf: Write + Send {
-    /// Ends this direction (the peer reads the end of the stream).
-    fn close(&mut self);
-    /// Aborts the connection in both directions (the other half's reads end too).
-    fn abort(&mut self);
-}
-
-impl WriteHalf for TcpStream {
-    fn close(&mut self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
-    fn abort(&mut self) {
-        let _ = self.shutdown(Shutdown::Both);
-    }
-}
-
-impl WriteHalf for UnixStream {
-    fn close(&mut self) {
-        let _ = self.shutdown(Shutdown::Write);
-    }
-    fn abort(&mut self) {
-        let _ = self.shutdown(Shutdown::Both);
-    }
-}
-
-impl WriteHalf for StreamWriter {
-    fn close(&mut self) {
-        StreamWriter::close(self);
-    }
-    fn abort(&mut self) {
-        self.reset("the other side of the connection failed");
-    }
-}
-
-impl Connection {
-    /// The two directions.
-    ///
-    /// # Errors
-    /// A socket that cannot be duplicated.
-    pub fn split(self) -> std::io::Result<(ReadHalf, Box<dyn WriteHalf>)> {
-        Ok(match self {
-            Connection::Tcp(stream) => (Box::new(stream.try_clone()?), Box::new(stream)),
-            Connection::Unix(stream) => (Box::new(stream.try_clone()?), Box::new(stream)),
-            Connection::Stream(stream) => {
-                let (reader, writer): (StreamReader, StreamWriter) = stream.split();
-                (Box::new(reader), Box::new(writer))
-            }
-        })
-    }
 }
 
 /// Resolves a TCP spec's address: `host:port`, `:port` (every interface), `[v6]:port`.
@@ -156,14 +165,14 @@ pub fn dial(spec: &SocketSpec, home: Option<&Path>) -> Result<Connection, String
     }
 }
 
-enum Socket {
+enum Bound {
     Tcp(TcpListener),
     Unix { listener: UnixListener, path: PathBuf, identity: (u64, u64) },
 }
 
 /// A listening socket whose [`Listener::accept`] another thread can stop.
 pub struct Listener {
-    socket: Socket,
+    socket: Bound,
     stop: Arc<OwnedFd>,
     spec: SocketSpec,
 }
@@ -210,7 +219,7 @@ fn lookup(database: &str, name: &str) -> Result<u32, String> {
         })
 }
 
-fn bind_unix(spec: &SocketSpec, path: &Path, options: &SocketOptions) -> Result<Socket, String> {
+fn bind_unix(spec: &SocketSpec, path: &Path, options: &SocketOptions) -> Result<Bound, String> {
     let failed = |what: &str, e: std::io::Error| format!("unable to listen on {spec}: {what}{e}");
     let owner = options.owner.as_deref().map(|o| lookup("/etc/passwd", o)).transpose()?;
     let group = options.group.as_deref().map(|g| lookup("/etc/group", g)).transpose()?;
@@ -255,7 +264,7 @@ fn bind_unix(spec: &SocketSpec, path: &Path, options: &SocketOptions) -> Result<
     rustix::fs::renameat_with(rustix::fs::CWD, &temporary, rustix::fs::CWD, path, flags)
         .map_err(|e| undo(failed("", e.into())))?;
     let metadata = std::fs::symlink_metadata(path).map_err(|e| failed("", e))?;
-    Ok(Socket::Unix { listener, path: path.to_owned(), identity: (metadata.dev(), metadata.ino()) })
+    Ok(Bound::Unix { listener, path: path.to_owned(), identity: (metadata.dev(), metadata.ino()) })
 }
 
 impl std::fmt::Debug for Listener {
@@ -283,7 +292,7 @@ impl Listener {
                 let addresses = tcp_addresses(spec)?;
                 let listener = TcpListener::bind(&addresses[..])
                     .map_err(|e| format!("unable to listen on {spec}: {e}"))?;
-                Socket::Tcp(listener)
+                Bound::Tcp(listener)
             }
         };
         let stop = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
@@ -299,8 +308,8 @@ impl Listener {
     /// The bound address of a TCP listener (for a port chosen by the system).
     pub fn local_address(&self) -> Option<SocketAddr> {
         match &self.socket {
-            Socket::Tcp(listener) => listener.local_addr().ok(),
-            Socket::Unix { .. } => None,
+            Bound::Tcp(listener) => listener.local_addr().ok(),
+            Bound::Unix { .. } => None,
         }
     }
 
@@ -316,8 +325,8 @@ impl Listener {
     pub fn accept(&self) -> Result<Option<Connection>, String> {
         loop {
             let fd = match &self.socket {
-                Socket::Tcp(listener) => listener.as_fd(),
-                Socket::Unix { listener, .. } => listener.as_fd(),
+                Bound::Tcp(listener) => listener.as_fd(),
+                Bound::Unix { listener, .. } => listener.as_fd(),
             };
             let mut fds =
                 [PollFd::new(&fd, PollFlags::IN), PollFd::new(&*self.stop, PollFlags::IN)];
@@ -330,11 +339,11 @@ impl Listener {
                 return Ok(None);
             }
             let accepted = match &self.socket {
-                Socket::Tcp(listener) => listener.accept().map(|(stream, _)| {
+                Bound::Tcp(listener) => listener.accept().map(|(stream, _)| {
                     let _ = stream.set_nodelay(true);
                     Connection::Tcp(stream)
                 }),
-                Socket::Unix { listener, .. } => {
+                Bound::Unix { listener, .. } => {
                     listener.accept().map(|(stream, _)| Connection::Unix(stream))
                 }
             };
@@ -359,7 +368,7 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Socket::Unix { path, identity, .. } = &self.socket {
+        if let Bound::Unix { path, identity, .. } = &self.socket {
             let ours = std::fs::symlink_metadata(path)
                 .is_ok_and(|m| (m.dev(), m.ino()) == *identity && m.file_type().is_socket());
             if ours {

@@ -209,3 +209,41 @@ fn a_link_cut_fails_every_stream_and_open() {
     assert!(daemon.closed().is_some());
     assert!(daemon.open().is_err(), "an open after the cut");
 }
+
+#[test]
+fn delivery_to_a_slow_socket_keeps_order_and_does_not_stall_other_streams() {
+    use mutagen_forward::socket::Socket;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let ((daemon, _), (_agent, incoming)) = link();
+    let (local, mut far) = UnixStream::pair().expect("socket pair");
+    let delivered = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = delivered.clone();
+    // The agent end delivers its first stream into a socket nobody reads for a while; the
+    // others echo.
+    std::thread::spawn(move || {
+        let (reader, _writer) = incoming.recv().expect("first").accept().split();
+        std::thread::spawn(move || reader.deliver(Socket::Unix(local), &counted));
+        echo_server(incoming);
+    });
+    let data = pattern(6 * WINDOW as usize, 11);
+    let (_reader, mut writer) = daemon.open().expect("open").split();
+    let sent = data.clone();
+    let sender = std::thread::spawn(move || {
+        writer.write_all(&sent).expect("write");
+        writer.close();
+        writer
+    });
+    // Meanwhile another stream goes through.
+    let other = pattern(WINDOW as usize, 2);
+    assert_eq!(round_trip(&daemon, other.clone()), other, "a stream beside a stalled delivery");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut received = Vec::new();
+    far.read_to_end(&mut received).expect("everything, then the end");
+    assert!(received == data, "the delivered bytes differ ({} of {})", received.len(), data.len());
+    drop(sender.join().expect("sender"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while delivered.load(Ordering::Relaxed) != data.len() as u64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(delivered.load(Ordering::Relaxed), data.len() as u64);
+}

@@ -1,5 +1,6 @@
 //! The crate dependency rules of the architecture, checked over `cargo metadata`: the agent
-//! (shipped to remote hosts) links no journal, daemon, transport or CLI code; the session model
+//! (shipped to remote hosts) links no journal, daemon, transport or CLI code (forwarding
+//! included: it is blocking, thread-based code the agent shares with the daemon); the session model
 //! and the journal depend on pure crates only, never on the file-system endpoint.
 
 use std::collections::BTreeMap;
@@ -41,7 +42,8 @@ fn crates_depend_only_downwards() {
         ("mutagen-session", &["mutagen-core", "mutagen-reconcile"]),
         ("mutagen-journal", &["mutagen-core", "mutagen-reconcile", "mutagen-session"]),
         ("mutagen-protocol", &["mutagen-core", "mutagen-endpoint", "mutagen-reconcile"]),
-        ("mutagen-agent", &["mutagen-protocol"]),
+        ("mutagen-forward", &["mutagen-protocol", "mutagen-session"]),
+        ("mutagen-agent", &["mutagen-forward", "mutagen-protocol"]),
         ("mutagen-transports", &["mutagen-protocol", "mutagen-session"]),
     ];
     for (name, permitted) in allowed {
