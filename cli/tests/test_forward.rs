@@ -251,9 +251,11 @@ fn pause_resume_restarts_and_terminate() {
     forwarding(&env, "p");
     assert_eq!(tcp_exchange(port, b"crash").expect("exchange"), b"hsarc");
 
-    // Paused across a restart stays paused.
+    // Paused across a restart stays paused; the journal verifies with the session in it.
     env.ok(&["forward", "pause", "p"]);
     env.ok(&["daemon", "stop"]);
+    let verified = env.ok(&["daemon", "verify"]);
+    assert!(verified.contains("(p): intact"), "{verified}");
     env.ok(&["daemon", "start"]);
     assert_eq!(session(&env, "p")["paused"], true);
     assert!(refused(port));
@@ -372,6 +374,25 @@ fn over_ssh_forward_and_reverse_and_remote_failures_are_named() {
     let mut expected = data.clone();
     expected.reverse();
     assert_eq!(tcp_exchange(remote_port, &data).expect("reverse exchange"), expected);
+
+    // A killed link (the daemon's ssh master) reconnects both sessions, and they serve again.
+    let master = env.data().join("daemon/ssh");
+    let killed = std::process::Command::new("pkill")
+        .args(["-9", "-f", &master.display().to_string()])
+        .status()
+        .expect("pkill");
+    assert!(killed.success(), "no ssh master to kill");
+    until(&env, "the lost link is reported", || {
+        let listed = session(&env, "to-ssh");
+        listed["status"] != "forwarding"
+            || listed["lastError"].as_str().is_some_and(|e| e.contains("link"))
+    });
+    echoes(&env, port);
+    until(&env, "the reverse session serves again", || {
+        tcp_exchange(remote_port, &data).is_ok_and(|back| back == expected)
+    });
+    let history = env.ok(&["sync", "history", "to-ssh"]);
+    assert!(history.contains("link closed"), "{history}");
 
     // A remote dial that fails closes that connection only.
     let nowhere = free_port();

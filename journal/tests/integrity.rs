@@ -362,3 +362,52 @@ fn recovery_keeps_intact_sessions_resets_damaged_ones_and_keeps_the_damaged_copy
         matches!(&history[3].1.event, Event::Error { message } if message.contains("recovered"))
     );
 }
+
+#[test]
+fn a_damaged_forward_session_is_recovered_paused_and_replays_as_one() {
+    const F: &str = "fwrd_00000000000000000000000000000000000000000f";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let directory = journal(dir.path());
+    {
+        let journal = open_until_released(&directory).expect("open");
+        let spec = mutagen_session::forward::ForwardSpec {
+            source: "tcp:127.0.0.1:8080".into(),
+            destination: "tcp:127.0.0.1:80".into(),
+            name: "web".into(),
+            labels: Default::default(),
+            paused: false,
+            socket: Default::default(),
+            source_environment: Default::default(),
+            destination_environment: Default::default(),
+        };
+        let created = Record::now(
+            0,
+            Event::ForwardCreated { identifier: F.into(), version: "0".into(), spec },
+        );
+        let mut log = journal.create(F, &created).expect("create");
+        for message in ["refused", "refused again"] {
+            log.append(&Record::now(0, Event::Error { message: message.into() })).expect("append");
+        }
+        journal.flush().expect("flush");
+        // A synchronization session's replay refuses a forward session's log.
+        assert!(matches!(journal.load(F), Err(JournalError::Corrupt { .. })));
+    }
+    raw(&directory, |db| {
+        let tree = db.open_tree(format!("session/{F}")).expect("tree");
+        tree.remove(key(2)).expect("rm");
+    });
+    let keep = dir.path().join("journal.damaged");
+    let recovery = Journal::recover(&directory, &keep).expect("recover");
+    let outcome = recovery.sessions.iter().find(|(id, ..)| id == F).expect("listed");
+    assert_eq!(outcome.1.as_deref(), Some("web"));
+    assert!(
+        matches!(&outcome.2, Recovered::Reset(detail) if detail.contains("record 2")),
+        "{outcome:?}"
+    );
+    let journal = open_until_released(&directory).expect("the recovered journal opens");
+    let (_, state) = journal.load_forward(F).expect("replays as a forward session");
+    assert!(state.paused, "a damaged forward session comes back paused");
+    assert!(state.last_error.as_deref().is_some_and(|e| e.contains("recovered")));
+    let (_, a) = journal.load(A).expect("the others are kept");
+    assert!(a.paused);
+}
