@@ -92,6 +92,11 @@ fn session(env: &DaemonEnv, name: &str) -> Value {
     forwards(env).into_iter().find(|s| s["name"] == name).expect("the session is listed")
 }
 
+/// Creates a named forward session.
+fn create(env: &DaemonEnv, source: &str, destination: &str, name: &str) {
+    env.ok(&["forward", "create", source, destination, "--name", name]);
+}
+
 /// Waits until `done`; then fails with the forward sessions and the daemon log.
 fn until(env: &DaemonEnv, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + PATIENCE;
@@ -117,31 +122,12 @@ fn echoes(env: &DaemonEnv, port: u16) {
     until(env, "an intact 1 MiB echo", || tcp_exchange(port, &data).is_ok_and(|back| back == data));
 }
 
-fn refused(port: u16) -> bool {
-    TcpStream::connect(("127.0.0.1", port)).is_err()
-}
-
-#[test]
-fn local_tcp_forwarding_relays_intact_concurrent_and_half_closed_connections() {
-    let env = DaemonEnv::new();
-    let destination = server(echo);
-    let port = free_port();
-    let source = format!("tcp:127.0.0.1:{port}");
-    env.ok(&[
-        "forward",
-        "create",
-        &source,
-        &format!("tcp:127.0.0.1:{destination}"),
-        "--name",
-        "web",
-    ]);
-    forwarding(&env, "web");
-    echoes(&env, port);
-
+/// 50 concurrent connections of `size` bytes and more through `port`, each echoed intact.
+fn fifty_at_once(port: u16, size: usize) {
     let threads: Vec<_> = (0..50u8)
         .map(|index| {
             std::thread::spawn(move || {
-                let data = pattern(100_000 + usize::from(index) * 997, index);
+                let data = pattern(size + usize::from(index) * 997, index);
                 assert_eq!(
                     tcp_exchange(port, &data).expect("exchange"),
                     data,
@@ -153,6 +139,23 @@ fn local_tcp_forwarding_relays_intact_concurrent_and_half_closed_connections() {
     for thread in threads {
         thread.join().expect("a concurrent connection");
     }
+}
+
+fn refused(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_err()
+}
+
+#[test]
+fn local_tcp_forwarding_relays_intact_concurrent_and_half_closed_connections() {
+    let env = DaemonEnv::new();
+    let destination = server(echo);
+    let port = free_port();
+    let source = format!("tcp:127.0.0.1:{port}");
+    create(&env, &source, &format!("tcp:127.0.0.1:{destination}"), "web");
+    forwarding(&env, "web");
+    echoes(&env, port);
+
+    fifty_at_once(port, 100_000);
     let listed = session(&env, "web");
     assert!(listed["totalConnections"].as_u64().expect("total") >= 51, "{listed}");
     assert!(
@@ -181,14 +184,7 @@ fn a_failed_dial_closes_only_its_connection_and_the_session_goes_on() {
     let destination = free_port();
     let port = free_port();
     let source = format!("tcp:127.0.0.1:{port}");
-    env.ok(&[
-        "forward",
-        "create",
-        &source,
-        &format!("tcp:127.0.0.1:{destination}"),
-        "--name",
-        "later",
-    ]);
+    create(&env, &source, &format!("tcp:127.0.0.1:{destination}"), "later");
     forwarding(&env, "later");
     // Nothing listens at the destination: this connection is closed without data.
     let reply = tcp_exchange(port, b"hello").unwrap_or_default();
@@ -223,14 +219,7 @@ fn pause_resume_restarts_and_terminate() {
     let env = DaemonEnv::new();
     let destination = server(reversed);
     let port = free_port();
-    env.ok(&[
-        "forward",
-        "create",
-        &format!("tcp:127.0.0.1:{port}"),
-        &format!("tcp:127.0.0.1:{destination}"),
-        "--name",
-        "p",
-    ]);
+    create(&env, &format!("tcp:127.0.0.1:{port}"), &format!("tcp:127.0.0.1:{destination}"), "p");
     forwarding(&env, "p");
     assert_eq!(tcp_exchange(port, b"abc").expect("exchange"), b"cba");
 
@@ -277,7 +266,7 @@ fn a_unix_listener_has_its_mode_and_goes_at_terminate() {
     let destination = server(echo);
     let socket = env.path("app.sock");
     let source = format!("unix:{}", socket.display());
-    env.ok(&["forward", "create", &source, &format!("tcp:127.0.0.1:{destination}"), "--name", "u"]);
+    create(&env, &source, &format!("tcp:127.0.0.1:{destination}"), "u");
     let metadata = std::fs::symlink_metadata(&socket).expect("the socket is there at create");
     assert!(metadata.file_type().is_socket());
     assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
@@ -332,43 +321,25 @@ fn over_ssh_forward_and_reverse_and_remote_failures_are_named() {
     // Local listener → a service on the remote host.
     let remote_service = server(echo);
     let port = free_port();
-    env.ok(&[
-        "forward",
-        "create",
+    create(
+        &env,
         &format!("tcp:127.0.0.1:{port}"),
         &format!("{host}:tcp:127.0.0.1:{remote_service}"),
-        "--name",
         "to-ssh",
-    ]);
+    );
     forwarding(&env, "to-ssh");
     echoes(&env, port);
-    let threads: Vec<_> = (0..50u8)
-        .map(|index| {
-            std::thread::spawn(move || {
-                let data = pattern(50_000 + usize::from(index) * 331, index);
-                assert_eq!(
-                    tcp_exchange(port, &data).expect("exchange"),
-                    data,
-                    "connection {index}"
-                );
-            })
-        })
-        .collect();
-    for thread in threads {
-        thread.join().expect("a concurrent connection over ssh");
-    }
+    fifty_at_once(port, 50_000);
 
     // Reverse: a listener on the remote host → a service here.
     let local_service = server(reversed);
     let remote_port = free_port();
-    env.ok(&[
-        "forward",
-        "create",
+    create(
+        &env,
         &format!("{host}:tcp:127.0.0.1:{remote_port}"),
         &format!("tcp:127.0.0.1:{local_service}"),
-        "--name",
         "reverse",
-    ]);
+    );
     forwarding(&env, "reverse");
     let data = pattern(1 << 20, 5);
     let mut expected = data.clone();
@@ -397,14 +368,12 @@ fn over_ssh_forward_and_reverse_and_remote_failures_are_named() {
     // A remote dial that fails closes that connection only.
     let nowhere = free_port();
     let listen = free_port();
-    env.ok(&[
-        "forward",
-        "create",
+    create(
+        &env,
         &format!("tcp:127.0.0.1:{listen}"),
         &format!("{host}:tcp:127.0.0.1:{nowhere}"),
-        "--name",
         "dead-end",
-    ]);
+    );
     forwarding(&env, "dead-end");
     assert!(tcp_exchange(listen, b"x").unwrap_or_default().is_empty());
     until(&env, "the remote dial failure is reported", || {
@@ -417,14 +386,7 @@ fn over_ssh_forward_and_reverse_and_remote_failures_are_named() {
     });
 
     // A remote listener that cannot bind: the create succeeds, the error shows within seconds.
-    env.ok(&[
-        "forward",
-        "create",
-        &format!("{host}:tcp:127.0.0.1:{remote_port}"),
-        "tcp:127.0.0.1:1",
-        "--name",
-        "taken",
-    ]);
+    create(&env, &format!("{host}:tcp:127.0.0.1:{remote_port}"), "tcp:127.0.0.1:1", "taken");
     until(&env, "the remote bind failure is reported", || {
         session(&env, "taken")["lastError"].as_str().is_some_and(|e| {
             e.contains(&format!("tcp:127.0.0.1:{remote_port}")) && e.contains("in use")
@@ -451,14 +413,7 @@ fn into_a_container_from_here_and_from_an_ssh_host() {
     dockerd.ok(&["exec", "-d", "web", "nc", "-ll", "-p", "8080", "-e", "cat"]);
     let env = docker_env(&dockerd);
     let port = free_port();
-    env.ok(&[
-        "forward",
-        "create",
-        &format!("tcp:127.0.0.1:{port}"),
-        "docker://web:tcp:127.0.0.1:8080",
-        "--name",
-        "box",
-    ]);
+    create(&env, &format!("tcp:127.0.0.1:{port}"), "docker://web:tcp:127.0.0.1:8080", "box");
     forwarding(&env, "box");
     echoes(&env, port);
 

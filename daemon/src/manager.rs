@@ -215,24 +215,10 @@ impl Manager {
         let alpha = alpha.map_err(|e| format!("unable to connect to alpha: {e}"))?;
         let beta = self.connector.connect(&identifier, &spec, Side::Beta, prompter).await;
         let beta = beta.map_err(|e| format!("unable to connect to beta: {e}"))?;
-        let journal = self.journal.clone();
-        let created = tokio::task::spawn_blocking(move || {
-            let event = Event::Created {
-                identifier: identifier.clone(),
-                version: VERSION.to_owned(),
-                spec,
-            };
-            let record = Record::now(0, event);
-            let log = journal.create(&identifier, &record).map_err(|e| e.to_string())?;
-            journal.flush().map_err(|e| e.to_string())?;
-            let mut state = None;
-            SessionState::step(&mut state, &record).map_err(|e| e.to_string())?;
-            let state = state.ok_or("the creation record did not create a session")?;
-            Ok::<_, String>((log, state))
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        let (log, state) = created;
+        let event =
+            Event::Created { identifier: identifier.clone(), version: VERSION.to_owned(), spec };
+        let (log, state) =
+            record_creation(&self.journal, identifier, event, SessionState::step).await?;
         let identifier = state.identifier.clone();
         let handle = controller::spawn(
             self.connector.clone(),
@@ -289,23 +275,13 @@ impl Manager {
             .map_err(|e| e.to_string())??;
         let identifier = identifier::new_identifier(identifier::FORWARD_PREFIX)
             .map_err(|e| format!("unable to generate an identifier: {e}"))?;
-        let journal = self.journal.clone();
-        let (log, state) = tokio::task::spawn_blocking(move || {
-            let event = Event::ForwardCreated {
-                identifier: identifier.clone(),
-                version: VERSION.to_owned(),
-                spec,
-            };
-            let record = Record::now(0, event);
-            let log = journal.create(&identifier, &record).map_err(|e| e.to_string())?;
-            journal.flush().map_err(|e| e.to_string())?;
-            let mut state = None;
-            ForwardState::step(&mut state, &record).map_err(|e| e.to_string())?;
-            let state = state.ok_or("the creation record did not create a session")?;
-            Ok::<_, String>((log, state))
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        let event = Event::ForwardCreated {
+            identifier: identifier.clone(),
+            version: VERSION.to_owned(),
+            spec,
+        };
+        let (log, state) =
+            record_creation(&self.journal, identifier, event, ForwardState::step).await?;
         let identifier = state.identifier.clone();
         let handle =
             forward::spawn(self.connector.clone(), log, state, listener, self.notify.clone());
@@ -339,20 +315,9 @@ impl Manager {
             }
             answers.push((info.identifier, answer));
         }
-        let mut identifiers = Vec::new();
-        let mut errors = Vec::new();
-        for (identifier, answer) in answers {
-            match answer.await {
-                Ok(Ok(())) => identifiers.push(identifier),
-                Ok(Err(message)) => errors.push(format!("session {identifier}: {message}")),
-                Err(_) => errors.push(format!("session {identifier}: the controller stopped")),
-            }
-        }
+        let response = collect(answers).await;
         self.notify.send_modify(|index| *index += 1);
-        if !errors.is_empty() {
-            return Err(errors.join("; "));
-        }
-        Ok(Response::Done { identifiers })
+        response
     }
 
     async fn forward_terminate(&self, selection: &Selection) -> Result<Response, String> {
@@ -402,19 +367,7 @@ impl Manager {
             }
             answers.push((identifier.clone(), answer));
         }
-        let mut identifiers = Vec::new();
-        let mut errors = Vec::new();
-        for (identifier, answer) in answers {
-            match answer.await {
-                Ok(Ok(())) => identifiers.push(identifier),
-                Ok(Err(message)) => errors.push(format!("session {identifier}: {message}")),
-                Err(_) => errors.push(format!("session {identifier}: the controller stopped")),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors.join("; "));
-        }
-        Ok(Response::Done { identifiers })
+        collect(answers).await
     }
 
     async fn simple(
@@ -556,4 +509,46 @@ fn select<T>(
             Ok(selected)
         }
     }
+}
+
+/// Waits for the answers of the sessions a command went to: the identifiers that succeeded,
+/// or every failure named by session.
+async fn collect(
+    answers: Vec<(String, oneshot::Receiver<Result<(), String>>)>,
+) -> Result<Response, String> {
+    let mut identifiers = Vec::new();
+    let mut errors = Vec::new();
+    for (identifier, answer) in answers {
+        match answer.await {
+            Ok(Ok(())) => identifiers.push(identifier),
+            Ok(Err(message)) => errors.push(format!("session {identifier}: {message}")),
+            Err(_) => errors.push(format!("session {identifier}: the controller stopped")),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+    Ok(Response::Done { identifiers })
+}
+
+/// Journals a new session's creation record and makes it durable, then replays it with
+/// `step` into the session's state (on a blocking thread).
+async fn record_creation<S: Send + 'static>(
+    journal: &Journal,
+    identifier: String,
+    event: Event,
+    step: fn(&mut Option<S>, &Record) -> Result<(), mutagen_journal::FoldError>,
+) -> Result<(mutagen_journal::SessionLog, S), String> {
+    let journal = journal.clone();
+    tokio::task::spawn_blocking(move || {
+        let record = Record::now(0, event);
+        let log = journal.create(&identifier, &record).map_err(|e| e.to_string())?;
+        journal.flush().map_err(|e| e.to_string())?;
+        let mut state = None;
+        step(&mut state, &record).map_err(|e| e.to_string())?;
+        let state = state.ok_or("the creation record did not create a session")?;
+        Ok((log, state))
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }

@@ -13,11 +13,8 @@ use mutagen_session::forward::{
 use mutagen_session::{Environment, parse_label, validate_name};
 
 use super::sync::lifecycle::{SelectionArgs, client};
-use super::sync::list::OutputArgs;
+use super::sync::list::{ListArgs, print_sessions, selection, yes};
 use crate::{Outcome, json, render};
-
-const DELIMITER: &str =
-    "--------------------------------------------------------------------------------";
 
 /// The `forward` verbs.
 #[derive(Debug, Subcommand)]
@@ -68,18 +65,6 @@ pub struct CreateArgs {
     /// The permission bits of a unix socket listener, in octal
     #[arg(long, default_value = "600", value_name = "MODE")]
     socket_permission_mode: String,
-}
-
-/// List forward sessions (all of them unless some are selected).
-#[derive(Debug, Args)]
-pub struct ListArgs {
-    /// Session names or identifiers
-    sessions: Vec<String>,
-    /// Select sessions by label
-    #[arg(long, value_name = "SELECTOR")]
-    label_selector: Option<String>,
-    #[command(flatten)]
-    output: OutputArgs,
 }
 
 /// Runs a `forward` verb.
@@ -145,18 +130,6 @@ fn simple(args: &SelectionArgs, request: fn(Selection) -> Request) -> anyhow::Re
     Ok(Outcome::Success)
 }
 
-fn selection(args: &ListArgs) -> anyhow::Result<Selection> {
-    match (&args.label_selector, args.sessions.is_empty()) {
-        (Some(_), false) => bail!("use either session names or identifiers or --label-selector"),
-        (Some(selector), true) => {
-            mutagen_session::Selector::parse(selector)?;
-            Ok(Selection::LabelSelector(selector.clone()))
-        }
-        (None, false) => Ok(Selection::Specifications(args.sessions.clone())),
-        (None, true) => Ok(Selection::All),
-    }
-}
-
 fn list(
     client: &mut mutagen_daemon::Client,
     selection: &Selection,
@@ -170,25 +143,7 @@ fn list(
 fn cmd_list(args: &ListArgs) -> anyhow::Result<Outcome> {
     let as_json = args.output.json()?;
     let sessions = list(&mut client()?, &selection(args)?)?;
-    if as_json {
-        let array: Vec<_> = sessions.iter().map(json::forward).collect();
-        println!("{}", serde_json::to_string(&array)?);
-        return Ok(Outcome::Success);
-    }
-    if sessions.is_empty() {
-        println!("No forwarding sessions found");
-        return Ok(Outcome::Success);
-    }
-    for session in &sessions {
-        println!("{DELIMITER}");
-        print!("{}", describe(session, args.output.long));
-    }
-    println!("{DELIMITER}");
-    Ok(Outcome::Success)
-}
-
-fn yes(value: bool) -> &'static str {
-    if value { "Yes" } else { "No" }
+    print_sessions(&sessions, as_json, args.output.long, "forwarding", json::forward, describe)
 }
 
 /// The human description of a session.

@@ -57,7 +57,7 @@ pub struct ListArgs {
     #[arg(long, value_name = "SELECTOR")]
     label_selector: Option<String>,
     #[command(flatten)]
-    output: OutputArgs,
+    pub(crate) output: OutputArgs,
 }
 
 /// Show a live status line for the newest matching session.
@@ -67,7 +67,8 @@ pub struct MonitorArgs {
     list: ListArgs,
 }
 
-fn selection(args: &ListArgs) -> anyhow::Result<Selection> {
+/// The sessions a listing names: all of them unless some are named or selected by label.
+pub(crate) fn selection(args: &ListArgs) -> anyhow::Result<Selection> {
     match (&args.label_selector, args.sessions.is_empty()) {
         (Some(_), false) => bail!("use either session names or identifiers or --label-selector"),
         (Some(selector), true) => {
@@ -95,24 +96,37 @@ pub fn cmd_list(args: ListArgs) -> anyhow::Result<Outcome> {
     let as_json = args.output.json()?;
     let selection = selection(&args)?;
     let (_, sessions) = list(&mut client()?, &selection, 0)?;
+    print_sessions(&sessions, as_json, args.output.long, "synchronization", json::session, describe)
+}
+
+/// Prints sessions as a JSON array, or described one by one between delimiters.
+pub(crate) fn print_sessions<T>(
+    sessions: &[T],
+    as_json: bool,
+    long: bool,
+    kind: &str,
+    to_json: fn(&T) -> serde_json::Value,
+    describe: fn(&T, bool) -> String,
+) -> anyhow::Result<Outcome> {
     if as_json {
-        let array: Vec<_> = sessions.iter().map(json::session).collect();
+        let array: Vec<_> = sessions.iter().map(to_json).collect();
         println!("{}", serde_json::to_string(&array)?);
         return Ok(Outcome::Success);
     }
     if sessions.is_empty() {
-        println!("No synchronization sessions found");
+        println!("No {kind} sessions found");
         return Ok(Outcome::Success);
     }
-    for session in &sessions {
+    for session in sessions {
         println!("{DELIMITER}");
-        print!("{}", describe(session, args.output.long));
+        print!("{}", describe(session, long));
     }
     println!("{DELIMITER}");
     Ok(Outcome::Success)
 }
 
-fn yes(value: bool) -> &'static str {
+/// `Yes` or `No`.
+pub(crate) fn yes(value: bool) -> &'static str {
     if value { "Yes" } else { "No" }
 }
 
