@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -286,6 +286,28 @@ fn a_unix_listener_has_its_mode_and_goes_at_terminate() {
         "660",
     ]);
     assert_eq!(std::fs::metadata(&other).expect("socket").permissions().mode() & 0o777, 0o660);
+    // Owner and group, by number and by name (the tests run as root, who may give sockets away).
+    let owned = env.path("owned.sock");
+    let owned_source = format!("unix:{}", owned.display());
+    let to = format!("tcp:127.0.0.1:{destination}");
+    env.ok(&[
+        "forward",
+        "create",
+        &owned_source,
+        &to,
+        "--socket-owner",
+        "65534",
+        "--socket-group",
+        "root",
+    ]);
+    let metadata = std::fs::metadata(&owned).expect("socket");
+    assert_eq!((metadata.uid(), metadata.gid()), (65534, 0));
+    let run = env.run(&["forward", "create", "unix:x.sock", &to, "--socket-owner", "no-such-user"]);
+    assert!(
+        run.code == 1 && run.stderr.contains("no such user \"no-such-user\""),
+        "{}",
+        run.stderr
+    );
     // A path in use is left alone unless overwriting is asked for, and then only a socket.
     let run = env.run(&["forward", "create", &source, &format!("tcp:127.0.0.1:{destination}")]);
     assert!(run.code == 1 && run.stderr.contains("exists"), "{}", run.stderr);
@@ -302,8 +324,40 @@ fn a_unix_listener_has_its_mode_and_goes_at_terminate() {
     assert!(run.code == 1 && run.stderr.contains("not a socket"), "{}", run.stderr);
     assert_eq!(std::fs::read_to_string(env.path("file")).expect("kept"), "data");
 
-    env.ok(&["forward", "terminate", "u", "g"]);
-    assert!(!socket.exists() && !other.exists(), "terminate left a socket");
+    env.ok(&["forward", "terminate", "--all"]);
+    assert!(!socket.exists() && !other.exists() && !owned.exists(), "terminate left a socket");
+}
+
+#[test]
+fn monitor_follows_the_newest_session_as_json_lines() {
+    let env = DaemonEnv::new();
+    let destination = server(echo);
+    let port = free_port();
+    create(&env, &format!("tcp:127.0.0.1:{port}"), &format!("tcp:127.0.0.1:{destination}"), "m");
+    forwarding(&env, "m");
+    let mut monitor = env
+        .command(&["forward", "monitor", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("monitor");
+    let mut lines = std::io::BufReader::new(monitor.stdout.take().expect("stdout"));
+    let mut next = || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut lines, &mut line).expect("a line");
+        serde_json::from_str::<Value>(&line).expect("json")
+    };
+    let first = next();
+    assert_eq!(first["name"], "m");
+    assert_eq!(first["status"], "forwarding");
+    // A connection changes the counters: a new line follows.
+    assert_eq!(tcp_exchange(port, b"counted").expect("exchange"), b"counted");
+    let mut seen = next();
+    while seen["totalConnections"] != 1 || seen["openConnections"] != 0 {
+        seen = next();
+    }
+    assert_eq!(seen["totalOutboundData"], 7);
+    let _ = monitor.kill();
+    let _ = monitor.wait();
 }
 
 fn ssh_env(sshd: &Sshd) -> DaemonEnv {
