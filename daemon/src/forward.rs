@@ -5,7 +5,7 @@
 //! - A failed dial closes that one inbound connection, counts it and sets `last_error`; the
 //!   session goes on. Only a failed transport (a link to an agent, a local listener that
 //!   broke) ends the attempt; the controller then reconnects after a backoff (1 s doubling
-//!   to [`MAX_BACKOFF`]).
+//!   to 15 s, `MAX_BACKOFF`).
 //! - Pausing, terminating or stopping the daemon closes the listener before it answers
 //!   (a unix socket the session created is removed), and ends every open connection.
 //! - Every lifecycle step is journaled before it is acknowledged; errors are journaled when

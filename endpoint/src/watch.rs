@@ -14,7 +14,7 @@
 //!   only after it has delivered the batch of events that announced them).
 //! - After events were lost ([`Pending::lost`]) the watch is walked again before the full
 //!   rescan, so that directories created meanwhile are watched too.
-//! - Watchers share a few process-wide inotify instances (see [`instance`]): a session costs
+//! - Watchers share a few process-wide inotify instances (see `watch/instance.rs`): a session costs
 //!   watches, not instances, of which the kernel allows a user only 128 by default.
 
 mod instance;

@@ -12,7 +12,7 @@
 //!   own framing over the protocol crate's codec rather than a multiplexer crate: the crates
 //!   that exist, yamux among them, need an async runtime the agent does not link, and one
 //!   frame type keeps the wire fuzzable and auditable).
-//! - [`relay`]: copying both ways with half-close and the session's counters.
+//! - [`mod@relay`]: copying both ways with half-close and the session's counters.
 //! - [`agent`]: the agent's forwarding role and the daemon's way to initialize it.
 
 #![deny(unsafe_code)]
