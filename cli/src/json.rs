@@ -109,6 +109,8 @@ pub fn session(session: &SessionInfo) -> Value {
             "pollingInterval": configuration.watch_polling_interval,
         },
         "compression": configuration.compression.name(),
+        "allowRootEmptying": configuration.allow_root_emptying,
+        "allowRootDeletion": configuration.allow_root_deletion,
         "alpha": endpoint(&session.alpha),
         "beta": endpoint(&session.beta),
     });
@@ -173,7 +175,9 @@ pub fn record(number: u64, record: &Record) -> Value {
         }
         Event::AncestorUpdated { changes } => json!({"changes": changes.len()}),
         Event::Checkpoint(state) => json!({"successfulCycles": state.successful_cycles}),
-        Event::Halted { reason } => json!({"reason": reason.status()}),
+        Event::Halted { reason } | Event::HaltAllowed { reason } => {
+            json!({"reason": reason.status()})
+        }
         Event::Error { message } => json!({"message": message}),
         Event::Connected { side, url, agent_version, root, duration_ms, round_trip_us } => json!({
             "side": side.to_string(),

@@ -395,3 +395,33 @@ fn the_daemon_log_is_bounded_by_rotation() {
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("invalid MUTAGEN_LOG_LIMIT \"ten\""), "{}", run.stderr);
 }
+
+#[test]
+fn an_allowed_root_emptying_propagates_and_is_journaled_while_the_default_halts() {
+    let env = DaemonEnv::new();
+    for side in ["alpha", "other"] {
+        write(&env.path(&format!("{side}/a.o")), "a");
+        write(&env.path(&format!("{side}/objects/b.o")), "b");
+    }
+    env.ok(&["sync", "create", "alpha", "beta", "--name", "build", "--allow-root-emptying"]);
+    env.ok(&["sync", "create", "other", "other-beta", "--name", "safe"]);
+    env.ok(&["sync", "flush", "--all"]);
+    let long = env.ok(&["sync", "list", "--long", "build"]);
+    assert!(long.contains("Allowed (not halting): root emptying"), "{long}");
+    for side in ["alpha", "other"] {
+        fs::remove_file(env.path(&format!("{side}/a.o"))).expect("rm");
+        fs::remove_dir_all(env.path(&format!("{side}/objects"))).expect("rm");
+    }
+    env.ok(&["sync", "flush", "build"]);
+    assert!(read_tree(&env.path("beta")).is_empty(), "the emptying did not propagate");
+    let history = env.ok(&["sync", "history", "build"]);
+    assert!(history.contains("halt-allowed") && history.contains("root was emptied"), "{history}");
+    // The session without the allowance halts and keeps beta's files.
+    let run = env.run(&["sync", "flush", "safe"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(env.path("other-beta/objects/b.o").exists());
+    let sessions = env.sessions();
+    assert_eq!(session(&sessions, "safe")["status"], "halted-on-root-emptied");
+    assert_eq!(session(&sessions, "build")["allowRootEmptying"], true);
+    assert_eq!(session(&sessions, "safe")["allowRootEmptying"], false);
+}

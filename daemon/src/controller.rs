@@ -25,7 +25,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use mutagen_endpoint::{CycleReport, Endpoint, Phase, Progress, Side, Synchronizer};
+use mutagen_endpoint::{Allowances, CycleReport, Endpoint, Phase, Progress, Side, Synchronizer};
 use mutagen_journal::{Event, JournalError, Record, SessionLog, SessionState};
 use mutagen_session::WatchMode;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -987,7 +987,11 @@ fn run_cycle(
         configuration.mode,
         engine.state.ancestor.take(),
         engine.state.halted,
-    );
+    )
+    .allowing(Allowances {
+        root_emptying: configuration.allow_root_emptying,
+        root_deletion: configuration.allow_root_deletion,
+    });
     let Engine { log, state, alpha: Some(alpha), beta: Some(beta) } = engine else {
         return Outcome::Failed("the endpoints are not connected".to_owned());
     };
@@ -1167,7 +1171,10 @@ fn commit(
         engine.record(event)?;
     }
     let again = report.needs_another_cycle();
-    let CycleReport { alpha, beta, conflicts, ancestor_changes, .. } = report;
+    let CycleReport { alpha, beta, conflicts, ancestor_changes, allowed, .. } = report;
+    for reason in allowed {
+        engine.record(Event::HaltAllowed { reason })?;
+    }
     for (side, side_report) in [(Side::Alpha, alpha), (Side::Beta, beta)] {
         if side_report.transitions.is_empty() && side_report.transition_problems.is_empty() {
             continue;

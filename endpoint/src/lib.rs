@@ -47,6 +47,6 @@ pub use mutagen_core::ignore;
 pub use mutagen_core::{IgnoreError, Ignorer};
 pub use scan::{ScanOptions, SymlinkMode};
 pub use synchronizer::{
-    CycleError, CycleReport, HaltReason, Phase, Progress, Side, SideReport, StagingProgress,
-    Synchronizer,
+    Allowances, CycleError, CycleReport, HaltReason, Phase, Progress, Side, SideReport,
+    StagingProgress, Synchronizer,
 };

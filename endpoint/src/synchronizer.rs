@@ -11,6 +11,10 @@
 //!   directories, and exactly one of them is now empty (checked before reconciling);
 //! - root deletion: a transition would delete a root;
 //! - root type change: a transition would replace a root with another kind of entry.
+//!
+//! A session may allow the first two ([`Allowances`], for build-output directories that
+//! tools wipe): the cycle then goes on, and its report says which halt it passed
+//! ([`CycleReport::allowed`]) so that the daemon journals it.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -120,6 +124,8 @@ pub struct CycleReport {
     pub ancestor_changes: Vec<Change>,
     /// Set when the cycle halted instead of changing anything.
     pub halted: Option<HaltReason>,
+    /// Safety halts the session allows that this cycle passed (it went on).
+    pub allowed: Vec<HaltReason>,
 }
 
 impl CycleReport {
@@ -190,23 +196,45 @@ pub enum Progress<'a> {
     },
 }
 
+/// Safety halts a session opted out of (all off by default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Allowances {
+    /// One root emptied while the other is not: propagate the emptying.
+    pub root_emptying: bool,
+    /// A root deleted: delete the other.
+    pub root_deletion: bool,
+}
+
+impl Allowances {
+    fn allows(self, reason: HaltReason) -> bool {
+        match reason {
+            HaltReason::RootEmptied => self.root_emptying,
+            HaltReason::RootDeletion => self.root_deletion,
+            _ => false,
+        }
+    }
+}
+
 /// The session state a cycle needs: the mode, the ancestor and the halt flag.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Synchronizer {
     mode: Mode,
     ancestor: Option<Entry>,
     halted: Option<HaltReason>,
+    /// Configuration, not state: never saved.
+    #[serde(skip)]
+    allowances: Allowances,
 }
 
 impl Synchronizer {
     /// Returns a synchronizer with an empty ancestor (a new session).
     pub fn new(mode: Mode) -> Synchronizer {
-        Synchronizer { mode, ancestor: None, halted: None }
+        Synchronizer { mode, ancestor: None, halted: None, allowances: Allowances::default() }
     }
 
     /// Returns a synchronizer that continues from a saved ancestor.
     pub fn with_ancestor(mode: Mode, ancestor: Option<Entry>) -> Synchronizer {
-        Synchronizer { mode, ancestor, halted: None }
+        Synchronizer { mode, ancestor, halted: None, allowances: Allowances::default() }
     }
 
     /// Returns a synchronizer restored from saved state (a halt included).
@@ -215,7 +243,14 @@ impl Synchronizer {
         ancestor: Option<Entry>,
         halted: Option<HaltReason>,
     ) -> Synchronizer {
-        Synchronizer { mode, ancestor, halted }
+        Synchronizer { mode, ancestor, halted, allowances: Allowances::default() }
+    }
+
+    /// Lets cycles pass the safety halts in `allowances`.
+    #[must_use]
+    pub fn allowing(mut self, allowances: Allowances) -> Synchronizer {
+        self.allowances = allowances;
+        self
     }
 
     /// Returns the mode.
@@ -275,7 +310,10 @@ impl Synchronizer {
         observer(Progress::Scanned(&report));
         let (alpha_content, beta_content) = (&alpha_snapshot.content, &beta_snapshot.content);
         if root_emptied(self.ancestor.as_ref(), alpha_content.as_ref(), beta_content.as_ref()) {
-            return Ok(self.halt(report, HaltReason::RootEmptied));
+            if !self.allowances.allows(HaltReason::RootEmptied) {
+                return Ok(self.halt(report, HaltReason::RootEmptied));
+            }
+            report.allowed.push(HaltReason::RootEmptied);
         }
         observer(Progress::Phase(Phase::Reconciling));
         let reconciliation = reconcile(
@@ -291,7 +329,10 @@ impl Synchronizer {
         let transitions =
             reconciliation.alpha_transitions.iter().chain(&reconciliation.beta_transitions);
         if let Some(reason) = transitions.filter(|c| c.path.is_empty()).find_map(root_halt) {
-            return Ok(self.halt(report, reason));
+            if !self.allowances.allows(reason) {
+                return Ok(self.halt(report, reason));
+            }
+            report.allowed.push(reason);
         }
 
         let (alpha_changes, beta_changes) =

@@ -237,6 +237,12 @@ pub enum Event {
         /// Endpoints, name, labels and socket settings.
         spec: mutagen_session::forward::ForwardSpec,
     },
+    /// A cycle passed a safety halt the session allows (a root emptied or deleted) and
+    /// propagated it.
+    HaltAllowed {
+        /// The halt it would have been.
+        reason: HaltReason,
+    },
 }
 
 impl Event {
@@ -262,6 +268,7 @@ impl Event {
             Event::Identified { .. } => "identified",
             Event::EndpointReplaced { .. } => "endpoint-replaced",
             Event::ForwardCreated { .. } => "created",
+            Event::HaltAllowed { .. } => "halt-allowed",
         }
     }
 }

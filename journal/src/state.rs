@@ -368,7 +368,8 @@ impl SessionState {
             Event::FlushRequested
             | Event::Staged { .. }
             | Event::Connected { .. }
-            | Event::Disconnected { .. } => {}
+            | Event::Disconnected { .. }
+            | Event::HaltAllowed { .. } => {}
             Event::Identified { side, identity } => {
                 *self.identity_mut(*side) = Some(identity.clone());
             }

@@ -145,6 +145,30 @@ fn events(format: Format) -> Vec<(&'static str, Event)> {
                 current: "77aa01".into(),
             },
         ));
+        let forward = mutagen_session::forward::ForwardSpec {
+            source: "tcp:127.0.0.1:8080".into(),
+            destination: "u@host:tcp:127.0.0.1:80".into(),
+            name: "web".into(),
+            labels: BTreeMap::from([("env".to_owned(), "dev".to_owned())]),
+            paused: false,
+            socket: mutagen_session::forward::SocketOptions {
+                overwrite: mutagen_session::forward::OverwriteMode::Overwrite,
+                owner: Some("www".into()),
+                group: None,
+                mode: 0o660,
+            },
+            source_environment: Default::default(),
+            destination_environment: Default::default(),
+        };
+        events.push((
+            "created",
+            Event::ForwardCreated {
+                identifier: "fwrd_0000000000000000000000000000000000000000001".into(),
+                version: "0.1.0".into(),
+                spec: forward,
+            },
+        ));
+        events.push(("halt-allowed", Event::HaltAllowed { reason: HaltReason::RootEmptied }));
     }
     events
 }

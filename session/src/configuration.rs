@@ -78,6 +78,10 @@ pub struct Configuration {
     pub watch_polling_interval: u32,
     /// How the stream to a remote agent is compressed (unused by local endpoints).
     pub compression: Compression,
+    /// Propagate one root being emptied instead of halting (for build-output directories).
+    pub allow_root_emptying: bool,
+    /// Propagate a root's deletion instead of halting.
+    pub allow_root_deletion: bool,
 }
 
 impl Default for Configuration {
@@ -90,6 +94,8 @@ impl Default for Configuration {
             watch_mode: WatchMode::default(),
             watch_polling_interval: DEFAULT_POLLING_INTERVAL,
             compression: Compression::default(),
+            allow_root_emptying: false,
+            allow_root_deletion: false,
         }
     }
 }

@@ -55,6 +55,8 @@ enum Setting {
     WatchMode(WatchMode),
     WatchPollingInterval(u32),
     Compression(Compression),
+    AllowRootEmptying(bool),
+    AllowRootDeletion(bool),
 }
 
 thread_local! {
@@ -104,6 +106,8 @@ impl Serialize for Configuration {
             Setting::WatchMode(self.watch_mode),
             Setting::WatchPollingInterval(self.watch_polling_interval),
             Setting::Compression(self.compression),
+            Setting::AllowRootEmptying(self.allow_root_emptying),
+            Setting::AllowRootDeletion(self.allow_root_deletion),
         ]
         .as_slice()
         .serialize(serializer)
@@ -149,6 +153,8 @@ impl<'de> Deserialize<'de> for Configuration {
                     configuration.watch_polling_interval = seconds;
                 }
                 Setting::Compression(compression) => configuration.compression = compression,
+                Setting::AllowRootEmptying(allowed) => configuration.allow_root_emptying = allowed,
+                Setting::AllowRootDeletion(allowed) => configuration.allow_root_deletion = allowed,
             }
         }
         Ok(configuration)

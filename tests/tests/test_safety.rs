@@ -4,7 +4,7 @@
 use std::fs;
 use std::sync::Arc;
 
-use mutagen_endpoint::{CycleError, HaltReason, Ignorer, ScanOptions};
+use mutagen_endpoint::{Allowances, CycleError, HaltReason, Ignorer, ScanOptions};
 use mutagen_reconcile::Mode;
 use mutagen_tests::{Pair, read_tree, write};
 
@@ -83,6 +83,54 @@ fn deleting_or_retyping_a_root_halts() {
     fs::write(&pair.alpha, "now a file").expect("file root");
     assert_eq!(pair.cycle().halted, Some(HaltReason::RootTypeChange));
     assert_eq!(read(&pair.beta.join("only")), "x");
+}
+
+/// A synchronizer of `pair` that allows what is given.
+fn allow(pair: &mut Pair, root_emptying: bool, root_deletion: bool) {
+    let synchronizer = std::mem::take(&mut pair.synchronizer);
+    pair.synchronizer = synchronizer.allowing(Allowances { root_emptying, root_deletion });
+}
+
+#[test]
+fn allowed_emptying_and_deletion_go_on_and_are_reported_and_only_they() {
+    // An emptied build directory propagates when emptying is allowed.
+    let mut pair = Pair::new(Mode::TwoWaySafe);
+    allow(&mut pair, true, false);
+    write(&pair.alpha, "a.o", "a");
+    write(&pair.alpha, "objects/b.o", "b");
+    pair.converge();
+    fs::remove_file(pair.alpha.join("a.o")).expect("rm");
+    fs::remove_dir_all(pair.alpha.join("objects")).expect("rm");
+    let report = pair.cycle();
+    assert_eq!(report.halted, None);
+    assert_eq!(report.allowed, vec![HaltReason::RootEmptied]);
+    assert_eq!(read_tree(&pair.beta).len(), 0, "the emptying did not propagate");
+    // Deletion is still a halt in that session.
+    fs::remove_dir_all(&pair.alpha).expect("rm alpha");
+    assert_eq!(pair.cycle().halted, Some(HaltReason::RootDeletion));
+    assert!(pair.beta.exists());
+
+    // A deleted root propagates when deletion is allowed; a type change still halts.
+    let mut pair = Pair::new(Mode::OneWayReplica);
+    allow(&mut pair, false, true);
+    write(&pair.alpha, "only", "x");
+    pair.converge();
+    fs::remove_dir_all(&pair.alpha).expect("rm alpha");
+    let report = pair.cycle();
+    assert_eq!((report.halted, report.allowed.clone()), (None, vec![HaltReason::RootDeletion]));
+    assert!(!pair.beta.exists(), "the deletion did not propagate");
+    fs::create_dir(&pair.alpha).expect("alpha again");
+    write(&pair.alpha, "only", "x");
+    pair.converge();
+    fs::remove_dir_all(&pair.alpha).expect("rm alpha");
+    fs::write(&pair.alpha, "now a file").expect("file root");
+    assert_eq!(pair.cycle().halted, Some(HaltReason::RootTypeChange));
+    assert_eq!(read(&pair.beta.join("only")), "x");
+
+    // Nothing allowed by default: a cycle that passes no halt reports none.
+    let mut pair = Pair::new(Mode::TwoWaySafe);
+    write(&pair.alpha, "f", "f");
+    assert!(pair.converge().iter().all(|report| report.allowed.is_empty()));
 }
 
 #[test]

@@ -172,6 +172,15 @@ fn describe(record: &Record) -> Vec<String> {
             format!("state saved after {} successful cycles", state.successful_cycles)
         }
         Event::Halted { reason } => reason.description().to_owned(),
+        Event::HaltAllowed { reason } => match reason {
+            mutagen_core::HaltReason::RootEmptied => {
+                "one root was emptied: propagated, as the session allows".to_owned()
+            }
+            mutagen_core::HaltReason::RootDeletion => {
+                "a root was deleted: propagated, as the session allows".to_owned()
+            }
+            other => format!("{} (allowed)", other.description()),
+        },
         Event::Error { message } => message.clone(),
         Event::Connected { side, url, agent_version, root, duration_ms, round_trip_us } => {
             format!(

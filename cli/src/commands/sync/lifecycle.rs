@@ -54,6 +54,12 @@ pub struct CreateArgs {
     /// Compression of the link to a remote agent: zstd, none
     #[arg(long, default_value = "zstd")]
     compression: Compression,
+    /// Propagate one root being emptied instead of halting (for build output that tools wipe)
+    #[arg(long)]
+    allow_root_emptying: bool,
+    /// Propagate a root's deletion instead of halting
+    #[arg(long)]
+    allow_root_deletion: bool,
 }
 
 /// Which sessions: names or identifiers, `--all`, or `--label-selector`.
@@ -156,6 +162,8 @@ pub fn cmd_create(args: CreateArgs) -> anyhow::Result<Outcome> {
             watch_mode: args.watch_mode,
             watch_polling_interval: args.watch_polling_interval,
             compression: args.compression,
+            allow_root_emptying: args.allow_root_emptying,
+            allow_root_deletion: args.allow_root_deletion,
         },
         alpha_environment: transport_environment(&alpha, Side::Alpha)?,
         beta_environment: transport_environment(&beta, Side::Beta)?,

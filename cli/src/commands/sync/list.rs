@@ -240,6 +240,16 @@ pub fn describe(session: &SessionInfo, long: bool) -> String {
         if remote(&session.alpha.url) || remote(&session.beta.url) {
             out.push_str(&format!("\tCompression: {}\n", configuration.compression));
         }
+        let allowed: Vec<&str> = [
+            (configuration.allow_root_emptying, "root emptying"),
+            (configuration.allow_root_deletion, "root deletion"),
+        ]
+        .into_iter()
+        .filter_map(|(allowed, what)| allowed.then_some(what))
+        .collect();
+        if !allowed.is_empty() {
+            out.push_str(&format!("\tAllowed (not halting): {}\n", allowed.join(", ")));
+        }
         out.push_str(&format!("Successful cycles: {}\n", session.successful_cycles));
     }
     endpoint(&mut out, "Alpha", &session.alpha, &session.configuration, long);
