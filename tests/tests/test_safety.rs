@@ -117,7 +117,7 @@ fn allowed_emptying_and_deletion_go_on_and_are_reported_and_only_they() {
     pair.converge();
     fs::remove_dir_all(&pair.alpha).expect("rm alpha");
     let report = pair.cycle();
-    assert_eq!((report.halted, report.allowed.clone()), (None, vec![HaltReason::RootDeletion]));
+    assert_eq!((report.halted, report.allowed), (None, vec![HaltReason::RootDeletion]));
     assert!(!pair.beta.exists(), "the deletion did not propagate");
     fs::create_dir(&pair.alpha).expect("alpha again");
     write(&pair.alpha, "only", "x");
