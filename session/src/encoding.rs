@@ -251,6 +251,7 @@ mod tests {
             configuration: Configuration {
                 compression: Compression::Zstd,
                 ignores: vec!["*.o".into()],
+                allow_root_deletion: true,
                 ..Configuration::default()
             },
             alpha_environment: Environment::new(),
@@ -335,6 +336,8 @@ mod tests {
                 watch_mode: WatchMode::NoWatch,
                 watch_polling_interval: 7,
                 compression: Compression::None,
+                allow_root_emptying: false,
+                allow_root_deletion: false,
             }
         );
         assert!(!format_1(), "the scope ends with the call");
