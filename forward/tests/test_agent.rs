@@ -13,22 +13,40 @@ use mutagen_forward::socket::{OverwriteMode, SocketOptions};
 use mutagen_protocol::{AgentStream, OutputTail, handshake, server::hello};
 use mutagen_session::forward::{Protocol, SocketSpec};
 
+/// Ends the transport when the link drops it, as an ssh process going away does.
+struct Cut(UnixStream);
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        let _ = self.0.shutdown(Shutdown::Both);
+    }
+}
+
 /// Starts an agent serving on one end of a socket pair; returns the daemon's result.
 fn agent(init: &Init) -> Result<(Mux, Receiver<Incoming>), String> {
+    agent_with_thread(init).0
+}
+
+/// The same, with the agent's thread (it ends when the agent does).
+#[allow(clippy::type_complexity)]
+fn agent_with_thread(
+    init: &Init,
+) -> (Result<(Mux, Receiver<Incoming>), String>, std::thread::JoinHandle<()>) {
     let (daemon, agent) = UnixStream::pair().expect("pair");
     let agent_reader = agent.try_clone().expect("clone");
-    std::thread::spawn(move || {
+    let thread = std::thread::spawn(move || {
         let _ = serve(Box::new(agent_reader), Box::new(agent), &hello("test".into()), None);
     });
     let mut reader: Box<dyn Read + Send> = Box::new(daemon.try_clone().expect("clone"));
     handshake(&mut reader).expect("greeting");
+    let cut = Cut(daemon.try_clone().expect("clone"));
     let stream = AgentStream {
         reader,
         writer: Box::new(daemon),
-        guard: Box::new(()),
+        guard: Box::new(cut),
         stderr: OutputTail::default(),
     };
-    initialize(stream, init)
+    (initialize(stream, init), thread)
 }
 
 #[test]
@@ -56,6 +74,35 @@ fn a_listening_agent_hands_its_connections_to_the_daemon() {
         client.read_to_string(&mut reply).expect("reply");
         assert_eq!(reply, format!("{round} olleh"));
     }
+}
+
+#[test]
+fn a_listening_agent_ends_with_its_link_and_removes_its_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("listen.sock");
+    let spec = SocketSpec { protocol: Protocol::Unix, address: path.display().to_string() };
+    let (link, agent) =
+        agent_with_thread(&Init::Listen { spec, options: SocketOptions::default() });
+    let (mux, _incoming) = link.expect("listening");
+    assert!(path.exists());
+    mux.close("the session was terminated");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !agent.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(agent.is_finished(), "the agent outlived its link");
+    assert!(!path.exists(), "the agent left its socket behind");
+    assert!(UnixStream::connect(&path).is_err());
+
+    // A dialing agent too.
+    let spec = SocketSpec { protocol: Protocol::Tcp, address: "127.0.0.1:1".into() };
+    let (link, agent) = agent_with_thread(&Init::Dial { spec });
+    link.expect("dialing").0.close("the session was terminated");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !agent.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(agent.is_finished(), "the dialing agent outlived its link");
 }
 
 #[test]
