@@ -39,6 +39,7 @@ fn the_agent_greets_with_its_own_build_serves_and_exits_cleaning_up_when_its_inp
         symlink_mode: Default::default(),
         read_only: false,
         watch: true,
+        stage_mode: mutagen_endpoint::StageMode::Auto,
     };
     let mut endpoint =
         RemoteEndpoint::initialize(stream, options, "local agent".into(), Compression::Zstd)

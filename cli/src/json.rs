@@ -111,6 +111,7 @@ pub fn session(session: &SessionInfo) -> Value {
         "compression": configuration.compression.name(),
         "allowRootEmptying": configuration.allow_root_emptying,
         "allowRootDeletion": configuration.allow_root_deletion,
+        "stageMode": configuration.stage_mode.name(),
         "alpha": endpoint(&session.alpha),
         "beta": endpoint(&session.beta),
     });

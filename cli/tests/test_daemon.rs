@@ -425,3 +425,42 @@ fn an_allowed_root_emptying_propagates_and_is_journaled_while_the_default_halts(
     assert_eq!(session(&sessions, "build")["allowRootEmptying"], true);
     assert_eq!(session(&sessions, "safe")["allowRootEmptying"], false);
 }
+
+#[test]
+fn every_stage_mode_synchronizes_and_leaves_no_staging_behind() {
+    let env = DaemonEnv::new();
+    for (index, mode) in ["auto", "mutagen", "neighboring", "internal"].into_iter().enumerate() {
+        let (alpha, beta, name) = (format!("a{index}"), format!("b{index}"), format!("s{index}"));
+        write(&env.path(&format!("{alpha}/big.bin")), mutagen_tests::pseudo_random(1 << 20, 3));
+        write(&env.path(&format!("{alpha}/d/small")), "small");
+        env.ok(&["sync", "create", &alpha, &beta, "--name", &name, "--stage-mode", mode]);
+        env.ok(&["sync", "flush", &name]);
+        // Both ways: beta's edits are staged on alpha.
+        write(&env.path(&format!("{beta}/d/back")), "from beta");
+        env.ok(&["sync", "flush", &name]);
+        assert_eq!(read_tree(&env.path(&alpha)), read_tree(&env.path(&beta)), "{mode}");
+        let long = env.ok(&["sync", "list", "--long", &name]);
+        assert!(long.contains(&format!("Stage mode: {mode}")), "{long}");
+    }
+    // No staging directory is left, inside a root or next to one.
+    for entry in fs::read_dir(env.dir.path()).expect("dir").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(!name.starts_with(".mutagen-temporary"), "left next to the roots: {name}");
+    }
+    for index in 0..4 {
+        for side in ["a", "b"] {
+            let root = env.path(&format!("{side}{index}"));
+            let hidden = fs::read_dir(&root)
+                .expect("root")
+                .flatten()
+                .any(|entry| entry.file_name().to_string_lossy().starts_with(".mutagen"));
+            assert!(!hidden, "staging left inside {}", root.display());
+        }
+    }
+    let run = env.run(&["sync", "create", "a0", "elsewhere", "--stage-mode", "sideways"]);
+    assert!(
+        run.code == 1 && run.stderr.contains("unknown stage mode \"sideways\""),
+        "{}",
+        run.stderr
+    );
+}

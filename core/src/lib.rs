@@ -148,6 +148,55 @@ impl std::str::FromStr for SymlinkMode {
     }
 }
 
+/// Where an endpoint stages the files it receives before they are renamed into place.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StageMode {
+    /// In the data directory when it shares the root's file system, else next to the root
+    /// (so that placing a file is always a rename).
+    #[default]
+    Auto,
+    /// Always in the data directory (upstream's `mutagen`), even across file systems.
+    Mutagen,
+    /// Always next to the root, in a hidden `.mutagen-temporary-staging-…` directory.
+    Neighboring,
+    /// Inside the root, in a hidden directory every scan and watch skips.
+    Internal,
+}
+
+impl StageMode {
+    /// Returns the command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StageMode::Auto => "auto",
+            StageMode::Mutagen => "mutagen",
+            StageMode::Neighboring => "neighboring",
+            StageMode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for StageMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for StageMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<StageMode, String> {
+        match text {
+            "auto" => Ok(StageMode::Auto),
+            "mutagen" => Ok(StageMode::Mutagen),
+            "neighboring" => Ok(StageMode::Neighboring),
+            "internal" => Ok(StageMode::Internal),
+            other => Err(format!(
+                "unknown stage mode {other:?} (expected auto, mutagen, neighboring or internal)"
+            )),
+        }
+    }
+}
+
 /// How the stream to a remote agent is compressed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Compression {

@@ -123,6 +123,7 @@ impl Connector {
             symlink_mode: configuration.symlink_mode,
             read_only: side == Side::Alpha && !configuration.mode.is_bidirectional(),
             watch: configuration.watch_mode == WatchMode::Portable,
+            stage_mode: configuration.stage_mode,
         };
         match url {
             Url::Local(root) => {

@@ -44,7 +44,7 @@ pub use endpoint::{
 };
 pub use local_endpoint::{LocalEndpoint, LocalOptions};
 pub use mutagen_core::ignore;
-pub use mutagen_core::{IgnoreError, Ignorer};
+pub use mutagen_core::{IgnoreError, Ignorer, StageMode};
 pub use scan::{ScanOptions, SymlinkMode};
 pub use synchronizer::{
     Allowances, CycleError, CycleReport, HaltReason, Phase, Progress, Side, SideReport,

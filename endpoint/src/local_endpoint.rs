@@ -42,12 +42,15 @@ pub struct LocalOptions {
     /// Files at least this large that already exist at a path are received as deltas against
     /// the existing file (`None`: always whole files).
     pub delta_minimum: Option<u64>,
+    /// Where the watch makes its barrier files (outside the root).
+    pub watch_directory: PathBuf,
 }
 
 impl LocalOptions {
     /// Returns options with defaults and the given staging directory.
     pub fn new(staging_directory: PathBuf) -> LocalOptions {
         LocalOptions {
+            watch_directory: staging_directory.with_extension("watch"),
             scan: ScanOptions::default(),
             staging_directory,
             read_only: false,
@@ -133,7 +136,7 @@ impl LocalEndpoint {
             return;
         }
         self.watch_attempt = Some(Instant::now());
-        let barrier = self.options.staging_directory.with_extension("watch");
+        let barrier = self.options.watch_directory.clone();
         match Watcher::new(&self.root, &barrier) {
             Ok(watcher) => {
                 self.watcher = Some(watcher);

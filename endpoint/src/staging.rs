@@ -12,29 +12,43 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
+use mutagen_core::StageMode;
 use mutagen_reconcile::Digest;
 
 use crate::endpoint::{EndpointError, EndpointResult, StageRequest, Transmission};
 use crate::rsync;
 
-/// Returns where a root's staging store should live: `default` (normally in the data
-/// directory) when it is on the same file system as the root's parent, so that placing a
-/// staged file is a rename; otherwise a hidden directory next to the root,
-/// `<parent>/.mutagen-temporary-staging-<name>`, whose prefix every scan skips (so it stays
-/// invisible even when the parent is itself synchronized by another session). When the
-/// root's parent does not exist yet, `default` is kept.
-pub fn placement(root: &Path, default: &Path, name: &str) -> PathBuf {
+/// Returns where a root's staging store lives, by `mode`:
+/// - [`StageMode::Auto`]: `default` (normally in the data directory) when it is on the same
+///   file system as the root's parent, so that placing a staged file is a rename; otherwise
+///   next to the root. When the root's parent does not exist yet, `default`.
+/// - [`StageMode::Mutagen`]: always `default`.
+/// - [`StageMode::Neighboring`]: next to the root, `<parent>/.mutagen-temporary-staging-<name>`
+///   (`default` when the root has no parent).
+/// - [`StageMode::Internal`]: inside the root, `<root>/.mutagen-temporary-staging-<name>`.
+///
+/// Both hidden names carry the prefix every scan and watch skips, so they stay invisible
+/// (even when the parent is itself synchronized by another session).
+pub fn placement(root: &Path, default: &Path, name: &str, mode: StageMode) -> PathBuf {
     use std::os::unix::fs::MetadataExt;
+    let hidden = format!("{}staging-{name}", crate::scan::TEMPORARY_PREFIX);
+    let parent = root.parent().filter(|p| !p.as_os_str().is_empty());
+    match mode {
+        StageMode::Mutagen => return default.to_owned(),
+        StageMode::Internal => return root.join(hidden),
+        StageMode::Neighboring => {
+            return parent.map_or_else(|| default.to_owned(), |parent| parent.join(hidden));
+        }
+        StageMode::Auto => {}
+    }
     let device = |path: &Path| {
         path.ancestors().find_map(|ancestor| fs::metadata(ancestor).ok()).map(|m| m.dev())
     };
-    let Some(parent) = root.parent().filter(|p| p.is_dir()) else {
+    let Some(parent) = parent.filter(|p| p.is_dir()) else {
         return default.to_owned();
     };
     match (device(parent), device(default)) {
-        (Some(a), Some(b)) if a != b => {
-            parent.join(format!("{}staging-{name}", crate::scan::TEMPORARY_PREFIX))
-        }
+        (Some(a), Some(b)) if a != b => parent.join(hidden),
         _ => default.to_owned(),
     }
 }
@@ -300,15 +314,28 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let default = dir.path().join("data/staging/s-beta");
         let root = dir.path().join("root");
-        assert_eq!(placement(&root, &default, "s-beta"), default, "same file system");
-        assert_eq!(placement(Path::new("/no/such/parent/root"), &default, "x"), default);
+        let auto = StageMode::Auto;
+        assert_eq!(placement(&root, &default, "s-beta", auto), default, "same file system");
+        assert_eq!(placement(Path::new("/no/such/parent/root"), &default, "x", auto), default);
         // /dev/shm is its own tmpfs on Linux: another file system than the data directory
         // (each tmpfs mount has its own device number, even when /tmp is one too).
         let device = |p: &Path| fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::dev(&m));
         let shm = tempfile::tempdir_in("/dev/shm").expect("a directory in /dev/shm");
         assert_ne!(device(shm.path()).expect("shm"), device(dir.path()).expect("tmp"));
-        let placed = placement(&shm.path().join("root"), &default, "s-beta");
+        let placed = placement(&shm.path().join("root"), &default, "s-beta", auto);
         assert_eq!(placed, shm.path().join(".mutagen-temporary-staging-s-beta"));
+        // An explicit mode wins over the file systems.
+        let shm_root = shm.path().join("root");
+        let forced = placement(&shm_root, &default, "s-beta", StageMode::Mutagen);
+        assert_eq!(forced, default);
+        assert_eq!(
+            placement(&root, &default, "s-beta", StageMode::Neighboring),
+            dir.path().join(".mutagen-temporary-staging-s-beta")
+        );
+        assert_eq!(
+            placement(&root, &default, "s-beta", StageMode::Internal),
+            root.join(".mutagen-temporary-staging-s-beta")
+        );
     }
 
     #[test]

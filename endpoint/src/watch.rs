@@ -2,7 +2,8 @@
 //! directories an accelerated rescan must re-read.
 //!
 //! # Invariants
-//! - Every event under the root marks the directory that holds the changed entry dirty, so
+//! - Every event under the root marks the directory that holds the changed entry dirty
+//!   (except for our temporary names and whatever lies below them, which the scan skips), so
 //!   re-reading the dirty directories (and nothing else) yields the current tree, provided no
 //!   event was lost.
 //! - Anything that may have lost events (a queue overflow, a watcher error, the root's own
@@ -156,11 +157,11 @@ impl Shared {
             }
             return true;
         }
-        let (parent, name) = match relative.rsplit_once('/') {
-            Some((parent, name)) => (parent, name),
-            None => ("", relative),
-        };
-        if name.starts_with(TEMPORARY_PREFIX) {
+        let parent = relative.rsplit_once('/').map_or("", |(parent, _)| parent);
+        // Our temporary files, and anything inside our hidden directories (a staging area
+        // inside the root, with `--stage-mode internal`): the scan skips them, so they change
+        // nothing.
+        if relative.split('/').any(|component| component.starts_with(TEMPORARY_PREFIX)) {
             return false;
         }
         if pending.dirty.len() >= MAX_DIRTY {

@@ -44,6 +44,7 @@ pub fn agent_stream(data: &[u8]) {
         symlink_mode: Default::default(),
         read_only: false,
         watch: true,
+        stage_mode: mutagen_core::StageMode::Auto,
     };
     let Ok(mut endpoint) =
         RemoteEndpoint::initialize(stream, options, "fuzz".into(), Compression::None)
@@ -167,6 +168,7 @@ pub fn daemon_seeds() -> Vec<(&'static str, Vec<u8>)> {
         symlink_mode: Default::default(),
         read_only: false,
         watch: false,
+        stage_mode: mutagen_core::StageMode::Auto,
     };
     let file = Entry::File { digest, executable: false };
     let link = Entry::SymbolicLink { target: "f".into() };
@@ -202,6 +204,7 @@ pub fn daemon_seeds() -> Vec<(&'static str, Vec<u8>)> {
             symlink_mode: Default::default(),
             read_only: false,
             watch: true,
+            stage_mode: mutagen_core::StageMode::Auto,
         }),
         Request::Supply(vec![StageRequest::new("../etc/passwd", digest)]),
         Request::Transition(vec![Change::new(

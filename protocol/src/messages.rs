@@ -7,6 +7,7 @@
 //! agent and a daemon of the same build; [`PROTOCOL_VERSION`] is bumped whenever it changes,
 //! and golden files in `tests/golden/` pin the encoding so that no change is accidental.
 
+use mutagen_core::StageMode;
 use mutagen_endpoint::{Snapshot, StageRequest, SymlinkMode, TransitionResult, Transmission};
 use mutagen_reconcile::{Change, Entry, Problem};
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: [u8; 8] = *b"\x00MUTAGNT";
 
 /// Bumped whenever a message after [`Hello`] changes.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The agent's first frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +49,8 @@ pub struct EndpointOptions {
     pub read_only: bool,
     /// Watch the root natively.
     pub watch: bool,
+    /// Where received files are staged.
+    pub stage_mode: StageMode,
 }
 
 /// A request from the daemon.

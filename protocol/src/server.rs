@@ -118,20 +118,21 @@ fn valid_staging_name(name: &str) -> bool {
 pub fn open_endpoint(
     options: &EndpointOptions,
     environment: &AgentEnvironment,
-) -> Result<(LocalEndpoint, PathBuf, PathBuf), String> {
+) -> Result<(LocalEndpoint, PathBuf, Vec<PathBuf>), String> {
     if !valid_staging_name(&options.staging_name) {
         return Err(format!("invalid staging name {:?}", options.staging_name));
     }
     let root = resolve_root(&options.root, environment)?;
     let staging = environment.data.join("staging").join(&options.staging_name);
-    let (endpoint, staging) = local_endpoint(root.clone(), &staging, options)?;
-    Ok((endpoint, root, staging))
+    let (endpoint, scratch) = local_endpoint(root.clone(), &staging, options)?;
+    Ok((endpoint, root, scratch))
 }
 
 /// Builds a local endpoint over `root` (absolute) as `options` say, staging in
 /// `default_staging` or next to the root (see [`mutagen_endpoint::staging::placement`]);
-/// returns it with the staging directory it uses. The agent and the daemon's local
-/// endpoints are made the same way.
+/// returns it with the directories it makes for itself (staging, and the watch's barrier
+/// directory, which stays beside `default_staging` whatever the stage mode: never in the
+/// root). The agent and the daemon's local endpoints are made the same way.
 ///
 /// # Errors
 /// A lowercase message for invalid ignore patterns, or a root that is a symbolic link (a
@@ -140,7 +141,7 @@ pub fn local_endpoint(
     root: PathBuf,
     default_staging: &Path,
     options: &EndpointOptions,
-) -> Result<(LocalEndpoint, PathBuf), String> {
+) -> Result<(LocalEndpoint, Vec<PathBuf>), String> {
     if std::fs::symlink_metadata(&root).is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(format!(
             "root {} is a symbolic link: use the path it points to",
@@ -148,13 +149,19 @@ pub fn local_endpoint(
         ));
     }
     let ignorer = Ignorer::new(&options.ignores, options.ignore_vcs).map_err(|e| e.to_string())?;
-    let staging =
-        mutagen_endpoint::staging::placement(&root, default_staging, &options.staging_name);
+    let staging = mutagen_endpoint::staging::placement(
+        &root,
+        default_staging,
+        &options.staging_name,
+        options.stage_mode,
+    );
     let mut local = LocalOptions::new(staging.clone());
     local.scan = ScanOptions { symlink_mode: options.symlink_mode, ignorer: Arc::new(ignorer) };
     local.read_only = options.read_only;
     local.watch = options.watch;
-    Ok((LocalEndpoint::new(root, local), staging))
+    local.watch_directory = default_staging.with_extension("watch");
+    let made = vec![staging, local.watch_directory.clone()];
+    Ok((LocalEndpoint::new(root, local), made))
 }
 
 /// Returns this agent's hello.
@@ -323,11 +330,10 @@ impl Server {
         }
         if let Request::Initialize(options) = &request {
             let response = match open_endpoint(options, environment) {
-                Ok((endpoint, root, staging)) => {
+                Ok((endpoint, root, made)) => {
                     self.endpoint = Some(endpoint);
-                    let watch = staging.with_extension("watch");
                     let mut scratch = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
-                    *scratch = vec![staging, watch];
+                    *scratch = made;
                     Response::Initialized { root: root.display().to_string() }
                 }
                 Err(message) => Response::Error(message),

@@ -48,6 +48,7 @@ fn requests_and_responses() -> Vec<(&'static str, Vec<u8>)> {
         symlink_mode: SymlinkMode::PosixRaw,
         read_only: false,
         watch: true,
+        stage_mode: mutagen_core::StageMode::Auto,
     };
     let change = Change::new("a.txt", Some(file(1, false)), Some(file(3, false)));
     vec![

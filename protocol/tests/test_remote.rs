@@ -28,6 +28,7 @@ fn options(root: &str, watch: bool) -> EndpointOptions {
         symlink_mode: Default::default(),
         read_only: false,
         watch,
+        stage_mode: mutagen_core::StageMode::Auto,
     }
 }
 

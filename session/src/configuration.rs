@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use mutagen_core::{Compression, SymlinkMode};
+use mutagen_core::{Compression, StageMode, SymlinkMode};
 use mutagen_reconcile::Mode;
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +82,8 @@ pub struct Configuration {
     pub allow_root_emptying: bool,
     /// Propagate a root's deletion instead of halting.
     pub allow_root_deletion: bool,
+    /// Where each endpoint stages the files it receives.
+    pub stage_mode: StageMode,
 }
 
 impl Default for Configuration {
@@ -96,6 +98,7 @@ impl Default for Configuration {
             compression: Compression::default(),
             allow_root_emptying: false,
             allow_root_deletion: false,
+            stage_mode: StageMode::Auto,
         }
     }
 }

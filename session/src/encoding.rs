@@ -24,7 +24,7 @@
 use std::cell::Cell;
 use std::collections::HashSet;
 
-use mutagen_core::{Compression, SymlinkMode};
+use mutagen_core::{Compression, StageMode, SymlinkMode};
 use mutagen_reconcile::Mode;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -57,6 +57,7 @@ enum Setting {
     Compression(Compression),
     AllowRootEmptying(bool),
     AllowRootDeletion(bool),
+    StageMode(StageMode),
 }
 
 thread_local! {
@@ -108,6 +109,7 @@ impl Serialize for Configuration {
             Setting::Compression(self.compression),
             Setting::AllowRootEmptying(self.allow_root_emptying),
             Setting::AllowRootDeletion(self.allow_root_deletion),
+            Setting::StageMode(self.stage_mode),
         ]
         .as_slice()
         .serialize(serializer)
@@ -155,6 +157,7 @@ impl<'de> Deserialize<'de> for Configuration {
                 Setting::Compression(compression) => configuration.compression = compression,
                 Setting::AllowRootEmptying(allowed) => configuration.allow_root_emptying = allowed,
                 Setting::AllowRootDeletion(allowed) => configuration.allow_root_deletion = allowed,
+                Setting::StageMode(mode) => configuration.stage_mode = mode,
             }
         }
         Ok(configuration)
@@ -252,6 +255,7 @@ mod tests {
                 compression: Compression::Zstd,
                 ignores: vec!["*.o".into()],
                 allow_root_deletion: true,
+                stage_mode: StageMode::Internal,
                 ..Configuration::default()
             },
             alpha_environment: Environment::new(),
@@ -338,6 +342,7 @@ mod tests {
                 compression: Compression::None,
                 allow_root_emptying: false,
                 allow_root_deletion: false,
+                stage_mode: StageMode::Auto,
             }
         );
         assert!(!format_1(), "the scope ends with the call");

@@ -41,6 +41,7 @@ fn options(root: &str) -> EndpointOptions {
         symlink_mode: Default::default(),
         read_only: false,
         watch: true,
+        stage_mode: mutagen_endpoint::StageMode::Auto,
     }
 }
 

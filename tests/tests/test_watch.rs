@@ -23,3 +23,22 @@ fn a_watched_view_counts_what_its_own_transitions_placed() {
     let beta = pair.beta_endpoint.scan().expect("scan");
     assert_eq!((beta.directories, beta.files, beta.total_file_size), (2, 1, 6));
 }
+
+#[test]
+fn changes_inside_our_hidden_directories_wake_nothing() {
+    let mut pair = Pair::watched(Mode::TwoWaySafe);
+    write(&pair.alpha, "kept", "k");
+    pair.converge();
+    // What an internal staging area does inside the root: files come and go deep inside it.
+    let hidden = pair.alpha.join(".mutagen-temporary-staging-x/sub");
+    fs::create_dir_all(&hidden).expect("mkdir");
+    fs::write(hidden.join("staged"), "staged").expect("write");
+    fs::remove_file(hidden.join("staged")).expect("rm");
+    let watcher = pair.alpha_endpoint.watcher().expect("watching");
+    watcher.barrier();
+    let pending = watcher.take();
+    assert!(!pending.rescan && pending.dirty.is_empty(), "{pending:?}");
+    let report = pair.cycle();
+    assert!(report.beta.transitions.is_empty(), "{report:?}");
+    assert!(!pair.beta.join(".mutagen-temporary-staging-x").exists());
+}

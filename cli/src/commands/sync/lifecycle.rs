@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, bail};
 use clap::Args;
 use mutagen_core::Side;
-use mutagen_core::{Compression, SymlinkMode};
+use mutagen_core::{Compression, StageMode, SymlinkMode};
 use mutagen_daemon::protocol::{Request, Response, Selection};
 use mutagen_daemon::{Client, DataDirectory};
 use mutagen_reconcile::Mode;
@@ -60,6 +60,10 @@ pub struct CreateArgs {
     /// Propagate a root's deletion instead of halting
     #[arg(long)]
     allow_root_deletion: bool,
+    /// Where received files are staged: auto (the data directory, or next to the root when
+    /// that is another file system), mutagen (the data directory), neighboring, internal
+    #[arg(long, default_value = "auto")]
+    stage_mode: StageMode,
 }
 
 /// Which sessions: names or identifiers, `--all`, or `--label-selector`.
@@ -164,6 +168,7 @@ pub fn cmd_create(args: CreateArgs) -> anyhow::Result<Outcome> {
             compression: args.compression,
             allow_root_emptying: args.allow_root_emptying,
             allow_root_deletion: args.allow_root_deletion,
+            stage_mode: args.stage_mode,
         },
         alpha_environment: transport_environment(&alpha, Side::Alpha)?,
         beta_environment: transport_environment(&beta, Side::Beta)?,

@@ -240,6 +240,7 @@ pub fn describe(session: &SessionInfo, long: bool) -> String {
         if remote(&session.alpha.url) || remote(&session.beta.url) {
             out.push_str(&format!("\tCompression: {}\n", configuration.compression));
         }
+        out.push_str(&format!("\tStage mode: {}\n", configuration.stage_mode));
         let allowed: Vec<&str> = [
             (configuration.allow_root_emptying, "root emptying"),
             (configuration.allow_root_deletion, "root deletion"),
