@@ -171,6 +171,10 @@ pub fn record(number: u64, record: &Record) -> Value {
             "problems": problems.iter().map(problem).collect::<Vec<_>>(),
             "missingFiles": missing_files,
         }),
+        Event::ConflictResolved { winner, changes } => json!({
+            "winner": winner.to_string(),
+            "changes": changes.iter().map(change).collect::<Vec<_>>(),
+        }),
         Event::ConflictsRecorded { conflicts } => {
             json!({"conflicts": conflicts.iter().map(conflict).collect::<Vec<_>>()})
         }

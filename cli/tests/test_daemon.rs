@@ -464,3 +464,109 @@ fn every_stage_mode_synchronizes_and_leaves_no_staging_behind() {
         run.stderr
     );
 }
+
+/// Creates a no-watch session over alpha and beta with `files` on alpha, synchronized.
+fn session_with(env: &DaemonEnv, name: &str, mode: &str, files: &[(&str, &str)]) {
+    for (path, content) in files {
+        write(&env.path(&format!("{name}-alpha/{path}")), content);
+    }
+    let (alpha, beta) = (format!("{name}-alpha"), format!("{name}-beta"));
+    let args = [
+        "sync",
+        "create",
+        &alpha,
+        &beta,
+        "--name",
+        name,
+        "--mode",
+        mode,
+        "--watch-mode",
+        "no-watch",
+    ];
+    env.ok(&args);
+    env.ok(&["sync", "flush", name]);
+}
+
+fn conflicts(env: &DaemonEnv, name: &str) -> Vec<String> {
+    let sessions = env.sessions();
+    session(&sessions, name)["conflicts"]
+        .as_array()
+        .expect("conflicts")
+        .iter()
+        .map(|c| c["root"].as_str().expect("root").to_owned())
+        .collect()
+}
+
+#[test]
+fn conflicts_are_resolved_from_the_command_line_without_overwriting_later_edits() {
+    let env = DaemonEnv::new();
+    let read = |path: &str| fs::read_to_string(env.path(path)).ok();
+    // file/file, two-way-safe: beta wins at one path, alpha keeps the other until --all.
+    session_with(&env, "ff", "two-way-safe", &[("a.txt", "base"), ("b.txt", "base")]);
+    for (path, side) in
+        [("a.txt", "alpha"), ("a.txt", "beta"), ("b.txt", "alpha"), ("b.txt", "beta")]
+    {
+        write(&env.path(&format!("ff-{side}/{path}")), format!("{side}'s {path}"));
+    }
+    env.ok(&["sync", "flush", "ff"]);
+    assert_eq!(conflicts(&env, "ff"), ["a.txt", "b.txt"]);
+    let run = env.run(&["sync", "resolve", "ff", "nowhere.txt", "--beta-wins"]);
+    assert!(
+        run.code == 1 && run.stderr.contains("no conflict at \"nowhere.txt\""),
+        "{}",
+        run.stderr
+    );
+    env.ok(&["sync", "resolve", "ff", "./a.txt", "--beta-wins"]);
+    assert_eq!(read("ff-alpha/a.txt").as_deref(), Some("beta's a.txt"));
+    assert_eq!(read("ff-beta/a.txt").as_deref(), Some("beta's a.txt"));
+    assert_eq!(conflicts(&env, "ff"), ["b.txt"], "the other conflict stays");
+    // The loser edits again before the resolution takes effect: its edit is not overwritten.
+    env.ok(&["sync", "pause", "ff"]);
+    env.ok(&["sync", "resolve", "ff", "--all", "--alpha-wins"]);
+    write(&env.path("ff-beta/b.txt"), "beta's later edit");
+    env.ok(&["sync", "resume", "ff"]);
+    env.ok(&["sync", "flush", "ff"]);
+    assert_eq!(read("ff-beta/b.txt").as_deref(), Some("beta's later edit"));
+    assert_eq!(conflicts(&env, "ff"), ["b.txt"], "the conflict came back");
+    env.ok(&["sync", "resolve", "ff", "--all", "--alpha-wins"]);
+    assert_eq!(read("ff-beta/b.txt").as_deref(), Some("alpha's b.txt"));
+    assert!(conflicts(&env, "ff").is_empty());
+    let history = env.ok(&["sync", "history", "ff"]);
+    assert!(
+        history.contains("conflict-resolved") && history.contains("beta wins at a.txt"),
+        "{history}"
+    );
+    assert!(history.contains("alpha wins at b.txt"), "{history}");
+
+    // file/directory, two-way-resolved would settle it alone: two-way-safe, alpha wins.
+    session_with(&env, "fd", "two-way-safe", &[("x", "file")]);
+    fs::remove_file(env.path("fd-alpha/x")).expect("rm");
+    write(&env.path("fd-alpha/x/inner"), "now a directory");
+    write(&env.path("fd-beta/x"), "beta's edit");
+    env.ok(&["sync", "flush", "fd"]);
+    assert_eq!(conflicts(&env, "fd"), ["x"]);
+    env.ok(&["sync", "resolve", "fd", "x", "--alpha-wins"]);
+    assert_eq!(read("fd-beta/x/inner").as_deref(), Some("now a directory"));
+
+    // deletion/modification in one-way-safe: alpha wins; beta cannot.
+    session_with(&env, "dm", "one-way-safe", &[("d/f", "base"), ("keep", "k")]);
+    write(&env.path("dm-alpha/d/f"), "alpha's edit");
+    write(&env.path("dm-beta/d/f"), "beta's edit");
+    env.ok(&["sync", "flush", "dm"]);
+    assert_eq!(conflicts(&env, "dm"), ["d/f"]);
+    let run = env.run(&["sync", "resolve", "dm", "--all", "--beta-wins"]);
+    assert!(run.code == 1 && run.stderr.contains("only --alpha-wins"), "{}", run.stderr);
+    env.ok(&["sync", "resolve", "dm", "--all", "--alpha-wins"]);
+    assert_eq!(read("dm-beta/d/f").as_deref(), Some("alpha's edit"));
+
+    // A deletion against a modification is not a conflict: the modification wins by
+    // itself (nothing is lost), so there is nothing to resolve.
+    session_with(&env, "del", "two-way-safe", &[("gone/f", "base"), ("keep", "k")]);
+    fs::remove_dir_all(env.path("del-alpha/gone")).expect("rm");
+    write(&env.path("del-beta/gone/f"), "beta's edit");
+    env.ok(&["sync", "flush", "del"]);
+    assert!(conflicts(&env, "del").is_empty());
+    assert_eq!(read("del-alpha/gone/f").as_deref(), Some("beta's edit"));
+    let run = env.run(&["sync", "resolve", "del", "--all", "--alpha-wins"]);
+    assert!(run.code == 1 && run.stderr.contains("no conflicts"), "{}", run.stderr);
+}

@@ -56,6 +56,16 @@ pub enum Command {
     Reset(Reply),
     /// Record the termination and stop.
     Terminate(Reply),
+    /// Resolve conflicts by hand: `winner`'s version propagates at `roots` (every conflict
+    /// when `None`); a cycle follows at once.
+    Resolve {
+        /// The side whose version wins.
+        winner: Side,
+        /// Conflict roots; `None`: all of them.
+        roots: Option<Vec<String>>,
+        /// The answer, once the resolution is journaled.
+        reply: Reply,
+    },
     /// Stop (daemon shutdown); the session resumes on the next start.
     Shutdown(oneshot::Sender<()>),
 }
@@ -835,6 +845,17 @@ impl Controller {
                 .await;
                 return Next::Stop;
             }
+            Command::Resolve { winner, roots, reply } => {
+                let result = self.blocking(move |engine| resolve(engine, winner, roots)).await;
+                let answer = result.unwrap_or_else(|| Err("the session controller failed".into()));
+                if answer.is_ok() {
+                    self.journal_next = true;
+                    *wake = true;
+                }
+                let status = self.idle_status();
+                self.publish(status);
+                let _ = reply.send(answer);
+            }
             Command::Shutdown(reply) => {
                 let _ = reply.send(());
                 return Next::Stop;
@@ -1159,6 +1180,54 @@ fn is_quiet(state: &SessionState, report: &CycleReport) -> bool {
         && same_scan(&state.beta, &report.beta)
         && state.alpha.transition_problems.is_empty()
         && state.beta.transition_problems.is_empty()
+}
+
+/// Resolves the session's conflicts at `roots` (all when `None`) for `winner` and journals
+/// the resolution (see [`mutagen_reconcile::resolve`]); the next cycle propagates it.
+fn resolve(engine: &mut Engine, winner: Side, roots: Option<Vec<String>>) -> Result<(), String> {
+    let mode = engine.state.spec.configuration.mode;
+    if winner == Side::Beta && !mode.is_bidirectional() {
+        return Err(format!(
+            "in {mode} mode alpha is never written: only --alpha-wins resolves a conflict"
+        ));
+    }
+    let conflicts = &engine.state.conflicts;
+    if conflicts.is_empty() {
+        return Err("the session has no conflicts".to_owned());
+    }
+    let selected: Vec<&mutagen_reconcile::Conflict> = match &roots {
+        None => conflicts.iter().collect(),
+        Some(roots) => {
+            let mut selected = Vec::new();
+            for root in roots {
+                let Some(conflict) = conflicts.iter().find(|c| c.root == *root) else {
+                    let known: Vec<String> =
+                        conflicts.iter().map(|c| format!("{:?}", c.root)).collect();
+                    return Err(format!(
+                        "no conflict at {root:?} (the conflicts are at {})",
+                        known.join(", ")
+                    ));
+                };
+                if !selected.iter().any(|s: &&mutagen_reconcile::Conflict| s.root == *root) {
+                    selected.push(conflict);
+                }
+            }
+            selected
+        }
+    };
+    let ancestor = engine.state.ancestor.as_ref();
+    let changes = selected
+        .iter()
+        .map(|conflict| {
+            let loser = match winner {
+                Side::Alpha => &conflict.beta_changes,
+                Side::Beta => &conflict.alpha_changes,
+            };
+            mutagen_reconcile::resolution(ancestor, conflict, loser).map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    engine.record(Event::ConflictResolved { winner, changes }).map_err(|e| e.to_string())?;
+    engine.flush().map_err(|e| e.to_string())
 }
 
 /// Journals a completed cycle and makes it durable; returns whether another cycle is needed.

@@ -171,6 +171,9 @@ impl Manager {
             Request::Reset(selection) => self.simple(&selection, Command::Reset).await,
             Request::Terminate(selection) => self.terminate(&selection).await,
             Request::History { specification } => self.history(&specification).await,
+            Request::Resolve { specification, winner, paths } => {
+                self.resolve(&specification, winner, paths).await
+            }
             Request::ForwardCreate(spec) => self.forward_create(spec).await,
             Request::ForwardList { selection, since } => self.forward_list(&selection, since).await,
             Request::ForwardPause(selection) => {
@@ -248,6 +251,28 @@ impl Manager {
             })
             .collect();
         select(described, selection, |(identifier, info, _)| (identifier, &info.name, &info.labels))
+    }
+
+    /// Resolves one session's conflicts; answers once the resolution is journaled (a cycle
+    /// follows at once).
+    async fn resolve(
+        &self,
+        specification: &str,
+        winner: Side,
+        paths: Option<Vec<String>>,
+    ) -> Result<Response, String> {
+        let selected = self.select(&Selection::Specifications(vec![specification.to_owned()]))?;
+        let [(identifier, _, sender)] = selected.as_slice() else {
+            return Err(format!(
+                "specification {specification:?} matches {} sessions; use an identifier",
+                selected.len()
+            ));
+        };
+        let (reply, answer) = oneshot::channel();
+        if sender.send(Command::Resolve { winner, roots: paths, reply }).is_err() {
+            return Err(format!("session {identifier} is not running"));
+        }
+        collect(vec![(identifier.clone(), answer)]).await
     }
 
     /// Returns the selected forward sessions' (info, command sender), in creation order.

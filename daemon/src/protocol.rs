@@ -88,6 +88,15 @@ pub enum Request {
         /// Name or identifier (terminated sessions included).
         specification: String,
     },
+    /// Resolve a session's conflicts by hand: `winner`'s version propagates.
+    Resolve {
+        /// The session's name or identifier (it must name one session).
+        specification: String,
+        /// The side whose version wins.
+        winner: Side,
+        /// Conflict roots (root-relative paths); `None`: every conflict.
+        paths: Option<Vec<String>>,
+    },
     /// Create a forward session. A local listener is bound at once (its failure fails the
     /// create); remote endpoints connect in the background, their errors in `last_error`.
     ForwardCreate(ForwardSpec),

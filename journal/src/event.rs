@@ -237,6 +237,15 @@ pub enum Event {
         /// Endpoints, name, labels and socket settings.
         spec: mutagen_session::forward::ForwardSpec,
     },
+    /// Conflicts were resolved by hand: `winner`'s version is to propagate. `changes` are
+    /// the ancestor's changes (one per conflict root: the loser's version as recorded, with
+    /// its digests), applied at once; the next cycle propagates the winner.
+    ConflictResolved {
+        /// The side whose version wins.
+        winner: Side,
+        /// The ancestor's changes, one per resolved conflict's root.
+        changes: Vec<Change>,
+    },
     /// A cycle passed a safety halt the session allows (a root emptied or deleted) and
     /// propagated it.
     HaltAllowed {
@@ -269,6 +278,7 @@ impl Event {
             Event::EndpointReplaced { .. } => "endpoint-replaced",
             Event::ForwardCreated { .. } => "created",
             Event::HaltAllowed { .. } => "halt-allowed",
+            Event::ConflictResolved { .. } => "conflict-resolved",
         }
     }
 }

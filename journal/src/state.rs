@@ -408,6 +408,14 @@ impl SessionState {
                 self.successful_cycles += 1;
                 self.last_error = None;
             }
+            Event::ConflictResolved { changes, .. } => {
+                // Not a synchronizer's delta: the ancestor takes it whoever replays.
+                for change in changes {
+                    apply_change(&mut self.ancestor, &change.path, change.new.clone())
+                        .map_err(FoldError::Ancestor)?;
+                }
+                self.conflicts.retain(|conflict| changes.iter().all(|c| c.path != conflict.root));
+            }
             Event::Halted { reason } => self.halted = Some(*reason),
             Event::Error { message } => self.last_error = Some(message.clone()),
             Event::Reset => {

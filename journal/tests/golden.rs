@@ -169,6 +169,13 @@ fn events(format: Format) -> Vec<(&'static str, Event)> {
             },
         ));
         events.push(("halt-allowed", Event::HaltAllowed { reason: HaltReason::RootEmptied }));
+        events.push((
+            "conflict-resolved",
+            Event::ConflictResolved {
+                winner: Side::Beta,
+                changes: vec![Change::new("c", None, file(4))],
+            },
+        ));
     }
     events
 }

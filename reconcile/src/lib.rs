@@ -28,8 +28,10 @@ pub mod entry;
 pub mod invariants;
 pub mod mode;
 pub mod reconcile;
+pub mod resolve;
 
 pub use change::{ApplyError, Change, Conflict, Problem, apply, apply_change, diff, replace_at};
 pub use entry::{Digest, Entry, EntryError, EntryKind, join_path, validate_name};
 pub use mode::{Mode, ParseModeError};
 pub use reconcile::{Reconciliation, reconcile};
+pub use resolve::{ResolveError, resolution};

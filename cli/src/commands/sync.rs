@@ -8,6 +8,7 @@ mod history;
 pub(crate) mod lifecycle;
 pub(crate) mod list;
 mod once;
+mod resolve;
 
 /// The `sync` verbs.
 #[derive(Debug, Subcommand)]
@@ -30,6 +31,8 @@ pub enum SyncCommand {
     Terminate(lifecycle::SelectionArgs),
     /// Show a session's audit trail from the journal
     History(history::HistoryArgs),
+    /// Resolve conflicts by hand: --alpha-wins or --beta-wins, for paths or --all
+    Resolve(resolve::ResolveArgs),
     /// Synchronize two local directories in the foreground until they agree, then exit
     Once(once::OnceArgs),
 }
@@ -46,6 +49,7 @@ pub fn run(command: SyncCommand) -> anyhow::Result<Outcome> {
         SyncCommand::Reset(args) => lifecycle::cmd_simple(args, Verb::Reset),
         SyncCommand::Terminate(args) => lifecycle::cmd_simple(args, Verb::Terminate),
         SyncCommand::History(args) => history::cmd_history(args),
+        SyncCommand::Resolve(args) => resolve::cmd_resolve(args),
         SyncCommand::Once(args) => once::cmd_once(args),
     }
 }

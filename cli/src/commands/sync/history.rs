@@ -156,6 +156,12 @@ fn describe(record: &Record) -> Vec<String> {
                 if *missing_files { ", some staged files missing" } else { "" }
             )
         }
+        Event::ConflictResolved { winner, changes } => {
+            // The loser's recorded version becomes the ancestor: the winner's then propagates.
+            lines.extend(changes.iter().map(|c| format!("    {}", change_line(c))));
+            let roots: Vec<&str> = changes.iter().map(|c| render::path(&c.path)).collect();
+            format!("{winner} wins at {}", roots.join(", "))
+        }
         Event::ConflictsRecorded { conflicts } => {
             for conflict in conflicts.iter().take(SHOWN) {
                 lines.extend(render::conflict(conflict).into_iter().map(|l| format!("    {l}")));
