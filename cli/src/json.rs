@@ -6,9 +6,11 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use mutagen_core::Side;
 use mutagen_daemon::protocol::{EndpointInfo, ForwardInfo, SessionInfo};
 use mutagen_journal::{Event, Record};
 use mutagen_reconcile::{Change, Conflict, Entry, Problem};
+use mutagen_session::EndpointConfiguration;
 use mutagen_session::forward::ForwardUrl;
 use serde_json::{Value, json};
 
@@ -50,7 +52,7 @@ pub fn problem(problem: &Problem) -> Value {
     json!({"path": problem.path, "error": problem.error})
 }
 
-fn endpoint(info: &EndpointInfo) -> Value {
+fn endpoint(info: &EndpointInfo, own: &EndpointConfiguration) -> Value {
     let endpoint = &info.state;
     let parsed = mutagen_session::url::Url::stored(&info.url);
     let (protocol, user, host, port, path) = match &parsed {
@@ -83,6 +85,12 @@ fn endpoint(info: &EndpointInfo) -> Value {
         "scanProblems": endpoint.scan_problems.iter().map(problem).collect::<Vec<_>>(),
         "transitionProblems": endpoint.transition_problems.iter().map(problem).collect::<Vec<_>>(),
         "watchProblem": info.watch_problem,
+        "watch": {
+            "mode": own.watch_mode.name(),
+            "pollingInterval": own.watch_polling_interval,
+        },
+        "stageMode": own.stage_mode.name(),
+        "compression": own.compression.name(),
     })
 }
 
@@ -112,8 +120,8 @@ pub fn session(session: &SessionInfo) -> Value {
         "allowRootEmptying": configuration.allow_root_emptying,
         "allowRootDeletion": configuration.allow_root_deletion,
         "stageMode": configuration.stage_mode.name(),
-        "alpha": endpoint(&session.alpha),
-        "beta": endpoint(&session.beta),
+        "alpha": endpoint(&session.alpha, &configuration.endpoint(Side::Alpha)),
+        "beta": endpoint(&session.beta, &configuration.endpoint(Side::Beta)),
     });
     if let Some((side, progress)) = &session.staging {
         value[side.to_string()]["stagingProgress"] = json!({

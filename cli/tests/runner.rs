@@ -1,6 +1,7 @@
 //! End-to-end tests of the `mutagen` binary, in one test binary.
 
 mod daemon_env;
+mod test_config;
 mod test_crash;
 mod test_daemon;
 mod test_docker;

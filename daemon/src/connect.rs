@@ -110,6 +110,7 @@ impl Connector {
         }
         let started = Instant::now();
         let configuration = &spec.configuration;
+        let own = configuration.endpoint(side);
         let text = match side {
             Side::Alpha => &spec.alpha,
             Side::Beta => &spec.beta,
@@ -122,8 +123,8 @@ impl Connector {
             ignore_vcs: configuration.ignore_vcs,
             symlink_mode: configuration.symlink_mode,
             read_only: side == Side::Alpha && !configuration.mode.is_bidirectional(),
-            watch: configuration.watch_mode == WatchMode::Portable,
-            stage_mode: configuration.stage_mode,
+            watch: own.watch_mode == WatchMode::Portable,
+            stage_mode: own.stage_mode,
         };
         match url {
             Url::Local(root) => {
@@ -144,7 +145,7 @@ impl Connector {
                     .await
                     .map_err(|e| e.to_string())?;
                 options.root.clone_from(&ssh.path);
-                remote(stream, hello, options, ssh.to_string(), configuration, started).await
+                remote(stream, hello, options, ssh.to_string(), own.compression, started).await
             }
             Url::Docker(docker) => {
                 let environment = match side {
@@ -158,7 +159,7 @@ impl Connector {
                     .map_err(|e| e.to_string())?;
                 options.root.clone_from(&docker.path);
                 let mut connected =
-                    remote(stream, hello, options, docker.to_string(), configuration, started)
+                    remote(stream, hello, options, docker.to_string(), own.compression, started)
                         .await?;
                 connected.identity = Some(container.identifier);
                 Ok(connected)
@@ -223,10 +224,9 @@ async fn remote(
     hello: mutagen_protocol::Hello,
     options: EndpointOptions,
     description: String,
-    configuration: &mutagen_session::Configuration,
+    compression: mutagen_core::Compression,
     started: Instant,
 ) -> Result<Connected, String> {
-    let compression = configuration.compression;
     let named = description.clone();
     let endpoint = tokio::task::spawn_blocking(move || {
         RemoteEndpoint::initialize(stream, options, description, compression)

@@ -274,9 +274,10 @@ enum Waiting {
     Commands,
     /// For a command, or until the delay passed (then cycle).
     Delay(Duration),
-    /// For a command, or for the endpoints to report a change (checked at least at the
-    /// interval), or until the retry delay, if any, passed (then cycle).
-    Changes(Duration, Option<Duration>),
+    /// For a command, or for the endpoints to report a change (each checked at least at its
+    /// interval, never when it has none: a no-watch endpoint), or until the retry delay, if
+    /// any, passed (then cycle).
+    Changes([Option<Duration>; 2], Option<Duration>),
 }
 
 /// What ended a wait for changes.
@@ -401,8 +402,8 @@ impl Controller {
                         continue;
                     }
                 },
-                Waiting::Changes(interval, retry) => {
-                    match self.wait_for_changes(interval, retry).await {
+                Waiting::Changes(intervals, retry) => {
+                    match self.wait_for_changes(intervals, retry).await {
                         Waited::Command(command) => command,
                         Waited::Changed => {
                             wake = true;
@@ -597,27 +598,33 @@ impl Controller {
             return Waiting::Commands;
         }
         let configuration = &state.spec.configuration;
-        let interval = Duration::from_secs(u64::from(configuration.watch_polling_interval.max(1)));
+        let intervals = [Side::Alpha, Side::Beta].map(|side| {
+            let own = configuration.endpoint(side);
+            (own.watch_mode != WatchMode::NoWatch)
+                .then(|| Duration::from_secs(u64::from(own.watch_polling_interval.max(1))))
+        });
         // After a cycle that only met the same problems again: retry after a backoff, or
         // sooner if something changes.
         let retry = (self.repeats > 0)
             .then(|| Duration::from_secs(1 << (self.repeats - 1).min(6)).min(MAX_RETRY_BACKOFF));
-        match (configuration.watch_mode, retry) {
-            (WatchMode::NoWatch, None) => Waiting::Commands,
-            (WatchMode::NoWatch, Some(retry)) => Waiting::Delay(retry),
-            (WatchMode::Portable | WatchMode::ForcePoll, retry) => {
-                Waiting::Changes(interval, retry)
-            }
+        match (intervals, retry) {
+            ([None, None], None) => Waiting::Commands,
+            ([None, None], Some(retry)) => Waiting::Delay(retry),
+            (intervals, retry) => Waiting::Changes(intervals, retry),
         }
     }
 
     /// Waits on a blocking thread for the endpoints to change, until a command arrives.
-    async fn wait_for_changes(&mut self, interval: Duration, retry: Option<Duration>) -> Waited {
+    async fn wait_for_changes(
+        &mut self,
+        intervals: [Option<Duration>; 2],
+        retry: Option<Duration>,
+    ) -> Waited {
         let Some(mut engine) = self.engine.take() else { return Waited::Command(None) };
         let (interrupt, interrupted) = crossbeam_channel::bounded(1);
         let retry = retry.map(|delay| Instant::now() + delay);
         let mut task = tokio::task::spawn_blocking(move || {
-            let result = watch_for_changes(&mut engine, &interrupted, interval, retry);
+            let result = watch_for_changes(&mut engine, &interrupted, intervals, retry);
             (engine, result)
         });
         let (command, joined) = tokio::select! {
@@ -939,7 +946,7 @@ impl Controller {
 fn watch_for_changes(
     engine: &mut Engine,
     interrupt: &crossbeam_channel::Receiver<()>,
-    interval: Duration,
+    intervals: [Option<Duration>; 2],
     retry: Option<Instant>,
 ) -> Result<(), String> {
     let check = |endpoint: &mut Option<Box<dyn Endpoint>>| match endpoint {
@@ -948,7 +955,8 @@ fn watch_for_changes(
     };
     let wakeups =
         |endpoint: &Option<Box<dyn Endpoint>>| endpoint.as_ref().and_then(|e| e.wakeups());
-    let mut deadline = Instant::now() + interval;
+    let start = Instant::now();
+    let mut deadlines = intervals.map(|interval| interval.map(|interval| start + interval));
     loop {
         let (alpha, beta) = (wakeups(&engine.alpha), wakeups(&engine.beta));
         let mut select = crossbeam_channel::Select::new();
@@ -957,17 +965,33 @@ fn watch_for_changes(
         if let Some(wakeups) = &beta {
             select.recv(wakeups);
         }
-        let Ok(operation) = select.select_deadline(retry.map_or(deadline, |r| r.min(deadline)))
-        else {
-            if retry.is_some_and(|retry| Instant::now() >= retry) {
+        let until = deadlines.iter().flatten().chain(&retry).min().copied();
+        let selected = match until {
+            Some(until) => select.select_deadline(until).ok(),
+            None => Some(select.select()),
+        };
+        let Some(operation) = selected else {
+            let now = Instant::now();
+            if retry.is_some_and(|retry| now >= retry) {
                 return Ok(());
             }
-            // Both are checked: a polling endpoint rescans either way.
-            let changed = check(&mut engine.alpha)? | check(&mut engine.beta)?;
+            // Each endpoint whose interval passed is checked: a polling one rescans.
+            let mut changed = false;
+            let [alpha_deadline, beta_deadline] = &mut deadlines;
+            for (deadline, interval, endpoint) in [
+                (alpha_deadline, intervals[0], &mut engine.alpha),
+                (beta_deadline, intervals[1], &mut engine.beta),
+            ] {
+                if let (Some(due), Some(interval)) = (*deadline, interval)
+                    && now >= due
+                {
+                    changed |= check(endpoint)?;
+                    *deadline = Some(Instant::now() + interval);
+                }
+            }
             if changed {
                 return Ok(());
             }
-            deadline = Instant::now() + interval;
             continue;
         };
         let index = operation.index();

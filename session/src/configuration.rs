@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use mutagen_core::{Compression, StageMode, SymlinkMode};
+use mutagen_core::{Compression, Side, StageMode, SymlinkMode};
 use mutagen_reconcile::Mode;
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +84,47 @@ pub struct Configuration {
     pub allow_root_deletion: bool,
     /// Where each endpoint stages the files it receives.
     pub stage_mode: StageMode,
+    /// Alpha's own values for the endpoint settings, over the session's.
+    pub alpha: EndpointOverrides,
+    /// Beta's own values.
+    pub beta: EndpointOverrides,
+}
+
+/// An endpoint's own values for the settings that may differ between the two endpoints
+/// (`--watch-mode-alpha`, `configurationBeta` ...); `None` takes the session's value.
+///
+/// Encoded as a list of tagged settings, like [`Configuration`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointOverrides {
+    /// How changes are noticed.
+    pub watch_mode: Option<WatchMode>,
+    /// Seconds between warm rescans.
+    pub watch_polling_interval: Option<u32>,
+    /// Where received files are staged.
+    pub stage_mode: Option<StageMode>,
+    /// How the stream to this endpoint's agent is compressed.
+    pub compression: Option<Compression>,
+}
+
+impl EndpointOverrides {
+    /// Whether nothing is overridden.
+    pub fn is_empty(&self) -> bool {
+        *self == EndpointOverrides::default()
+    }
+}
+
+/// The endpoint settings in force at one endpoint: the session's, with the endpoint's own
+/// overrides applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointConfiguration {
+    /// How changes are noticed.
+    pub watch_mode: WatchMode,
+    /// Seconds between warm rescans (`portable` and `force-poll`).
+    pub watch_polling_interval: u32,
+    /// Where received files are staged.
+    pub stage_mode: StageMode,
+    /// How the stream to this endpoint's agent is compressed.
+    pub compression: Compression,
 }
 
 impl Default for Configuration {
@@ -99,6 +140,8 @@ impl Default for Configuration {
             allow_root_emptying: false,
             allow_root_deletion: false,
             stage_mode: StageMode::Auto,
+            alpha: EndpointOverrides::default(),
+            beta: EndpointOverrides::default(),
         }
     }
 }
@@ -109,6 +152,27 @@ impl Configuration {
     /// program behaved before the setting was added (so an old session keeps its behaviour).
     pub fn predating() -> Configuration {
         Configuration { compression: Compression::None, ..Configuration::default() }
+    }
+
+    /// The overrides of one endpoint.
+    pub fn overrides(&self, side: Side) -> &EndpointOverrides {
+        match side {
+            Side::Alpha => &self.alpha,
+            Side::Beta => &self.beta,
+        }
+    }
+
+    /// The settings in force at one endpoint.
+    pub fn endpoint(&self, side: Side) -> EndpointConfiguration {
+        let own = self.overrides(side);
+        EndpointConfiguration {
+            watch_mode: own.watch_mode.unwrap_or(self.watch_mode),
+            watch_polling_interval: own
+                .watch_polling_interval
+                .unwrap_or(self.watch_polling_interval),
+            stage_mode: own.stage_mode.unwrap_or(self.stage_mode),
+            compression: own.compression.unwrap_or(self.compression),
+        }
     }
 }
 
@@ -155,7 +219,13 @@ impl SessionSpec {
         }
         mutagen_core::Ignorer::new(&self.configuration.ignores, self.configuration.ignore_vcs)
             .map_err(|e| SessionError::InvalidConfiguration(e.to_string()))?;
-        if self.configuration.watch_polling_interval == 0 {
+        let configuration = &self.configuration;
+        let intervals = [
+            Some(configuration.watch_polling_interval),
+            configuration.alpha.watch_polling_interval,
+            configuration.beta.watch_polling_interval,
+        ];
+        if intervals.contains(&Some(0)) {
             return Err(SessionError::InvalidConfiguration(
                 "the watch polling interval must be at least 1 second".to_owned(),
             ));

@@ -29,7 +29,7 @@ use mutagen_reconcile::Mode;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::configuration::{Configuration, Environment, SessionSpec, WatchMode};
+use crate::configuration::{Configuration, EndpointOverrides, Environment, SessionSpec, WatchMode};
 use crate::labels::Labels;
 
 /// One field of a [`SessionSpec`]; the variant index is the tag on disk.
@@ -58,6 +58,18 @@ enum Setting {
     AllowRootEmptying(bool),
     AllowRootDeletion(bool),
     StageMode(StageMode),
+    AlphaOverrides(EndpointOverrides),
+    BetaOverrides(EndpointOverrides),
+}
+
+/// One setting of an [`EndpointOverrides`]; the variant index is the tag on disk. Only the
+/// overridden settings are written.
+#[derive(Serialize, Deserialize)]
+enum EndpointSetting {
+    WatchMode(WatchMode),
+    WatchPollingInterval(u32),
+    StageMode(StageMode),
+    Compression(Compression),
 }
 
 thread_local! {
@@ -110,6 +122,8 @@ impl Serialize for Configuration {
             Setting::AllowRootEmptying(self.allow_root_emptying),
             Setting::AllowRootDeletion(self.allow_root_deletion),
             Setting::StageMode(self.stage_mode),
+            Setting::AlphaOverrides(self.alpha.clone()),
+            Setting::BetaOverrides(self.beta.clone()),
         ]
         .as_slice()
         .serialize(serializer)
@@ -158,9 +172,47 @@ impl<'de> Deserialize<'de> for Configuration {
                 Setting::AllowRootEmptying(allowed) => configuration.allow_root_emptying = allowed,
                 Setting::AllowRootDeletion(allowed) => configuration.allow_root_deletion = allowed,
                 Setting::StageMode(mode) => configuration.stage_mode = mode,
+                Setting::AlphaOverrides(overrides) => configuration.alpha = overrides,
+                Setting::BetaOverrides(overrides) => configuration.beta = overrides,
             }
         }
         Ok(configuration)
+    }
+}
+
+impl Serialize for EndpointOverrides {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let settings: Vec<EndpointSetting> = [
+            self.watch_mode.map(EndpointSetting::WatchMode),
+            self.watch_polling_interval.map(EndpointSetting::WatchPollingInterval),
+            self.stage_mode.map(EndpointSetting::StageMode),
+            self.compression.map(EndpointSetting::Compression),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        settings.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for EndpointOverrides {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<EndpointOverrides, D::Error> {
+        let mut overrides = EndpointOverrides::default();
+        let mut seen = HashSet::new();
+        for setting in Vec::<EndpointSetting>::deserialize(deserializer)? {
+            once(&mut seen, &setting)?;
+            match setting {
+                EndpointSetting::WatchMode(mode) => overrides.watch_mode = Some(mode),
+                EndpointSetting::WatchPollingInterval(seconds) => {
+                    overrides.watch_polling_interval = Some(seconds);
+                }
+                EndpointSetting::StageMode(mode) => overrides.stage_mode = Some(mode),
+                EndpointSetting::Compression(compression) => {
+                    overrides.compression = Some(compression);
+                }
+            }
+        }
+        Ok(overrides)
     }
 }
 
@@ -256,6 +308,11 @@ mod tests {
                 ignores: vec!["*.o".into()],
                 allow_root_deletion: true,
                 stage_mode: StageMode::Internal,
+                beta: EndpointOverrides {
+                    watch_mode: Some(WatchMode::NoWatch),
+                    compression: Some(Compression::None),
+                    ..EndpointOverrides::default()
+                },
                 ..Configuration::default()
             },
             alpha_environment: Environment::new(),
@@ -343,6 +400,8 @@ mod tests {
                 allow_root_emptying: false,
                 allow_root_deletion: false,
                 stage_mode: StageMode::Auto,
+                alpha: EndpointOverrides::default(),
+                beta: EndpointOverrides::default(),
             }
         );
         assert!(!format_1(), "the scope ends with the call");

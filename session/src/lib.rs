@@ -20,7 +20,9 @@ pub mod identifier;
 pub mod labels;
 pub mod url;
 
-pub use configuration::{Configuration, Environment, SessionSpec, WatchMode};
+pub use configuration::{
+    Configuration, EndpointConfiguration, EndpointOverrides, Environment, SessionSpec, WatchMode,
+};
 pub use identifier::{is_identifier, new_identifier, validate_name};
 pub use labels::{Labels, Selector, parse_label};
 

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use mutagen_config::ForwardSettings;
+use mutagen_config::settings::SocketSettings;
 use mutagen_daemon::protocol::{ForwardInfo, Request, Response, Selection};
 use mutagen_session::forward::{
     ForwardSpec, ForwardUrl, OverwriteMode, SocketOptions, parse_permission_mode,
 };
-use mutagen_session::{Environment, parse_label, validate_name};
+use mutagen_session::{Environment, validate_name};
 
 use super::sync::lifecycle::{SelectionArgs, client};
 use super::sync::list::{ListArgs, print_sessions, selection, yes};
@@ -53,18 +55,25 @@ pub struct CreateArgs {
     /// Create the session paused
     #[arg(short, long)]
     paused: bool,
-    /// When a unix socket listener's path exists: leave (fail) or overwrite (a socket only)
-    #[arg(long, default_value = "leave", value_name = "MODE")]
-    socket_overwrite_mode: String,
+    /// Do not read the global configuration file (~/.mutagen.yml)
+    #[arg(long)]
+    no_global_configuration: bool,
+    /// A YAML file whose `forward: defaults:` apply, after the global file's (repeatable)
+    #[arg(short = 'c', long = "configuration-file", value_name = "FILE")]
+    configuration_files: Vec<std::path::PathBuf>,
+    /// When a unix socket listener's path exists: leave (fail; the default) or overwrite (a
+    /// socket only)
+    #[arg(long, value_name = "MODE")]
+    socket_overwrite_mode: Option<String>,
     /// The owner of a unix socket listener (a name or an id)
     #[arg(long, value_name = "USER")]
     socket_owner: Option<String>,
     /// The group of a unix socket listener (a name or an id)
     #[arg(long, value_name = "GROUP")]
     socket_group: Option<String>,
-    /// The permission bits of a unix socket listener, in octal
-    #[arg(long, default_value = "600", value_name = "MODE")]
-    socket_permission_mode: String,
+    /// The permission bits of a unix socket listener, in octal (default 600)
+    #[arg(long, value_name = "MODE")]
+    socket_permission_mode: Option<String>,
 }
 
 /// Runs a `forward` verb.
@@ -92,37 +101,73 @@ fn environment(url: &ForwardUrl, side: &str) -> anyhow::Result<Environment> {
 
 fn cmd_create(args: CreateArgs) -> anyhow::Result<Outcome> {
     let cwd = std::env::current_dir().context("unable to determine the working directory")?;
-    let source = ForwardUrl::parse(&args.source, &cwd)?;
-    let destination = ForwardUrl::parse(&args.destination, &cwd)?;
-    if !args.name.is_empty() {
-        validate_name(&args.name)?;
+    let (_, mut settings) =
+        mutagen_config::load_files(!args.no_global_configuration, &args.configuration_files)?;
+    settings.merge(ForwardSettings {
+        socket: SocketSettings {
+            overwrite_mode: args
+                .socket_overwrite_mode
+                .as_deref()
+                .map(OverwriteMode::parse)
+                .transpose()?,
+            owner: args.socket_owner,
+            group: args.socket_group,
+            permission_mode: args
+                .socket_permission_mode
+                .as_deref()
+                .map(parse_permission_mode)
+                .transpose()?,
+        },
+        ..ForwardSettings::default()
+    });
+    let labels = super::sync::lifecycle::parse_labels(&args.labels)?;
+    let spec = forward_spec(
+        &args.source,
+        &args.destination,
+        &cwd,
+        args.name,
+        labels,
+        args.paused,
+        settings.socket_options(),
+    )?;
+    let identifier = create(spec)?;
+    println!("Created session {identifier}");
+    Ok(Outcome::Success)
+}
+
+/// Builds and checks a forward session's spec (local socket paths are relative to `cwd`).
+pub fn forward_spec(
+    source_text: &str,
+    destination_text: &str,
+    cwd: &std::path::Path,
+    name: String,
+    labels: BTreeMap<String, String>,
+    paused: bool,
+    socket: SocketOptions,
+) -> anyhow::Result<ForwardSpec> {
+    let source = ForwardUrl::parse(source_text, cwd)?;
+    let destination = ForwardUrl::parse(destination_text, cwd)?;
+    if !name.is_empty() {
+        validate_name(&name)?;
     }
-    let mut labels = BTreeMap::new();
-    for label in &args.labels {
-        let (key, value) = parse_label(label)?;
-        labels.insert(key, value);
-    }
-    let socket = SocketOptions {
-        overwrite: OverwriteMode::parse(&args.socket_overwrite_mode)?,
-        owner: args.socket_owner.filter(|owner| !owner.is_empty()),
-        group: args.socket_group.filter(|group| !group.is_empty()),
-        mode: parse_permission_mode(&args.socket_permission_mode)?,
-    };
-    let spec = ForwardSpec {
+    Ok(ForwardSpec {
         source_environment: environment(&source, "source")?,
         destination_environment: environment(&destination, "destination")?,
         source: source.to_string(),
         destination: destination.to_string(),
-        name: args.name,
+        name,
         labels,
-        paused: args.paused,
+        paused,
         socket,
-    };
+    })
+}
+
+/// Asks the daemon (started if needed) to create a forward session; returns its identifier.
+pub fn create(spec: ForwardSpec) -> anyhow::Result<String> {
     match client()?.call(&Request::ForwardCreate(spec))? {
-        Response::Created { identifier } => println!("Created session {identifier}"),
+        Response::Created { identifier } => Ok(identifier),
         other => bail!("unexpected answer from the daemon: {other:?}"),
     }
-    Ok(Outcome::Success)
 }
 
 fn simple(args: &SelectionArgs, request: fn(Selection) -> Request) -> anyhow::Result<Outcome> {

@@ -1,9 +1,14 @@
 //! `sync create`, and the verbs that act on a selection of sessions.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use mutagen_config::settings::{
+    CompressionSettings, IgnoreSettings, SymlinkSettings, WatchSettings,
+};
+use mutagen_config::{EndpointSettings, SyncSettings};
 use mutagen_core::Side;
 use mutagen_core::{Compression, StageMode, SymlinkMode};
 use mutagen_daemon::protocol::{Request, Response, Selection};
@@ -17,7 +22,9 @@ use crate::Outcome;
 
 /// Create a session between two endpoints, hosted by the daemon (started if needed).
 ///
-/// Endpoints are local paths today. Prints `Created session <identifier>`.
+/// Endpoints are local paths, `[user@]host[:port]:path` over SSH, or
+/// `docker://[user@]container/path`. Settings come from ~/.mutagen.yml, then each `-c` file,
+/// then the flags. Prints `Created session <identifier>`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// The alpha endpoint
@@ -33,37 +40,126 @@ pub struct CreateArgs {
     /// Create the session paused
     #[arg(short, long)]
     paused: bool,
-    /// Synchronization mode: two-way-safe, two-way-resolved, one-way-safe, one-way-replica
-    #[arg(short, long, default_value = "two-way-safe")]
-    mode: Mode,
-    /// Ignore paths matching this pattern (repeatable)
+    #[command(flatten)]
+    settings: SyncFlags,
+}
+
+/// The settings flags give, over the configuration files' (a flag left out leaves the files'
+/// value, or the default).
+#[derive(Debug, Args)]
+pub struct SyncFlags {
+    /// Do not read the global configuration file (~/.mutagen.yml)
+    #[arg(long)]
+    no_global_configuration: bool,
+    /// A YAML file whose `sync: defaults:` apply, after the global file's (repeatable: later
+    /// files win, ignore lists add up)
+    #[arg(short = 'c', long = "configuration-file", value_name = "FILE")]
+    configuration_files: Vec<PathBuf>,
+    /// Synchronization mode: two-way-safe (the default), two-way-resolved, one-way-safe,
+    /// one-way-replica
+    #[arg(short, long)]
+    mode: Option<Mode>,
+    /// Ignore paths matching this pattern (repeatable; added after the files' patterns)
     #[arg(short, long = "ignore", value_name = "PATTERN")]
     ignores: Vec<String>,
     /// Ignore version-control directories
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_ignore_vcs")]
     ignore_vcs: bool,
-    /// Symbolic link mode: portable, posix-raw, ignore
-    #[arg(long, default_value = "portable")]
-    symlink_mode: SymlinkMode,
-    /// Watch mode: portable, force-poll, no-watch
-    #[arg(long, default_value = "portable")]
-    watch_mode: WatchMode,
-    /// Seconds between rescans in portable and force-poll watch modes
-    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
-    watch_polling_interval: u32,
-    /// Compression of the link to a remote agent: zstd, none
-    #[arg(long, default_value = "zstd")]
-    compression: Compression,
+    /// Propagate version-control directories (the default; overrides a file's `vcs: true`)
+    #[arg(long)]
+    no_ignore_vcs: bool,
+    /// Symbolic link mode: portable (the default), posix-raw, ignore
+    #[arg(long)]
+    symlink_mode: Option<SymlinkMode>,
+    /// Watch mode: portable (the default), force-poll, no-watch
+    #[arg(long, value_name = "MODE")]
+    watch_mode: Option<WatchMode>,
+    /// Alpha's own watch mode
+    #[arg(long, value_name = "MODE")]
+    watch_mode_alpha: Option<WatchMode>,
+    /// Beta's own watch mode
+    #[arg(long, value_name = "MODE")]
+    watch_mode_beta: Option<WatchMode>,
+    /// Seconds between rescans in portable and force-poll watch modes (default 10)
+    #[arg(long, value_name = "SECONDS")]
+    watch_polling_interval: Option<u32>,
+    /// Alpha's own polling interval
+    #[arg(long, value_name = "SECONDS")]
+    watch_polling_interval_alpha: Option<u32>,
+    /// Beta's own polling interval
+    #[arg(long, value_name = "SECONDS")]
+    watch_polling_interval_beta: Option<u32>,
+    /// Compression of the link to a remote agent: zstd (the default), none
+    #[arg(long, value_name = "ALGORITHM")]
+    compression: Option<Compression>,
+    /// Compression of the link to alpha's agent
+    #[arg(long, value_name = "ALGORITHM")]
+    compression_alpha: Option<Compression>,
+    /// Compression of the link to beta's agent
+    #[arg(long, value_name = "ALGORITHM")]
+    compression_beta: Option<Compression>,
     /// Propagate one root being emptied instead of halting (for build output that tools wipe)
     #[arg(long)]
     allow_root_emptying: bool,
     /// Propagate a root's deletion instead of halting
     #[arg(long)]
     allow_root_deletion: bool,
-    /// Where received files are staged: auto (the data directory, or next to the root when
-    /// that is another file system), mutagen (the data directory), neighboring, internal
-    #[arg(long, default_value = "auto")]
-    stage_mode: StageMode,
+    /// Where received files are staged: auto (the default: the data directory, or next to the
+    /// root when that is another file system), mutagen (the data directory), neighboring,
+    /// internal
+    #[arg(long, value_name = "MODE")]
+    stage_mode: Option<StageMode>,
+    /// Where alpha stages the files it receives
+    #[arg(long, value_name = "MODE")]
+    stage_mode_alpha: Option<StageMode>,
+    /// Where beta stages the files it receives
+    #[arg(long, value_name = "MODE")]
+    stage_mode_beta: Option<StageMode>,
+}
+
+impl SyncFlags {
+    /// The configuration files' settings with the flags' laid over them.
+    fn settings(self) -> anyhow::Result<SyncSettings> {
+        let (mut settings, _) =
+            mutagen_config::load_files(!self.no_global_configuration, &self.configuration_files)?;
+        let endpoint = |mode, polling_interval, stage_mode, algorithm| EndpointSettings {
+            watch: WatchSettings { mode, polling_interval },
+            stage_mode,
+            compression: CompressionSettings { algorithm },
+        };
+        let vcs = match (self.ignore_vcs, self.no_ignore_vcs) {
+            (true, _) => Some(true),
+            (false, true) => Some(false),
+            (false, false) => None,
+        };
+        settings.merge(SyncSettings {
+            mode: self.mode,
+            ignore: IgnoreSettings { paths: self.ignores, vcs },
+            symlink: SymlinkSettings { mode: self.symlink_mode },
+            stage_mode: self.stage_mode,
+            watch: WatchSettings {
+                mode: self.watch_mode,
+                polling_interval: self.watch_polling_interval,
+            },
+            compression: CompressionSettings { algorithm: self.compression },
+            allow_root_emptying: self.allow_root_emptying.then_some(true),
+            allow_root_deletion: self.allow_root_deletion.then_some(true),
+            configuration_alpha: endpoint(
+                self.watch_mode_alpha,
+                self.watch_polling_interval_alpha,
+                self.stage_mode_alpha,
+                self.compression_alpha,
+            ),
+            configuration_beta: endpoint(
+                self.watch_mode_beta,
+                self.watch_polling_interval_beta,
+                self.stage_mode_beta,
+                self.compression_beta,
+            ),
+            ..SyncSettings::default()
+        });
+        Ok(settings)
+    }
 }
 
 /// Which sessions: names or identifiers, `--all`, or `--label-selector`.
@@ -132,57 +228,74 @@ fn call_prompting(request: &Request, prompt: bool) -> anyhow::Result<Response> {
 /// Runs `sync create`.
 pub fn cmd_create(args: CreateArgs) -> anyhow::Result<Outcome> {
     let cwd = std::env::current_dir().context("unable to determine the working directory")?;
-    let alpha = Url::parse(&args.alpha, &cwd)?;
-    let beta = Url::parse(&args.beta, &cwd)?;
+    let labels = parse_labels(&args.labels)?;
+    let configuration = args.settings.settings()?.configuration();
+    let spec =
+        session_spec(&args.alpha, &args.beta, &cwd, args.name, labels, args.paused, configuration)?;
+    let identifier = create(spec)?;
+    println!("Created session {identifier}");
+    Ok(Outcome::Success)
+}
+
+/// Parses `key=value` and `key` labels.
+pub fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut parsed = BTreeMap::new();
+    for label in labels {
+        let (key, value) = parse_label(label)?;
+        parsed.insert(key, value);
+    }
+    Ok(parsed)
+}
+
+/// Builds and checks a session's spec (local paths are relative to `cwd`), with everything
+/// that can be checked before a daemon is asked.
+pub fn session_spec(
+    alpha_text: &str,
+    beta_text: &str,
+    cwd: &Path,
+    name: String,
+    labels: BTreeMap<String, String>,
+    paused: bool,
+    configuration: Configuration,
+) -> anyhow::Result<SessionSpec> {
+    let alpha = Url::parse(alpha_text, cwd)?;
+    let beta = Url::parse(beta_text, cwd)?;
     let data = DataDirectory::from_environment()?;
     match (&alpha, &beta) {
         (Url::Local(alpha), Url::Local(beta)) => url::check_disjoint(alpha, beta, data.root()),
         (Url::Local(root), _) | (_, Url::Local(root)) => url::check_data_outside(root, data.root()),
         _ => Ok(()),
     }?;
-    for (parsed, url) in [(&alpha, &args.alpha), (&beta, &args.beta)] {
+    for (parsed, url) in [(&alpha, alpha_text), (&beta, beta_text)] {
         if let Url::Local(path) = parsed
             && path.to_str().is_none()
         {
             bail!("invalid endpoint url {url:?}: the path is not valid UTF-8");
         }
     }
-    let mut labels = BTreeMap::new();
-    for label in &args.labels {
-        let (key, value) = parse_label(label)?;
-        labels.insert(key, value);
-    }
     let spec = SessionSpec {
         alpha: alpha.to_text(),
         beta: beta.to_text(),
-        name: args.name,
+        name,
         labels,
-        paused: args.paused,
-        configuration: Configuration {
-            mode: args.mode,
-            ignores: args.ignores,
-            ignore_vcs: args.ignore_vcs,
-            symlink_mode: args.symlink_mode,
-            watch_mode: args.watch_mode,
-            watch_polling_interval: args.watch_polling_interval,
-            compression: args.compression,
-            allow_root_emptying: args.allow_root_emptying,
-            allow_root_deletion: args.allow_root_deletion,
-            stage_mode: args.stage_mode,
-        },
+        paused,
+        configuration,
         alpha_environment: transport_environment(&alpha, Side::Alpha)?,
         beta_environment: transport_environment(&beta, Side::Beta)?,
     };
-    // Everything checkable here is checked before a daemon is started for nothing.
     spec.validate()?;
+    Ok(spec)
+}
+
+/// Asks the daemon (started if needed) to create a session; returns its identifier.
+pub fn create(spec: SessionSpec) -> anyhow::Result<String> {
     // With a terminal, ssh's questions (passwords, passphrases, host keys) are asked here;
     // without one, connections never prompt and fail with ssh's message instead.
     let prompt = crate::prompt::interactive();
     match call_prompting(&Request::Create { spec, prompt }, prompt)? {
-        Response::Created { identifier } => println!("Created session {identifier}"),
+        Response::Created { identifier } => Ok(identifier),
         other => bail!("unexpected answer from the daemon: {other:?}"),
     }
-    Ok(Outcome::Success)
 }
 
 /// The variables that choose the Docker engine, captured for a Docker endpoint when the

@@ -152,17 +152,33 @@ fn endpoint(
     title: &str,
     endpoint: &EndpointInfo,
     configuration: &mutagen_session::Configuration,
+    side: mutagen_core::Side,
     long: bool,
 ) {
     out.push_str(&format!("{title}:\n\tURL: {}\n", endpoint.url));
+    let own = configuration.endpoint(side);
     if long {
         for (name, value) in &endpoint.environment {
             out.push_str(&format!("\t\t{name}={value}\n"));
         }
+        out.push_str(&format!("\tConfiguration:\n\t\tWatch mode: {}\n", own.watch_mode));
+        if own.watch_mode != mutagen_session::WatchMode::NoWatch {
+            out.push_str(&format!(
+                "\t\tWatch polling interval: {} seconds\n",
+                own.watch_polling_interval
+            ));
+        }
+        out.push_str(&format!("\t\tStage mode: {}\n", own.stage_mode));
+        if !matches!(
+            mutagen_session::url::Url::stored(&endpoint.url),
+            Ok(mutagen_session::url::Url::Local(_))
+        ) {
+            out.push_str(&format!("\t\tCompression: {}\n", own.compression));
+        }
     }
     out.push_str(&format!("\tConnected: {}\n", yes(endpoint.connected)));
     if long {
-        out.push_str(&format!("\tWatching: {}\n", watching(endpoint, configuration)));
+        out.push_str(&format!("\tWatching: {}\n", watching(endpoint, &own)));
     }
     let endpoint = &endpoint.state;
     if endpoint.scanned {
@@ -179,7 +195,10 @@ fn endpoint(
 }
 
 /// Describes how changes on an endpoint are found.
-pub fn watching(endpoint: &EndpointInfo, configuration: &mutagen_session::Configuration) -> String {
+pub fn watching(
+    endpoint: &EndpointInfo,
+    configuration: &mutagen_session::EndpointConfiguration,
+) -> String {
     let interval = configuration.watch_polling_interval;
     match (configuration.watch_mode, &endpoint.watch_problem) {
         (mutagen_session::WatchMode::NoWatch, _) => "no (changes are found on flush)".to_owned(),
@@ -210,15 +229,9 @@ pub fn describe(session: &SessionInfo, long: bool) -> String {
         }
         let configuration = &session.configuration;
         out.push_str(&format!(
-            "Configuration:\n\tSynchronization mode: {}\n\tSymbolic link mode: {}\n\tWatch mode: {}\n",
-            configuration.mode, configuration.symlink_mode, configuration.watch_mode
+            "Configuration:\n\tSynchronization mode: {}\n\tSymbolic link mode: {}\n",
+            configuration.mode, configuration.symlink_mode
         ));
-        if configuration.watch_mode != mutagen_session::WatchMode::NoWatch {
-            out.push_str(&format!(
-                "\tWatch polling interval: {} seconds\n",
-                configuration.watch_polling_interval
-            ));
-        }
         if configuration.ignores.is_empty() {
             out.push_str("\tIgnores: None\n");
         } else {
@@ -231,16 +244,6 @@ pub fn describe(session: &SessionInfo, long: bool) -> String {
             "\tIgnore VCS mode: {}\n",
             if configuration.ignore_vcs { "Ignore" } else { "Propagate" }
         ));
-        let remote = |url: &str| {
-            !matches!(
-                mutagen_session::url::Url::stored(url),
-                Ok(mutagen_session::url::Url::Local(_))
-            )
-        };
-        if remote(&session.alpha.url) || remote(&session.beta.url) {
-            out.push_str(&format!("\tCompression: {}\n", configuration.compression));
-        }
-        out.push_str(&format!("\tStage mode: {}\n", configuration.stage_mode));
         let allowed: Vec<&str> = [
             (configuration.allow_root_emptying, "root emptying"),
             (configuration.allow_root_deletion, "root deletion"),
@@ -253,8 +256,9 @@ pub fn describe(session: &SessionInfo, long: bool) -> String {
         }
         out.push_str(&format!("Successful cycles: {}\n", session.successful_cycles));
     }
-    endpoint(&mut out, "Alpha", &session.alpha, &session.configuration, long);
-    endpoint(&mut out, "Beta", &session.beta, &session.configuration, long);
+    let configuration = &session.configuration;
+    endpoint(&mut out, "Alpha", &session.alpha, configuration, mutagen_core::Side::Alpha, long);
+    endpoint(&mut out, "Beta", &session.beta, configuration, mutagen_core::Side::Beta, long);
     if !session.conflicts.is_empty() {
         out.push_str(&format!("Conflicts: {}\n", session.conflicts.len()));
         for conflict in session.conflicts.iter().take(SHOWN) {

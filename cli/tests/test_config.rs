@@ -1,0 +1,163 @@
+//! Configuration files through the binary: ~/.mutagen.yml, -c files, flags and per-endpoint
+//! settings, merged and frozen into the session; bad files refused by name.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use crate::daemon_env::{DaemonEnv, write};
+
+fn session<'a>(sessions: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    sessions.iter().find(|s| s["name"] == name).expect("the session")
+}
+
+#[test]
+fn files_and_flags_merge_into_the_session_and_stay_frozen() {
+    let env = DaemonEnv::new();
+    write(
+        &env.path("home/.mutagen.yml"),
+        "sync:\n  defaults:\n    mode: one-way-replica\n    ignore:\n      paths: ['*.tmp']\n    \
+         watch:\n      mode: no-watch\n",
+    );
+    write(
+        &env.path("extra.yml"),
+        "sync:\n  defaults:\n    ignore:\n      paths: [build/]\n    configurationBeta:\n      \
+         watch:\n        mode: force-poll\n        pollingInterval: 3\n      stageMode: neighboring\n",
+    );
+    for file in ["keep.txt", "x.tmp", "y.log", "build/out"] {
+        write(&env.path(&format!("alpha/{file}")), file);
+    }
+    env.ok(&[
+        "sync",
+        "create",
+        "alpha",
+        "beta",
+        "--name",
+        "merged",
+        "-c",
+        "extra.yml",
+        "--ignore",
+        "*.log",
+        "--mode",
+        "two-way-safe",
+        "--watch-mode-alpha",
+        "force-poll",
+    ]);
+    fs::create_dir(env.path("alpha2")).expect("alpha2");
+    env.ok(&["sync", "create", "alpha2", "beta2", "--name", "plain", "--no-global-configuration"]);
+
+    let sessions = env.sessions();
+    let merged = session(&sessions, "merged");
+    assert_eq!(merged["mode"], "two-way-safe", "the flag wins over the global file");
+    assert_eq!(merged["ignore"]["paths"], serde_json::json!(["*.tmp", "build/", "*.log"]));
+    assert_eq!(merged["watch"]["mode"], "no-watch", "the session's, from the global file");
+    assert_eq!(merged["alpha"]["watch"]["mode"], "force-poll", "--watch-mode-alpha");
+    assert_eq!(merged["beta"]["watch"]["mode"], "force-poll", "configurationBeta");
+    assert_eq!(merged["beta"]["watch"]["pollingInterval"], 3);
+    assert_eq!(merged["alpha"]["watch"]["pollingInterval"], 10);
+    assert_eq!(merged["beta"]["stageMode"], "neighboring");
+    assert_eq!(merged["alpha"]["stageMode"], "auto");
+    let plain = session(&sessions, "plain");
+    assert_eq!(plain["mode"], "two-way-safe");
+    assert_eq!(plain["ignore"]["paths"], serde_json::json!([]));
+    assert_eq!(plain["alpha"]["watch"]["mode"], "portable");
+
+    // The ignores act: only keep.txt crosses.
+    env.ok(&["sync", "flush", "merged"]);
+    assert!(env.path("beta/keep.txt").exists());
+    for ignored in ["x.tmp", "y.log", "build"] {
+        assert!(!env.path(&format!("beta/{ignored}")).exists(), "{ignored} was ignored");
+    }
+
+    let long = env.ok(&["sync", "list", "--long", "merged"]);
+    for line in [
+        "\tIgnores:\n\t\t*.tmp\n\t\tbuild/\n\t\t*.log\n",
+        "Alpha:\n\tURL: ",
+        "\tConfiguration:\n\t\tWatch mode: force-poll\n\t\tWatch polling interval: 10 seconds\n\t\tStage mode: auto\n",
+        "\tConfiguration:\n\t\tWatch mode: force-poll\n\t\tWatch polling interval: 3 seconds\n\t\tStage mode: neighboring\n",
+    ] {
+        assert!(long.contains(line), "{line:?} missing from\n{long}");
+    }
+
+    // Frozen at creation: a later edit of the file changes no session, even after a restart.
+    write(&env.path("home/.mutagen.yml"), "sync:\n  defaults:\n    mode: one-way-safe\n");
+    env.ok(&["daemon", "stop"]);
+    let merged = env.sessions().into_iter().find(|s| s["name"] == "merged").expect("merged");
+    assert_eq!(merged["mode"], "two-way-safe");
+    assert_eq!(merged["beta"]["watch"]["pollingInterval"], 3);
+}
+
+#[test]
+fn a_no_watch_endpoint_waits_for_a_flush_while_the_other_watches() {
+    let env = DaemonEnv::new();
+    write(&env.path("alpha/a"), "a");
+    env.ok(&["sync", "create", "alpha", "beta", "--name", "s", "--watch-mode-alpha", "no-watch"]);
+    env.ok(&["sync", "flush", "s"]);
+    // Beta watches: its change crosses by itself.
+    write(&env.path("beta/from-beta"), "b");
+    env.until("beta's change crossing", Duration::from_secs(30), || {
+        env.path("alpha/from-beta").exists()
+    });
+    // Alpha does not watch: its change waits for a flush (or a cycle beta starts).
+    write(&env.path("alpha/from-alpha"), "a");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!env.path("beta/from-alpha").exists(), "a no-watch endpoint's change crossed");
+    env.ok(&["sync", "flush", "s"]);
+    assert!(env.path("beta/from-alpha").exists());
+}
+
+#[test]
+fn bad_configuration_is_refused_naming_the_file_and_the_key() {
+    let env = DaemonEnv::new();
+    let global = env.path("home/.mutagen.yml");
+    write(&global, "sync:\n  defaults:\n    watch:\n      mode: sometimes\n");
+    let run = env.run(&["sync", "create", "alpha", "beta"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    for needle in
+        [global.to_str().expect("utf-8"), "sync.defaults.watch.mode", "sometimes", "line 4"]
+    {
+        assert!(run.stderr.contains(needle), "{needle:?} missing from {}", run.stderr);
+    }
+    // The global file can be skipped.
+    write(&env.path("bad.yml"), "sync:\n  defaults:\n    modes: one-way-safe\n");
+    env.fails(
+        &["sync", "create", "alpha", "beta", "--no-global-configuration", "-c", "bad.yml"],
+        "bad.yml: sync.defaults: unknown field `modes`",
+    );
+    env.fails(
+        &["sync", "create", "alpha", "beta", "--no-global-configuration", "-c", "absent.yml"],
+        "unable to read the configuration file absent.yml",
+    );
+    env.fails(
+        &["forward", "create", "tcp:127.0.0.1:0", "tcp:127.0.0.1:1", "-c", "bad.yml"],
+        "invalid configuration file",
+    );
+    write(&env.path("bad.yml"), "sync:\n  defaults:\n    alpha: /somewhere\n");
+    env.fails(
+        &["sync", "create", "alpha", "beta", "--no-global-configuration", "-c", "bad.yml"],
+        "sync.defaults.alpha: only a project file can name endpoints",
+    );
+    // Nothing was created by any of these.
+    fs::remove_file(&global).expect("remove");
+    assert!(env.sessions().is_empty());
+}
+
+#[test]
+fn forward_defaults_apply_to_unix_listeners() {
+    let env = DaemonEnv::new();
+    write(
+        &env.path("home/.mutagen.yml"),
+        "forward:\n  defaults:\n    socket:\n      permissionMode: 0640\n",
+    );
+    let socket = env.path("listen.sock");
+    let source = format!("unix:{}", socket.display());
+    env.ok(&["forward", "create", "--name", "f", &source, "tcp:127.0.0.1:9"]);
+    let mode = fs::metadata(&socket).expect("the socket").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    // A flag wins over the file.
+    let other = env.path("other.sock");
+    let source = format!("unix:{}", other.display());
+    env.ok(&["forward", "create", &source, "tcp:127.0.0.1:9", "--socket-permission-mode", "0604"]);
+    assert_eq!(fs::metadata(&other).expect("socket").permissions().mode() & 0o777, 0o604);
+    env.ok(&["forward", "terminate", "--all"]);
+}

@@ -1,0 +1,246 @@
+//! The settings one level of configuration gives: partial, merged level over level.
+
+use mutagen_core::{Compression, StageMode, SymlinkMode};
+use mutagen_reconcile::Mode;
+use mutagen_session::forward::{OverwriteMode, SocketOptions};
+use mutagen_session::{Configuration, EndpointOverrides, WatchMode};
+use serde::{Deserialize, Deserializer};
+
+use crate::value::{Octal, Parsed, Seconds, text};
+
+fn parsed<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    Parsed::<T>::deserialize(deserializer).map(|parsed| Some(parsed.0))
+}
+
+fn seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    Seconds::deserialize(deserializer).map(|seconds| Some(seconds.0))
+}
+
+fn octal<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    Octal::deserialize(deserializer).map(|mode| Some(mode.0))
+}
+
+fn overwrite<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<OverwriteMode>, D::Error> {
+    text(deserializer, "leave or overwrite", |text: &str| OverwriteMode::parse(text).map(Some))
+}
+
+/// Higher wins where it is set.
+fn over<T>(lower: &mut Option<T>, higher: Option<T>) {
+    if higher.is_some() {
+        *lower = higher;
+    }
+}
+
+/// A synchronization session's settings at one level, as YAML gives them under
+/// `sync: defaults:` (and, in a project file, under each session's name).
+///
+/// `None` (or an empty list) is unset: the level below decides.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct SyncSettings {
+    /// Alpha's URL (project files only).
+    pub alpha: Option<String>,
+    /// Beta's URL (project files only).
+    pub beta: Option<String>,
+    /// Whether `project start` flushes the session once it is created (project files only).
+    pub flush_on_create: Option<bool>,
+    /// The synchronization mode.
+    #[serde(deserialize_with = "parsed")]
+    pub mode: Option<Mode>,
+    /// Ignores.
+    pub ignore: IgnoreSettings,
+    /// Symbolic links.
+    pub symlink: SymlinkSettings,
+    /// Where received files are staged.
+    #[serde(deserialize_with = "parsed")]
+    pub stage_mode: Option<StageMode>,
+    /// Watching.
+    pub watch: WatchSettings,
+    /// The agent stream's compression.
+    pub compression: CompressionSettings,
+    /// Propagate one root being emptied instead of halting.
+    pub allow_root_emptying: Option<bool>,
+    /// Propagate a root's deletion instead of halting.
+    pub allow_root_deletion: Option<bool>,
+    /// Alpha's own settings.
+    pub configuration_alpha: EndpointSettings,
+    /// Beta's own settings.
+    pub configuration_beta: EndpointSettings,
+}
+
+/// `ignore:`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct IgnoreSettings {
+    /// Patterns; the levels' lists are concatenated, lowest first.
+    pub paths: Vec<String>,
+    /// Whether version-control directories are ignored.
+    pub vcs: Option<bool>,
+}
+
+/// `symlink:`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct SymlinkSettings {
+    /// How symbolic links are handled.
+    #[serde(deserialize_with = "parsed")]
+    pub mode: Option<SymlinkMode>,
+}
+
+/// `watch:`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct WatchSettings {
+    /// How changes are noticed.
+    #[serde(deserialize_with = "parsed")]
+    pub mode: Option<WatchMode>,
+    /// Seconds between warm rescans (at least 1).
+    #[serde(deserialize_with = "seconds")]
+    pub polling_interval: Option<u32>,
+}
+
+/// `compression:`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct CompressionSettings {
+    /// The algorithm.
+    #[serde(deserialize_with = "parsed")]
+    pub algorithm: Option<Compression>,
+}
+
+/// The settings one endpoint may have of its own (`configurationAlpha:`, `--stage-mode-beta`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct EndpointSettings {
+    /// Watching.
+    pub watch: WatchSettings,
+    /// Where received files are staged.
+    #[serde(deserialize_with = "parsed")]
+    pub stage_mode: Option<StageMode>,
+    /// The agent stream's compression.
+    pub compression: CompressionSettings,
+}
+
+impl EndpointSettings {
+    /// Lays `higher` over these settings.
+    pub fn merge(&mut self, higher: EndpointSettings) {
+        over(&mut self.watch.mode, higher.watch.mode);
+        over(&mut self.watch.polling_interval, higher.watch.polling_interval);
+        over(&mut self.stage_mode, higher.stage_mode);
+        over(&mut self.compression.algorithm, higher.compression.algorithm);
+    }
+
+    /// The overrides these settings make.
+    pub fn overrides(&self) -> EndpointOverrides {
+        EndpointOverrides {
+            watch_mode: self.watch.mode,
+            watch_polling_interval: self.watch.polling_interval,
+            stage_mode: self.stage_mode,
+            compression: self.compression.algorithm,
+        }
+    }
+}
+
+impl SyncSettings {
+    /// Lays `higher` over these settings: each value `higher` sets wins, ignore patterns are
+    /// appended after these.
+    pub fn merge(&mut self, higher: SyncSettings) {
+        over(&mut self.alpha, higher.alpha);
+        over(&mut self.beta, higher.beta);
+        over(&mut self.flush_on_create, higher.flush_on_create);
+        over(&mut self.mode, higher.mode);
+        self.ignore.paths.extend(higher.ignore.paths);
+        over(&mut self.ignore.vcs, higher.ignore.vcs);
+        over(&mut self.symlink.mode, higher.symlink.mode);
+        over(&mut self.stage_mode, higher.stage_mode);
+        over(&mut self.watch.mode, higher.watch.mode);
+        over(&mut self.watch.polling_interval, higher.watch.polling_interval);
+        over(&mut self.compression.algorithm, higher.compression.algorithm);
+        over(&mut self.allow_root_emptying, higher.allow_root_emptying);
+        over(&mut self.allow_root_deletion, higher.allow_root_deletion);
+        self.configuration_alpha.merge(higher.configuration_alpha);
+        self.configuration_beta.merge(higher.configuration_beta);
+    }
+
+    /// The configuration to freeze into a session: these settings over the built-in
+    /// defaults.
+    pub fn configuration(&self) -> Configuration {
+        let defaults = Configuration::default();
+        Configuration {
+            mode: self.mode.unwrap_or(defaults.mode),
+            ignores: self.ignore.paths.clone(),
+            ignore_vcs: self.ignore.vcs.unwrap_or(defaults.ignore_vcs),
+            symlink_mode: self.symlink.mode.unwrap_or(defaults.symlink_mode),
+            watch_mode: self.watch.mode.unwrap_or(defaults.watch_mode),
+            watch_polling_interval: self
+                .watch
+                .polling_interval
+                .unwrap_or(defaults.watch_polling_interval),
+            compression: self.compression.algorithm.unwrap_or(defaults.compression),
+            allow_root_emptying: self.allow_root_emptying.unwrap_or(defaults.allow_root_emptying),
+            allow_root_deletion: self.allow_root_deletion.unwrap_or(defaults.allow_root_deletion),
+            stage_mode: self.stage_mode.unwrap_or(defaults.stage_mode),
+            alpha: self.configuration_alpha.overrides(),
+            beta: self.configuration_beta.overrides(),
+        }
+    }
+}
+
+/// A forward session's settings at one level, as YAML gives them under `forward: defaults:`
+/// (and, in a project file, under each session's name).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ForwardSettings {
+    /// The listening endpoint's URL (project files only).
+    pub source: Option<String>,
+    /// The dialing endpoint's URL (project files only).
+    pub destination: Option<String>,
+    /// Unix-socket listeners.
+    pub socket: SocketSettings,
+}
+
+/// `socket:`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct SocketSettings {
+    /// `leave` or `overwrite`.
+    #[serde(deserialize_with = "overwrite")]
+    pub overwrite_mode: Option<OverwriteMode>,
+    /// The owner, a name or an id.
+    pub owner: Option<String>,
+    /// The group, a name or an id.
+    pub group: Option<String>,
+    /// Permission bits.
+    #[serde(deserialize_with = "octal")]
+    pub permission_mode: Option<u32>,
+}
+
+impl ForwardSettings {
+    /// Lays `higher` over these settings.
+    pub fn merge(&mut self, higher: ForwardSettings) {
+        over(&mut self.source, higher.source);
+        over(&mut self.destination, higher.destination);
+        over(&mut self.socket.overwrite_mode, higher.socket.overwrite_mode);
+        over(&mut self.socket.owner, higher.socket.owner);
+        over(&mut self.socket.group, higher.socket.group);
+        over(&mut self.socket.permission_mode, higher.socket.permission_mode);
+    }
+
+    /// The socket options to freeze into a session.
+    pub fn socket_options(&self) -> SocketOptions {
+        let defaults = SocketOptions::default();
+        SocketOptions {
+            overwrite: self.socket.overwrite_mode.unwrap_or(defaults.overwrite),
+            owner: self.socket.owner.clone().filter(|owner| !owner.is_empty()),
+            group: self.socket.group.clone().filter(|group| !group.is_empty()),
+            mode: self.socket.permission_mode.unwrap_or(defaults.mode),
+        }
+    }
+}
