@@ -2,4 +2,5 @@
 
 pub mod daemon;
 pub mod forward;
+pub mod project;
 pub mod sync;

@@ -36,6 +36,9 @@ enum Command {
     /// Create and manage forward sessions (network forwarding)
     #[command(subcommand)]
     Forward(commands::forward::ForwardCommand),
+    /// Start and manage the sessions a project file (mutagen.yml) describes
+    #[command(subcommand)]
+    Project(commands::project::ProjectCommand),
     /// Control the background daemon that hosts sessions
     #[command(subcommand)]
     Daemon(commands::daemon::DaemonCommand),
@@ -53,6 +56,8 @@ pub enum Outcome {
     Success,
     /// Done, but conflicts or problems remain (exit code 2).
     Incomplete,
+    /// A command that was run (`project run`) exited with this code.
+    Exit(u8),
 }
 
 /// Parses `args` and runs the command; returns the process exit code.
@@ -75,6 +80,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let result = match cli.command {
         Command::Sync(command) => commands::sync::run(command),
         Command::Forward(command) => commands::forward::run(command),
+        Command::Project(command) => commands::project::run(command),
         Command::Daemon(command) => commands::daemon::run(command),
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "mutagen", &mut std::io::stdout());
@@ -84,6 +90,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Incomplete) => ExitCode::from(2),
+        Ok(Outcome::Exit(code)) => ExitCode::from(code),
         Err(error) => {
             let chain: Vec<String> = error.chain().map(ToString::to_string).collect();
             eprintln!("error: {}", chain.join(": "));

@@ -7,6 +7,7 @@ mod test_daemon;
 mod test_docker;
 mod test_forward;
 mod test_integrity;
+mod test_project;
 mod test_retry;
 mod test_service;
 mod test_ssh;

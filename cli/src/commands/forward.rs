@@ -175,7 +175,7 @@ fn simple(args: &SelectionArgs, request: fn(Selection) -> Request) -> anyhow::Re
     Ok(Outcome::Success)
 }
 
-fn list(
+pub(crate) fn list(
     client: &mut mutagen_daemon::Client,
     selection: &Selection,
 ) -> anyhow::Result<Vec<ForwardInfo>> {
@@ -192,7 +192,7 @@ fn cmd_list(args: &ListArgs) -> anyhow::Result<Outcome> {
 }
 
 /// The human description of a session.
-fn describe(info: &ForwardInfo, long: bool) -> String {
+pub(crate) fn describe(info: &ForwardInfo, long: bool) -> String {
     let spec = &info.spec;
     let mut out = String::new();
     if !spec.name.is_empty() {

@@ -218,7 +218,7 @@ pub fn client() -> anyhow::Result<Client> {
 }
 
 /// Sends a request whose connections may ask the user (on this terminal when `prompt`).
-fn call_prompting(request: &Request, prompt: bool) -> anyhow::Result<Response> {
+pub(crate) fn call_prompting(request: &Request, prompt: bool) -> anyhow::Result<Response> {
     match prompt {
         true => client()?.call_asking(request, &mut crate::prompt::ask),
         false => client()?.call(request),

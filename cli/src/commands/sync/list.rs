@@ -80,7 +80,7 @@ pub(crate) fn selection(args: &ListArgs) -> anyhow::Result<Selection> {
     }
 }
 
-fn list(
+pub(crate) fn list(
     client: &mut mutagen_daemon::Client,
     selection: &Selection,
     since: u64,
