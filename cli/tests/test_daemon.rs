@@ -570,3 +570,74 @@ fn conflicts_are_resolved_from_the_command_line_without_overwriting_later_edits(
     let run = env.run(&["sync", "resolve", "del", "--all", "--alpha-wins"]);
     assert!(run.code == 1 && run.stderr.contains("no conflicts"), "{}", run.stderr);
 }
+
+#[test]
+fn history_by_path_says_who_deleted_a_file() {
+    let env = DaemonEnv::new();
+    session_with(&env, "hp", "two-way-safe", &[("notes/todo.txt", "buy milk"), ("c.txt", "base")]);
+    // Beta deletes the note; the deletion reaches alpha.
+    fs::remove_file(env.path("hp-beta/notes/todo.txt")).expect("rm");
+    write(&env.path("hp-alpha/unrelated"), "x");
+    env.ok(&["sync", "flush", "hp"]);
+    assert!(!env.path("hp-alpha/notes/todo.txt").exists());
+    // A conflict at c.txt, then resolved by hand.
+    write(&env.path("hp-alpha/c.txt"), "alpha's");
+    write(&env.path("hp-beta/c.txt"), "beta's");
+    env.ok(&["sync", "flush", "hp"]);
+    env.ok(&["sync", "resolve", "hp", "c.txt", "--beta-wins"]);
+
+    let history = env.ok(&["sync", "history", "hp", "--path", "notes/todo.txt"]);
+    let lines: Vec<&str> = history.lines().collect();
+    assert!(lines[0].starts_with("History of notes/todo.txt in sync_"), "{history}");
+    assert!(lines[1].ends_with("<root>: session created"), "{history}");
+    // The first cycle created beta's root, holding it; then beta's deletion crossed.
+    assert!(
+        lines[2].contains("beta: + <root> (<non-existent> -> Directory): propagated from alpha"),
+        "{history}"
+    );
+    assert!(
+        lines[3].contains("alpha: - notes/todo.txt (File (")
+            && lines[3].ends_with("-> <non-existent>): propagated from beta"),
+        "{history}"
+    );
+    assert_eq!(lines.len(), 4, "nothing about other paths: {history}");
+    assert!(!history.contains("unrelated") && !history.contains("c.txt"));
+    // A directory takes in what is below it.
+    let directory = env.ok(&["sync", "history", "hp", "--path", "notes/"]);
+    assert!(directory.contains("- notes/todo.txt"), "{directory}");
+
+    let conflict = env.ok(&["sync", "history", "hp", "--path", "c.txt"]);
+    for needle in [
+        "alpha: ~ c.txt (File (",
+        "conflict at c.txt (left as it is)",
+        "c.txt: conflict resolved by hand: beta wins",
+        "alpha: ~ c.txt",
+    ] {
+        assert!(conflict.contains(needle), "{needle:?} missing from\n{conflict}");
+    }
+    let last = conflict.lines().last().expect("a line");
+    assert!(
+        last.contains("alpha: ~ c.txt") && last.ends_with("propagated from beta"),
+        "{conflict}"
+    );
+
+    let json: Vec<Value> = serde_json::from_str(&env.ok(&[
+        "sync",
+        "history",
+        "hp",
+        "--path",
+        "notes/todo.txt",
+        "--json",
+    ]))
+    .expect("json");
+    let deletion = json.last().expect("the deletion");
+    assert_eq!(deletion["side"], "alpha");
+    assert_eq!(deletion["kind"], "transition-applied");
+    assert_eq!(deletion["old"]["kind"], "file");
+    assert_eq!(deletion["new"], Value::Null);
+    assert_eq!(deletion["why"], "propagated from beta");
+
+    for bad in ["../x", "/etc/passwd", "a//b"] {
+        env.fails(&["sync", "history", "hp", "--path", bad], "invalid --path");
+    }
+}

@@ -26,9 +26,144 @@ pub struct HistoryArgs {
     /// Show only records since TIME: RFC 3339 (2026-11-22T10:00:00Z) or a duration ago (10m, 2h)
     #[arg(long, value_name = "TIME")]
     since: Option<String>,
+    /// Show only what touched this path (relative to the roots; a directory takes in what is
+    /// below it): which cycle, which side, old -> new, and why
+    #[arg(long, value_name = "PATH")]
+    path: Option<String>,
     /// Print a JSON array
     #[arg(long)]
     json: bool,
+}
+
+/// Checks a `--path` and returns it in the journal's form (`a/b`, `` for the root).
+fn parse_path(text: &str) -> anyhow::Result<String> {
+    let trimmed = text.trim_end_matches('/');
+    let trimmed = trimmed.strip_prefix("./").unwrap_or(trimmed);
+    let path = if trimmed == "." { "" } else { trimmed };
+    let bad = path.starts_with('/')
+        || path.split('/').any(|part| part.is_empty() || part == "." || part == "..");
+    if bad && !path.is_empty() {
+        bail!("invalid --path {text:?}: give a path relative to the roots, such as src/main.rs");
+    }
+    Ok(path.to_owned())
+}
+
+/// Whether an event at `at` touched `target`: the same path, a directory holding it, or
+/// (when `target` is a directory) a path below it.
+fn touches(at: &str, target: &str) -> bool {
+    let within = |inner: &str, outer: &str| {
+        outer.is_empty()
+            || inner == outer
+            || inner.strip_prefix(outer).is_some_and(|r| r.starts_with('/'))
+    };
+    within(target, at) || within(at, target)
+}
+
+/// One thing that happened at a path.
+struct PathEvent<'a> {
+    side: Option<mutagen_core::Side>,
+    change: Option<&'a Change>,
+    path: &'a str,
+    why: String,
+}
+
+/// What a record did at or around `target`.
+fn path_events<'a>(record: &'a Record, target: &str) -> Vec<PathEvent<'a>> {
+    use mutagen_core::Side;
+    let other = |side: Side| match side {
+        Side::Alpha => Side::Beta,
+        Side::Beta => Side::Alpha,
+    };
+    let mut events = Vec::new();
+    match &record.event {
+        Event::Created { .. } => {
+            events.push(PathEvent {
+                side: None,
+                change: None,
+                path: "",
+                why: "session created".into(),
+            });
+        }
+        Event::ScanCompleted { side, problems, .. } => {
+            for problem in problems.iter().filter(|p| touches(&p.path, target)) {
+                events.push(PathEvent {
+                    side: Some(*side),
+                    change: None,
+                    path: &problem.path,
+                    why: format!("scan problem: {}", problem.error),
+                });
+            }
+        }
+        Event::TransitionApplied { side, changes, problems, .. } => {
+            for change in changes.iter().filter(|c| touches(&c.path, target)) {
+                let failed = problems.iter().find(|p| touches(&p.path, &change.path));
+                let why = match failed {
+                    Some(problem) => format!(
+                        "propagating from {} failed at {}: {}",
+                        other(*side),
+                        render::path(&problem.path),
+                        problem.error
+                    ),
+                    None => format!("propagated from {}", other(*side)),
+                };
+                events.push(PathEvent {
+                    side: Some(*side),
+                    change: Some(change),
+                    path: &change.path,
+                    why,
+                });
+            }
+        }
+        Event::ConflictsRecorded { conflicts } => {
+            for conflict in conflicts.iter().filter(|c| touches(&c.root, target)) {
+                for (side, changes) in
+                    [(Side::Alpha, &conflict.alpha_changes), (Side::Beta, &conflict.beta_changes)]
+                {
+                    for change in changes.iter().filter(|c| touches(&c.path, target)) {
+                        events.push(PathEvent {
+                            side: Some(side),
+                            change: Some(change),
+                            path: &change.path,
+                            why: format!(
+                                "conflict at {} (left as it is)",
+                                render::path(&conflict.root)
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        Event::ConflictResolved { winner, changes } => {
+            for change in changes.iter().filter(|c| touches(&c.path, target)) {
+                events.push(PathEvent {
+                    side: None,
+                    change: None,
+                    path: &change.path,
+                    why: format!("conflict resolved by hand: {winner} wins"),
+                });
+            }
+        }
+        Event::Reset => events.push(PathEvent {
+            side: None,
+            change: None,
+            path: "",
+            why: "reset: the ancestor was forgotten".into(),
+        }),
+        Event::Halted { reason } => events.push(PathEvent {
+            side: None,
+            change: None,
+            path: "",
+            why: format!("halted: {}", reason.description()),
+        }),
+        Event::HaltAllowed { reason } => events.push(PathEvent {
+            side: None,
+            change: None,
+            path: "",
+            why: format!("{} (propagated, as the session allows)", reason.description()),
+        }),
+        _ => {}
+    }
+    events
 }
 
 fn parse_since(text: &str) -> anyhow::Result<u64> {
@@ -64,6 +199,52 @@ pub fn cmd_history(args: HistoryArgs) -> anyhow::Result<Outcome> {
     if let Some(limit) = args.limit {
         let skip = records.len().saturating_sub(limit);
         records.drain(..skip);
+    }
+    if let Some(path) = &args.path {
+        let target = parse_path(path)?;
+        let touched: Vec<_> = records
+            .iter()
+            .flat_map(|(number, record)| {
+                path_events(record, &target).into_iter().map(move |event| (*number, record, event))
+            })
+            .collect();
+        if args.json {
+            let array: Vec<_> = touched
+                .iter()
+                .map(|(number, record, event)| {
+                    serde_json::json!({
+                        "number": number,
+                        "time": json::time(record.time),
+                        "cycle": record.cycle,
+                        "kind": record.event.kind(),
+                        "side": event.side.map(|side| side.to_string()),
+                        "path": event.path,
+                        "old": event.change.map(|c| json::entry(c.old.as_ref())),
+                        "new": event.change.map(|c| json::entry(c.new.as_ref())),
+                        "why": event.why,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string(&array)?);
+            return Ok(Outcome::Success);
+        }
+        println!(
+            "History of {} in {identifier} ({})",
+            render::path(&target),
+            render::count(touched.len() as u64, "event", "events")
+        );
+        for (_, record, event) in &touched {
+            let side = event.side.map_or_else(String::new, |side| format!("{side}: "));
+            let what =
+                event.change.map_or_else(|| render::path(event.path).to_owned(), change_line);
+            println!(
+                "{}  cycle {:<4} {side}{what}: {}",
+                millis(record.time),
+                record.cycle,
+                event.why
+            );
+        }
+        return Ok(Outcome::Success);
     }
     if args.json {
         let array: Vec<_> = records.iter().map(|(n, r)| json::record(*n, r)).collect();
