@@ -4,7 +4,8 @@
 //! - [`commands`]: one module per verb (`sync create`, `sync list`, `daemon start`...).
 //! - [`state`]: the ancestor file that lets `sync once` runs build on each other.
 //! - [`render`]: human rendering of entries, conflicts and sizes.
-//! - [`json`]: the JSON model of sessions and history (`--json`, `--template '{{ json . }}'`).
+//! - [`json`]: the JSON model of sessions and history (`--json`).
+//! - [`template`]: `--template`, Go templates over that model.
 //!
 //! Exit codes: 0 success; 1 error (nothing left half-done on disk); 2 finished, but conflicts
 //! or problems remain and were listed.
@@ -19,6 +20,7 @@ pub mod json;
 pub mod prompt;
 pub mod render;
 pub mod state;
+pub mod template;
 
 /// Fast, safe, auditable file synchronization.
 #[derive(Debug, Parser)]

@@ -79,6 +79,12 @@ fn a_session_goes_through_its_whole_lifecycle() {
         serde_json::from_str::<Value>(&template).expect("json")[0]["identifier"],
         identifier.as_str()
     );
+    // Go templates, with upstream's capitalized names or the JSON ones.
+    let template = "{{ range . }}{{ .Name }} {{ .alpha.connected }} {{ len .Labels }}{{ end }}";
+    assert_eq!(env.ok(&["sync", "list", "--template", template]), "web true 2\n");
+    write(&env.path("list.tmpl"), "{{ range . }}{{ shellSanitize .Identifier }}{{ end }}");
+    let from_file = env.ok(&["sync", "list", "--template-file", "list.tmpl"]);
+    assert_eq!(from_file, format!("'{identifier}'"), "a file's template gets no newline");
 
     // Human list.
     let list = env.ok(&["sync", "list", "--long"]);
@@ -262,7 +268,9 @@ fn bad_input_gets_clear_errors() {
             &["sync", "pause", "--label-selector", "env=prod"],
             "label selector \"env=prod\" did not match any sessions",
         ),
-        (&["sync", "list", "--template", "{{ .Name }}"], "unsupported template"),
+        (&["sync", "list", "--template", "{{ range . }"], "invalid template"),
+        (&["sync", "list", "--template", "{{ .Name }}"], "the template failed"),
+        (&["sync", "list", "--template-file", "absent.tmpl"], "unable to read the template file"),
         (&["sync", "history", "nope"], "did not match any sessions"),
         (
             &["sync", "history", "web", "--since", "yesterday-ish"],

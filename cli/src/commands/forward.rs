@@ -15,7 +15,7 @@ use mutagen_session::forward::{
 use mutagen_session::{Environment, validate_name};
 
 use super::sync::lifecycle::{SelectionArgs, client};
-use super::sync::list::{ListArgs, print_sessions, selection, yes};
+use super::sync::list::{Format, ListArgs, print_sessions, selection, yes};
 use crate::{Outcome, json, render};
 
 /// The `forward` verbs.
@@ -186,9 +186,9 @@ pub(crate) fn list(
 }
 
 fn cmd_list(args: &ListArgs) -> anyhow::Result<Outcome> {
-    let as_json = args.output.json()?;
+    let format = args.output.format()?;
     let sessions = list(&mut client()?, &selection(args)?)?;
-    print_sessions(&sessions, as_json, args.output.long, "forwarding", json::forward, describe)
+    print_sessions(&sessions, &format, args.output.long, "forwarding", json::forward, describe)
 }
 
 /// The human description of a session.
@@ -253,7 +253,8 @@ fn status(info: &ForwardInfo) -> String {
 }
 
 fn cmd_monitor(args: &ListArgs) -> anyhow::Result<Outcome> {
-    let as_json = args.output.json()?;
+    let format = args.output.format()?;
+    let as_json = !matches!(format, Format::Human);
     let mut client = client()?;
     let sessions = list(&mut client, &selection(args)?)?;
     let Some(newest) = sessions.iter().max_by_key(|s| s.creation_time) else {
@@ -277,7 +278,10 @@ fn cmd_monitor(args: &ListArgs) -> anyhow::Result<Outcome> {
             bail!("session {identifier} is gone");
         };
         if previous.as_ref() != Some(&current) {
-            if as_json {
+            if let Format::Template(template) = &format {
+                let array = serde_json::Value::Array(vec![json::forward(&current)]);
+                write!(stdout, "{}", template.render(&array)?)?;
+            } else if as_json {
                 writeln!(stdout, "{}", json::forward(&current))?;
             } else {
                 let line = status(&current).replace('\n', ": ");

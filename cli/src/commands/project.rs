@@ -417,9 +417,10 @@ fn cmd_list(args: &ProjectListArgs) -> anyhow::Result<Outcome> {
     }
     println!("Project: {}", project.0);
     println!("Forward sessions:");
-    print_sessions(&forward, false, args.long, "forwarding", json::forward, forward::describe)?;
+    let human = sync_list::Format::Human;
+    print_sessions(&forward, &human, args.long, "forwarding", json::forward, forward::describe)?;
     println!("Synchronization sessions:");
-    print_sessions(&sync, false, args.long, "synchronization", json::session, sync_list::describe)
+    print_sessions(&sync, &human, args.long, "synchronization", json::session, sync_list::describe)
 }
 
 /// The steps that act on every session of a running project.

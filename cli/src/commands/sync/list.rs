@@ -3,12 +3,13 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::Args;
 use mutagen_daemon::protocol::{EndpointInfo, Request, Response, Selection, SessionInfo};
 use mutagen_reconcile::Problem;
 
 use super::lifecycle::client;
+use crate::template::Template;
 use crate::{Outcome, json, render};
 
 const DELIMITER: &str =
@@ -23,28 +24,41 @@ pub struct OutputArgs {
     #[arg(short, long)]
     pub(crate) long: bool,
     /// Print JSON (list: an array of sessions; monitor: one object per line per change)
-    #[arg(long, conflicts_with = "template")]
+    #[arg(long, conflicts_with_all = ["template", "template_file"])]
     json: bool,
-    /// Print through a template; only '{{ json . }}' is supported (same as --json)
-    #[arg(long, value_name = "TEMPLATE")]
+    /// Print through a Go text/template over the array of sessions ('{{ json . }}',
+    /// '{{ range . }}{{ .name }} {{ .status }}{{ "\n" }}{{ end }}'); a newline is added
+    #[arg(long, value_name = "TEMPLATE", conflicts_with = "template_file")]
     template: Option<String>,
+    /// Read the template from a file (printed without an added newline)
+    #[arg(long, value_name = "FILE")]
+    template_file: Option<std::path::PathBuf>,
+}
+
+/// How sessions are printed.
+#[derive(Debug)]
+pub(crate) enum Format {
+    /// Described for people.
+    Human,
+    /// As JSON (`--json`, or the template `{{ json . }}`).
+    Json,
+    /// Through a template.
+    Template(Template),
 }
 
 impl OutputArgs {
-    pub(crate) fn json(&self) -> anyhow::Result<bool> {
-        match &self.template {
-            None => Ok(self.json),
-            Some(template) => {
-                let compact: String = template.split_whitespace().collect();
-                if compact == "{{json.}}" {
-                    Ok(true)
-                } else {
-                    bail!(
-                        "unsupported template {template:?}: only '{{{{ json . }}}}' is supported (or use --json)"
-                    )
-                }
-            }
+    pub(crate) fn format(&self) -> anyhow::Result<Format> {
+        let text = match (&self.template, &self.template_file) {
+            (Some(template), _) => format!("{template}\n"),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| format!("unable to read the template file {}", path.display()))?,
+            (None, None) => return Ok(if self.json { Format::Json } else { Format::Human }),
+        };
+        let compact: String = text.split_whitespace().collect();
+        if compact == "{{json.}}" && self.template.is_some() {
+            return Ok(Format::Json);
         }
+        Ok(Format::Template(Template::parse(&text)?))
     }
 }
 
@@ -93,25 +107,34 @@ pub(crate) fn list(
 
 /// Runs `sync list`.
 pub fn cmd_list(args: ListArgs) -> anyhow::Result<Outcome> {
-    let as_json = args.output.json()?;
+    let format = args.output.format()?;
     let selection = selection(&args)?;
     let (_, sessions) = list(&mut client()?, &selection, 0)?;
-    print_sessions(&sessions, as_json, args.output.long, "synchronization", json::session, describe)
+    print_sessions(&sessions, &format, args.output.long, "synchronization", json::session, describe)
 }
 
-/// Prints sessions as a JSON array, or described one by one between delimiters.
+/// Prints sessions as a JSON array, through a template, or described one by one between
+/// delimiters.
 pub(crate) fn print_sessions<T>(
     sessions: &[T],
-    as_json: bool,
+    format: &Format,
     long: bool,
     kind: &str,
     to_json: fn(&T) -> serde_json::Value,
     describe: fn(&T, bool) -> String,
 ) -> anyhow::Result<Outcome> {
-    if as_json {
-        let array: Vec<_> = sessions.iter().map(to_json).collect();
-        println!("{}", serde_json::to_string(&array)?);
-        return Ok(Outcome::Success);
+    let array = || serde_json::Value::Array(sessions.iter().map(to_json).collect());
+    match format {
+        Format::Json => {
+            println!("{}", array());
+            return Ok(Outcome::Success);
+        }
+        Format::Template(template) => {
+            print!("{}", template.render(&array())?);
+            std::io::stdout().flush()?;
+            return Ok(Outcome::Success);
+        }
+        Format::Human => {}
     }
     if sessions.is_empty() {
         println!("No {kind} sessions found");
@@ -339,7 +362,8 @@ fn status_line(session: &SessionInfo) -> String {
 
 /// Runs `sync monitor`.
 pub fn cmd_monitor(args: MonitorArgs) -> anyhow::Result<Outcome> {
-    let as_json = args.list.output.json()?;
+    let format = args.list.output.format()?;
+    let as_json = !matches!(format, Format::Human);
     let selection = selection(&args.list)?;
     let mut client = client()?;
     let (mut index, sessions) = list(&mut client, &selection, 0)?;
@@ -357,7 +381,10 @@ pub fn cmd_monitor(args: MonitorArgs) -> anyhow::Result<Outcome> {
     let mut current = newest.clone();
     let mut stdout = std::io::stdout();
     loop {
-        if as_json {
+        if let Format::Template(template) = &format {
+            let array = serde_json::Value::Array(vec![json::session(&current)]);
+            write!(stdout, "{}", template.render(&array)?)?;
+        } else if as_json {
             writeln!(stdout, "{}", json::session(&current))?;
         } else {
             let mut line = status_line(&current);
