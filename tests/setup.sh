@@ -2,6 +2,7 @@
 # Installs what the test suite needs beyond Rust, and builds the static agent:
 # - OpenSSH's server and client, for the loopback sshd the SSH tests start themselves;
 # - systemd's systemd-analyze, which checks the unit of `mutagen daemon register`;
+# - git, whose `git check-ignore` the --ignore-vcs-ignored tests compare against;
 # - Docker's engine and busybox-static, for the private dockerd (and its offline busybox
 #   image) the Docker tests start themselves; Podman, whose Docker-compatible API service
 #   one test starts the same way;
@@ -20,6 +21,7 @@ command -v podman >/dev/null || missing+=(podman)
 command -v file >/dev/null || missing+=(file)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v git >/dev/null || missing+=(git)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -110,7 +110,12 @@ pub fn session(session: &SessionInfo) -> Value {
         "successfulCycles": session.successful_cycles,
         "conflicts": session.conflicts.iter().map(conflict).collect::<Vec<_>>(),
         "mode": configuration.mode.to_string(),
-        "ignore": {"paths": configuration.ignores, "vcs": configuration.ignore_vcs},
+        "ignore": {
+            "syntax": configuration.ignore_syntax.name(),
+            "paths": configuration.ignores,
+            "vcs": configuration.ignore_vcs,
+            "vcsIgnored": configuration.ignore_vcs_ignored,
+        },
         "symlink": {"mode": configuration.symlink_mode.to_string()},
         "watch": {
             "mode": configuration.watch_mode.name(),

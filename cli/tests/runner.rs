@@ -6,6 +6,7 @@ mod test_crash;
 mod test_daemon;
 mod test_docker;
 mod test_forward;
+mod test_ignore;
 mod test_integrity;
 mod test_project;
 mod test_retry;

@@ -1,6 +1,6 @@
 //! The settings one level of configuration gives: partial, merged level over level.
 
-use mutagen_core::{Compression, StageMode, SymlinkMode};
+use mutagen_core::{Compression, IgnoreSyntax, StageMode, SymlinkMode};
 use mutagen_reconcile::Mode;
 use mutagen_session::forward::{OverwriteMode, SocketOptions};
 use mutagen_session::{Configuration, EndpointOverrides, WatchMode};
@@ -79,10 +79,15 @@ pub struct SyncSettings {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct IgnoreSettings {
+    /// How the patterns are read: `mutagen` or `docker`.
+    #[serde(deserialize_with = "parsed")]
+    pub syntax: Option<IgnoreSyntax>,
     /// Patterns; the levels' lists are concatenated, lowest first.
     pub paths: Vec<String>,
     /// Whether version-control directories are ignored.
     pub vcs: Option<bool>,
+    /// Whether what git ignores is ignored too.
+    pub vcs_ignored: Option<bool>,
 }
 
 /// `symlink:`.
@@ -158,6 +163,8 @@ impl SyncSettings {
         over(&mut self.mode, higher.mode);
         self.ignore.paths.extend(higher.ignore.paths);
         over(&mut self.ignore.vcs, higher.ignore.vcs);
+        over(&mut self.ignore.syntax, higher.ignore.syntax);
+        over(&mut self.ignore.vcs_ignored, higher.ignore.vcs_ignored);
         over(&mut self.symlink.mode, higher.symlink.mode);
         over(&mut self.stage_mode, higher.stage_mode);
         over(&mut self.watch.mode, higher.watch.mode);
@@ -187,6 +194,8 @@ impl SyncSettings {
             allow_root_emptying: self.allow_root_emptying.unwrap_or(defaults.allow_root_emptying),
             allow_root_deletion: self.allow_root_deletion.unwrap_or(defaults.allow_root_deletion),
             stage_mode: self.stage_mode.unwrap_or(defaults.stage_mode),
+            ignore_syntax: self.ignore.syntax.unwrap_or(defaults.ignore_syntax),
+            ignore_vcs_ignored: self.ignore.vcs_ignored.unwrap_or(defaults.ignore_vcs_ignored),
             alpha: self.configuration_alpha.overrides(),
             beta: self.configuration_beta.overrides(),
         }

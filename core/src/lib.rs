@@ -8,7 +8,8 @@
 //! # Layout
 //! - [`Side`], [`HaltReason`], [`SymlinkMode`], [`Compression`]: small enums, serialized in the journal and on
 //!   the wire (their encoding is pinned by the golden files of those crates).
-//! - [`ignore`]: ignore patterns in the upstream syntax ([`Ignorer`]), compiled with globset.
+//! - [`ignore`]: ignore patterns in the upstream or the docker syntax ([`Ignorer`]),
+//!   compiled with globset.
 //! - [`normalize`] and [`render_error`]: lexical paths and one-line error chains.
 
 #![deny(unsafe_code)]
@@ -17,7 +18,7 @@ pub mod ignore;
 
 use std::path::{Component, Path, PathBuf};
 
-pub use ignore::{IgnoreError, Ignorer};
+pub use ignore::{Decision, IgnoreError, IgnoreSyntax, Ignorer};
 use serde::{Deserialize, Serialize};
 
 /// Returns `path` with `.` removed and `..` resolved lexically (without looking at the file

@@ -125,6 +125,8 @@ impl Connector {
             read_only: side == Side::Alpha && !configuration.mode.is_bidirectional(),
             watch: own.watch_mode == WatchMode::Portable,
             stage_mode: own.stage_mode,
+            ignore_syntax: configuration.ignore_syntax,
+            vcs_ignored: configuration.ignore_vcs_ignored,
         };
         match url {
             Url::Local(root) => {

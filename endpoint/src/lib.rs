@@ -8,7 +8,8 @@
 //! # Layout
 //! - [`endpoint`]: the [`Endpoint`] trait and its messages ([`Snapshot`], [`StageRequest`],
 //!   [`Transmission`], [`TransitionResult`]).
-//! - [`ignore`]: ignore patterns in the upstream syntax.
+//! - [`ignore`]: ignore patterns in the upstream or the docker syntax; `gitignore` adds
+//!   what git ignores (`--ignore-vcs-ignored`).
 //! - [`scan`]: turns a root into a [`Snapshot`], reusing digests through a [`scan::Cache`].
 //! - [`staging`]: the content-addressed store that receives files before they are placed.
 //! - [`transition`]: applies changes to disk without ever touching content the scan did not see.
@@ -38,13 +39,14 @@ pub mod transition;
 pub mod watch;
 
 mod fsutil;
+mod gitignore;
 
 pub use endpoint::{
     Endpoint, EndpointError, EndpointResult, Snapshot, StageRequest, TransitionResult, Transmission,
 };
 pub use local_endpoint::{LocalEndpoint, LocalOptions};
 pub use mutagen_core::ignore;
-pub use mutagen_core::{IgnoreError, Ignorer, StageMode};
+pub use mutagen_core::{IgnoreError, IgnoreSyntax, Ignorer, StageMode};
 pub use scan::{ScanOptions, SymlinkMode};
 pub use synchronizer::{
     Allowances, CycleError, CycleReport, HaltReason, Phase, Progress, Side, SideReport,

@@ -8,6 +8,8 @@
 //!   untracked; ignored entries are untracked and not traversed; a directory on another file
 //!   system is problematic (the scan never crosses a file-system boundary).
 //! - Names starting with `.mutagen-temporary-` are ours and skipped.
+//! - With `vcs_ignored`, what git ignores is untracked too; an accelerated rescan that sees a
+//!   `.gitignore` change gives up (a full scan applies the new rules everywhere).
 //! - Directories are walked in parallel (rayon), and files are hashed where they are found.
 
 use std::cell::{Cell, RefCell};
@@ -25,7 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::endpoint::{EndpointError, EndpointResult, Snapshot};
 use crate::fsutil::{self, describe};
-use crate::ignore::Ignorer;
+use crate::gitignore::GitIgnores;
+use crate::ignore::{Decision, Ignorer};
 
 /// The prefix of every name the engine creates inside a synchronized tree.
 pub const TEMPORARY_PREFIX: &str = ".mutagen-temporary-";
@@ -40,6 +43,9 @@ pub struct ScanOptions {
     pub symlink_mode: SymlinkMode,
     /// The compiled ignore patterns.
     pub ignorer: Arc<Ignorer>,
+    /// Also skip what the root's gitignore files, `.git/info/exclude` and the global
+    /// excludes file ignore (see the `gitignore` module).
+    pub vcs_ignored: bool,
 }
 
 /// What a scan remembers about one file so it need not hash it again.
@@ -118,8 +124,7 @@ pub fn scan(root: &Path, options: &ScanOptions, previous: &Cache) -> EndpointRes
         Err(rustix::io::Errno::NOENT) => return Ok(ScanOutput::default()),
         Err(e) => return Err(fail(describe(&e.into()))),
     };
-    let scanner =
-        Scanner { options, previous, root_device: stat.st_dev, records: Mutex::default() };
+    let scanner = Scanner::new(options, previous, root, stat.st_dev);
     let content = match FileType::from_raw_mode(stat.st_mode) {
         FileType::Symlink => return Err(fail("root is a symbolic link".into())),
         FileType::RegularFile => scanner.file(CWD, root, "", &stat),
@@ -173,8 +178,7 @@ pub fn rescan(
         return None;
     }
     let dir = fsutil::open_directory(CWD, root).ok()?;
-    let scanner =
-        Scanner { options, previous: cache, root_device: stat.st_dev, records: Mutex::default() };
+    let scanner = Scanner::new(options, cache, root, stat.st_dev);
     let updater = Updater {
         scanner: &scanner,
         root,
@@ -183,8 +187,12 @@ pub fn rescan(
         watch_new,
         purged: RefCell::default(),
         changed: Cell::new(false),
+        ignores_changed: Cell::new(false),
     };
     let content = updater.update(dir.as_fd(), "", children, false).ok()?;
+    if options.vcs_ignored && updater.ignores_changed.get() {
+        return None;
+    }
     let (purged, changed) = (updater.purged.into_inner(), updater.changed.get());
     let records = scanner.records.into_inner().unwrap_or_else(|poison| poison.into_inner());
     for path in purged {
@@ -210,6 +218,8 @@ struct Updater<'a, 's> {
     /// Paths of files that are gone (their cache records go too).
     purged: RefCell<Vec<String>>,
     changed: Cell<bool>,
+    /// Whether some `.gitignore` changed.
+    ignores_changed: Cell<bool>,
 }
 
 impl Updater<'_, '_> {
@@ -310,6 +320,9 @@ impl Updater<'_, '_> {
             };
             if !same {
                 self.changed.set(true);
+                if name == ".gitignore" {
+                    self.ignores_changed.set(true);
+                }
                 if let Some(previous) =
                     previous.as_ref().filter(|_| !matches!(entry, Entry::File { .. }))
                 {
@@ -320,6 +333,9 @@ impl Updater<'_, '_> {
         }
         for (name, previous) in old {
             self.changed.set(true);
+            if name == ".gitignore" {
+                self.ignores_changed.set(true);
+            }
             self.purge(&join_path(path, &name), &previous);
         }
         Ok(contents)
@@ -384,9 +400,16 @@ struct Scanner<'a> {
     root_device: u64,
     /// New cache records, from every worker thread.
     records: Mutex<Vec<(String, CacheRecord)>>,
+    /// Git's ignore rules, when `vcs_ignored`.
+    git: Option<GitIgnores>,
 }
 
-impl Scanner<'_> {
+impl<'a> Scanner<'a> {
+    fn new(options: &'a ScanOptions, previous: &'a Cache, root: &Path, root_device: u64) -> Self {
+        let git = options.vcs_ignored.then(|| GitIgnores::new(root));
+        Scanner { options, previous, root_device, records: Mutex::default(), git }
+    }
+
     /// Scans the children of the open directory `dir` located at `path`.
     fn directory(
         &self,
@@ -436,7 +459,11 @@ impl Scanner<'_> {
             }
         };
         let kind = FileType::from_raw_mode(stat.st_mode);
-        if self.options.ignorer.is_ignored(&path, kind == FileType::Directory) {
+        let is_directory = kind == FileType::Directory;
+        // A directory the docker syntax excludes but may re-include below is traversed.
+        let ignored = self.options.ignorer.decide(&path, is_directory) == Decision::Ignored
+            || self.git.as_ref().is_some_and(|git| git.is_ignored(&path, is_directory));
+        if ignored {
             return Some((name.to_owned(), Entry::Untracked));
         }
         let entry = match kind {

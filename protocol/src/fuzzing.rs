@@ -45,6 +45,8 @@ pub fn agent_stream(data: &[u8]) {
         read_only: false,
         watch: true,
         stage_mode: mutagen_core::StageMode::Auto,
+        ignore_syntax: mutagen_core::IgnoreSyntax::Mutagen,
+        vcs_ignored: false,
     };
     let Ok(mut endpoint) =
         RemoteEndpoint::initialize(stream, options, "fuzz".into(), Compression::None)
@@ -169,6 +171,8 @@ pub fn daemon_seeds() -> Vec<(&'static str, Vec<u8>)> {
         read_only: false,
         watch: false,
         stage_mode: mutagen_core::StageMode::Auto,
+        ignore_syntax: mutagen_core::IgnoreSyntax::Mutagen,
+        vcs_ignored: false,
     };
     let file = Entry::File { digest, executable: false };
     let link = Entry::SymbolicLink { target: "f".into() };
@@ -205,6 +209,8 @@ pub fn daemon_seeds() -> Vec<(&'static str, Vec<u8>)> {
             read_only: false,
             watch: true,
             stage_mode: mutagen_core::StageMode::Auto,
+            ignore_syntax: mutagen_core::IgnoreSyntax::Mutagen,
+            vcs_ignored: false,
         }),
         Request::Supply(vec![StageRequest::new("../etc/passwd", digest)]),
         Request::Transition(vec![Change::new(

@@ -7,7 +7,7 @@
 //! agent and a daemon of the same build; [`PROTOCOL_VERSION`] is bumped whenever it changes,
 //! and golden files in `tests/golden/` pin the encoding so that no change is accidental.
 
-use mutagen_core::StageMode;
+use mutagen_core::{IgnoreSyntax, StageMode};
 use mutagen_endpoint::{Snapshot, StageRequest, SymlinkMode, TransitionResult, Transmission};
 use mutagen_reconcile::{Change, Entry, Problem};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: [u8; 8] = *b"\x00MUTAGNT";
 
 /// Bumped whenever a message after [`Hello`] changes.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The agent's first frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,7 +39,7 @@ pub struct EndpointOptions {
     pub root: String,
     /// A name for the staging area, unique per session and side (`[A-Za-z0-9_-]+`).
     pub staging_name: String,
-    /// Ignore patterns (upstream syntax).
+    /// Ignore patterns (in `ignore_syntax`).
     pub ignores: Vec<String>,
     /// Whether version-control directories are ignored.
     pub ignore_vcs: bool,
@@ -51,6 +51,10 @@ pub struct EndpointOptions {
     pub watch: bool,
     /// Where received files are staged.
     pub stage_mode: StageMode,
+    /// How the ignore patterns are read.
+    pub ignore_syntax: IgnoreSyntax,
+    /// Also skip what git ignores in the root.
+    pub vcs_ignored: bool,
 }
 
 /// A request from the daemon.

@@ -148,7 +148,8 @@ pub fn local_endpoint(
             root.display()
         ));
     }
-    let ignorer = Ignorer::new(&options.ignores, options.ignore_vcs).map_err(|e| e.to_string())?;
+    let ignorer = Ignorer::with_syntax(&options.ignores, options.ignore_syntax, options.ignore_vcs)
+        .map_err(|e| e.to_string())?;
     let staging = mutagen_endpoint::staging::placement(
         &root,
         default_staging,
@@ -156,7 +157,11 @@ pub fn local_endpoint(
         options.stage_mode,
     );
     let mut local = LocalOptions::new(staging.clone());
-    local.scan = ScanOptions { symlink_mode: options.symlink_mode, ignorer: Arc::new(ignorer) };
+    local.scan = ScanOptions {
+        symlink_mode: options.symlink_mode,
+        ignorer: Arc::new(ignorer),
+        vcs_ignored: options.vcs_ignored,
+    };
     local.read_only = options.read_only;
     local.watch = options.watch;
     local.watch_directory = default_staging.with_extension("watch");

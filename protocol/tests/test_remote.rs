@@ -29,6 +29,8 @@ fn options(root: &str, watch: bool) -> EndpointOptions {
         read_only: false,
         watch,
         stage_mode: mutagen_core::StageMode::Auto,
+        ignore_syntax: mutagen_core::IgnoreSyntax::Mutagen,
+        vcs_ignored: false,
     }
 }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use mutagen_core::{Compression, Side, StageMode, SymlinkMode};
+use mutagen_core::{Compression, IgnoreSyntax, Side, StageMode, SymlinkMode};
 use mutagen_reconcile::Mode;
 use serde::{Deserialize, Serialize};
 
@@ -66,7 +66,7 @@ pub const DEFAULT_POLLING_INTERVAL: u32 = 10;
 pub struct Configuration {
     /// The synchronization mode.
     pub mode: Mode,
-    /// Ignore patterns (upstream syntax).
+    /// Ignore patterns (in `ignore_syntax`).
     pub ignores: Vec<String>,
     /// Whether version-control directories are ignored.
     pub ignore_vcs: bool,
@@ -84,6 +84,11 @@ pub struct Configuration {
     pub allow_root_deletion: bool,
     /// Where each endpoint stages the files it receives.
     pub stage_mode: StageMode,
+    /// How the ignore patterns are read.
+    pub ignore_syntax: IgnoreSyntax,
+    /// Also skip what git ignores in each root (its `.gitignore` files, `.git/info/exclude`
+    /// and the global excludes file).
+    pub ignore_vcs_ignored: bool,
     /// Alpha's own values for the endpoint settings, over the session's.
     pub alpha: EndpointOverrides,
     /// Beta's own values.
@@ -140,6 +145,8 @@ impl Default for Configuration {
             allow_root_emptying: false,
             allow_root_deletion: false,
             stage_mode: StageMode::Auto,
+            ignore_syntax: IgnoreSyntax::Mutagen,
+            ignore_vcs_ignored: false,
             alpha: EndpointOverrides::default(),
             beta: EndpointOverrides::default(),
         }
@@ -217,8 +224,12 @@ impl SessionSpec {
                 return Err(SessionError::InvalidLabel { label, reason: "malformed".into() });
             }
         }
-        mutagen_core::Ignorer::new(&self.configuration.ignores, self.configuration.ignore_vcs)
-            .map_err(|e| SessionError::InvalidConfiguration(e.to_string()))?;
+        mutagen_core::Ignorer::with_syntax(
+            &self.configuration.ignores,
+            self.configuration.ignore_syntax,
+            self.configuration.ignore_vcs,
+        )
+        .map_err(|e| SessionError::InvalidConfiguration(e.to_string()))?;
         let configuration = &self.configuration;
         let intervals = [
             Some(configuration.watch_polling_interval),

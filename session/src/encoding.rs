@@ -24,7 +24,7 @@
 use std::cell::Cell;
 use std::collections::HashSet;
 
-use mutagen_core::{Compression, StageMode, SymlinkMode};
+use mutagen_core::{Compression, IgnoreSyntax, StageMode, SymlinkMode};
 use mutagen_reconcile::Mode;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -60,6 +60,8 @@ enum Setting {
     StageMode(StageMode),
     AlphaOverrides(EndpointOverrides),
     BetaOverrides(EndpointOverrides),
+    IgnoreSyntax(IgnoreSyntax),
+    IgnoreVcsIgnored(bool),
 }
 
 /// One setting of an [`EndpointOverrides`]; the variant index is the tag on disk. Only the
@@ -124,6 +126,8 @@ impl Serialize for Configuration {
             Setting::StageMode(self.stage_mode),
             Setting::AlphaOverrides(self.alpha.clone()),
             Setting::BetaOverrides(self.beta.clone()),
+            Setting::IgnoreSyntax(self.ignore_syntax),
+            Setting::IgnoreVcsIgnored(self.ignore_vcs_ignored),
         ]
         .as_slice()
         .serialize(serializer)
@@ -174,6 +178,8 @@ impl<'de> Deserialize<'de> for Configuration {
                 Setting::StageMode(mode) => configuration.stage_mode = mode,
                 Setting::AlphaOverrides(overrides) => configuration.alpha = overrides,
                 Setting::BetaOverrides(overrides) => configuration.beta = overrides,
+                Setting::IgnoreSyntax(syntax) => configuration.ignore_syntax = syntax,
+                Setting::IgnoreVcsIgnored(skip) => configuration.ignore_vcs_ignored = skip,
             }
         }
         Ok(configuration)
@@ -308,6 +314,8 @@ mod tests {
                 ignores: vec!["*.o".into()],
                 allow_root_deletion: true,
                 stage_mode: StageMode::Internal,
+                ignore_syntax: IgnoreSyntax::Docker,
+                ignore_vcs_ignored: true,
                 beta: EndpointOverrides {
                     watch_mode: Some(WatchMode::NoWatch),
                     compression: Some(Compression::None),
@@ -400,6 +408,8 @@ mod tests {
                 allow_root_emptying: false,
                 allow_root_deletion: false,
                 stage_mode: StageMode::Auto,
+                ignore_syntax: IgnoreSyntax::Mutagen,
+                ignore_vcs_ignored: false,
                 alpha: EndpointOverrides::default(),
                 beta: EndpointOverrides::default(),
             }

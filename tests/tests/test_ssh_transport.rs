@@ -42,6 +42,8 @@ fn options(root: &str) -> EndpointOptions {
         read_only: false,
         watch: true,
         stage_mode: mutagen_endpoint::StageMode::Auto,
+        ignore_syntax: mutagen_endpoint::IgnoreSyntax::Mutagen,
+        vcs_ignored: false,
     }
 }
 

@@ -10,7 +10,7 @@ use mutagen_config::settings::{
 };
 use mutagen_config::{EndpointSettings, SyncSettings};
 use mutagen_core::Side;
-use mutagen_core::{Compression, StageMode, SymlinkMode};
+use mutagen_core::{Compression, IgnoreSyntax, StageMode, SymlinkMode};
 use mutagen_daemon::protocol::{Request, Response, Selection};
 use mutagen_daemon::{Client, DataDirectory};
 use mutagen_reconcile::Mode;
@@ -62,6 +62,14 @@ pub struct SyncFlags {
     /// Ignore paths matching this pattern (repeatable; added after the files' patterns)
     #[arg(short, long = "ignore", value_name = "PATTERN")]
     ignores: Vec<String>,
+    /// How ignore patterns are read: mutagen (the default) or docker (.dockerignore rules:
+    /// anchored at the root, negations may re-include below an excluded directory)
+    #[arg(long, value_name = "SYNTAX")]
+    ignore_syntax: Option<IgnoreSyntax>,
+    /// Also ignore what git ignores in each root: its .gitignore files, .git/info/exclude and
+    /// the global excludes file
+    #[arg(long)]
+    ignore_vcs_ignored: bool,
     /// Ignore version-control directories
     #[arg(long, conflicts_with = "no_ignore_vcs")]
     ignore_vcs: bool,
@@ -134,7 +142,12 @@ impl SyncFlags {
         };
         settings.merge(SyncSettings {
             mode: self.mode,
-            ignore: IgnoreSettings { paths: self.ignores, vcs },
+            ignore: IgnoreSettings {
+                syntax: self.ignore_syntax,
+                paths: self.ignores,
+                vcs,
+                vcs_ignored: self.ignore_vcs_ignored.then_some(true),
+            },
             symlink: SymlinkSettings { mode: self.symlink_mode },
             stage_mode: self.stage_mode,
             watch: WatchSettings {

@@ -267,6 +267,11 @@ pub fn describe(session: &SessionInfo, long: bool) -> String {
             "\tIgnore VCS mode: {}\n",
             if configuration.ignore_vcs { "Ignore" } else { "Propagate" }
         ));
+        out.push_str(&format!("\tIgnore syntax: {}\n", configuration.ignore_syntax));
+        out.push_str(&format!(
+            "\tIgnore VCS-ignored files: {}\n",
+            yes(configuration.ignore_vcs_ignored)
+        ));
         let allowed: Vec<&str> = [
             (configuration.allow_root_emptying, "root emptying"),
             (configuration.allow_root_deletion, "root deletion"),

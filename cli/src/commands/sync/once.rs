@@ -67,7 +67,11 @@ pub fn cmd_once(args: OnceArgs) -> anyhow::Result<Outcome> {
         false => state::load(&state_path, &alpha, &beta)?,
     };
 
-    let scan = ScanOptions { symlink_mode: args.symlink_mode, ignorer: Arc::new(ignorer) };
+    let scan = ScanOptions {
+        symlink_mode: args.symlink_mode,
+        ignorer: Arc::new(ignorer),
+        ..ScanOptions::default()
+    };
     let endpoint = |root: &Path, side: &str, read_only: bool| {
         let mut options = LocalOptions::new(data.join("staging").join(format!("{key}-{side}")));
         options.scan = scan.clone();
