@@ -42,6 +42,7 @@ fn the_agent_greets_with_its_own_build_serves_and_exits_cleaning_up_when_its_inp
         stage_mode: mutagen_endpoint::StageMode::Auto,
         ignore_syntax: mutagen_endpoint::IgnoreSyntax::Mutagen,
         vcs_ignored: false,
+        full_scans: false,
     };
     let mut endpoint =
         RemoteEndpoint::initialize(stream, options, "local agent".into(), Compression::Zstd)

@@ -91,6 +91,8 @@ fn endpoint(info: &EndpointInfo, own: &EndpointConfiguration) -> Value {
         },
         "stageMode": own.stage_mode.name(),
         "compression": own.compression.name(),
+        "probeMode": own.probe_mode.name(),
+        "scanMode": own.scan_mode.name(),
     })
 }
 
@@ -125,6 +127,10 @@ pub fn session(session: &SessionInfo) -> Value {
         "allowRootEmptying": configuration.allow_root_emptying,
         "allowRootDeletion": configuration.allow_root_deletion,
         "stageMode": configuration.stage_mode.name(),
+        "maxEntryCount": configuration.max_entry_count,
+        "maxStagingFileSize": configuration.max_staging_file_size,
+        "probeMode": configuration.probe_mode.name(),
+        "scanMode": configuration.scan_mode.name(),
         "alpha": endpoint(&session.alpha, &configuration.endpoint(Side::Alpha)),
         "beta": endpoint(&session.beta, &configuration.endpoint(Side::Beta)),
     });

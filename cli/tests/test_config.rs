@@ -161,3 +161,60 @@ fn forward_defaults_apply_to_unix_listeners() {
     assert_eq!(fs::metadata(&other).expect("socket").permissions().mode() & 0o777, 0o604);
     env.ok(&["forward", "terminate", "--all"]);
 }
+
+#[test]
+fn limits_and_scan_modes_come_from_flags_and_files() {
+    let env = DaemonEnv::new();
+    write(
+        &env.path("limits.yml"),
+        "sync:\n  defaults:\n    maxStagingFileSize: 1KiB\n    maxEntryCount: 100\n    probeMode: assume\n",
+    );
+    write(&env.path("alpha/small"), "tiny");
+    write(&env.path("alpha/big"), "x".repeat(4096));
+    env.ok(&[
+        "sync",
+        "create",
+        "alpha",
+        "beta",
+        "--name",
+        "l",
+        "-c",
+        "limits.yml",
+        "--scan-mode-beta",
+        "full",
+        "--watch-mode",
+        "no-watch",
+    ]);
+    env.ok(&["sync", "flush", "l"]);
+    assert!(env.path("beta/small").exists() && !env.path("beta/big").exists());
+    let session = &env.sessions()[0];
+    assert_eq!(session["maxStagingFileSize"], 1024);
+    assert_eq!(session["maxEntryCount"], 100);
+    assert_eq!(session["beta"]["scanMode"], "full");
+    assert_eq!(session["alpha"]["scanMode"], "accelerated");
+    assert_eq!(session["alpha"]["probeMode"], "assume");
+    let problem = &session["beta"]["transitionProblems"][0];
+    assert_eq!(problem["path"], "big");
+    let error = problem["error"].as_str().expect("error");
+    assert!(error.contains("more than the maximum staging file size of 1024 bytes"), "{error}");
+    let long = env.ok(&["sync", "list", "--long", "l"]);
+    for line in [
+        "\tMaximum allowed entry count: 100\n",
+        "\tMaximum staging file size: 1.0 KiB\n",
+        "\t\tScan mode: full\n",
+        "\t\tProbe mode: assume\n",
+    ] {
+        assert!(long.contains(line), "{line:?} missing from\n{long}");
+    }
+
+    env.fails(
+        &["sync", "create", "alpha", "b2", "--max-staging-file-size", "5 parsecs"],
+        "invalid --max-staging-file-size: invalid size \"5 parsecs\"",
+    );
+    env.fails(&["sync", "create", "alpha", "b2", "--scan-mode", "partial"], "partial");
+    write(&env.path("bad.yml"), "sync:\n  defaults:\n    maxStagingFileSize: lots\n");
+    env.fails(
+        &["sync", "create", "alpha", "b2", "-c", "bad.yml"],
+        "sync.defaults.maxStagingFileSize",
+    );
+}

@@ -1,6 +1,6 @@
 //! The settings one level of configuration gives: partial, merged level over level.
 
-use mutagen_core::{Compression, IgnoreSyntax, StageMode, SymlinkMode};
+use mutagen_core::{Compression, IgnoreSyntax, ProbeMode, ScanMode, StageMode, SymlinkMode};
 use mutagen_reconcile::Mode;
 use mutagen_session::forward::{OverwriteMode, SocketOptions};
 use mutagen_session::{Configuration, EndpointOverrides, WatchMode};
@@ -19,6 +19,24 @@ where
 
 fn seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
     Seconds::deserialize(deserializer).map(|seconds| Some(seconds.0))
+}
+
+/// A size: a number of bytes, or text such as `500MiB`.
+fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    struct Size;
+    impl serde::de::Visitor<'_> for Size {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a size, such as 1048576 or \"500MiB\"")
+        }
+        fn visit_u64<E: serde::de::Error>(self, bytes: u64) -> Result<u64, E> {
+            Ok(bytes)
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<u64, E> {
+            mutagen_core::parse_size(text).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_any(Size).map(Some)
 }
 
 fn octal<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
@@ -65,6 +83,17 @@ pub struct SyncSettings {
     pub watch: WatchSettings,
     /// The agent stream's compression.
     pub compression: CompressionSettings,
+    /// The most synchronizable entries a root may hold (0: no limit).
+    pub max_entry_count: Option<u64>,
+    /// The largest file that is staged (0: no limit).
+    #[serde(deserialize_with = "size")]
+    pub max_staging_file_size: Option<u64>,
+    /// How endpoints learn their file system's behaviour.
+    #[serde(deserialize_with = "parsed")]
+    pub probe_mode: Option<ProbeMode>,
+    /// How endpoints rescan.
+    #[serde(deserialize_with = "parsed")]
+    pub scan_mode: Option<ScanMode>,
     /// Propagate one root being emptied instead of halting.
     pub allow_root_emptying: Option<bool>,
     /// Propagate a root's deletion instead of halting.
@@ -131,6 +160,12 @@ pub struct EndpointSettings {
     pub stage_mode: Option<StageMode>,
     /// The agent stream's compression.
     pub compression: CompressionSettings,
+    /// How this endpoint learns its file system's behaviour.
+    #[serde(deserialize_with = "parsed")]
+    pub probe_mode: Option<ProbeMode>,
+    /// How this endpoint rescans.
+    #[serde(deserialize_with = "parsed")]
+    pub scan_mode: Option<ScanMode>,
 }
 
 impl EndpointSettings {
@@ -140,6 +175,8 @@ impl EndpointSettings {
         over(&mut self.watch.polling_interval, higher.watch.polling_interval);
         over(&mut self.stage_mode, higher.stage_mode);
         over(&mut self.compression.algorithm, higher.compression.algorithm);
+        over(&mut self.probe_mode, higher.probe_mode);
+        over(&mut self.scan_mode, higher.scan_mode);
     }
 
     /// The overrides these settings make.
@@ -149,6 +186,8 @@ impl EndpointSettings {
             watch_polling_interval: self.watch.polling_interval,
             stage_mode: self.stage_mode,
             compression: self.compression.algorithm,
+            probe_mode: self.probe_mode,
+            scan_mode: self.scan_mode,
         }
     }
 }
@@ -170,6 +209,10 @@ impl SyncSettings {
         over(&mut self.watch.mode, higher.watch.mode);
         over(&mut self.watch.polling_interval, higher.watch.polling_interval);
         over(&mut self.compression.algorithm, higher.compression.algorithm);
+        over(&mut self.max_entry_count, higher.max_entry_count);
+        over(&mut self.max_staging_file_size, higher.max_staging_file_size);
+        over(&mut self.probe_mode, higher.probe_mode);
+        over(&mut self.scan_mode, higher.scan_mode);
         over(&mut self.allow_root_emptying, higher.allow_root_emptying);
         over(&mut self.allow_root_deletion, higher.allow_root_deletion);
         self.configuration_alpha.merge(higher.configuration_alpha);
@@ -196,6 +239,12 @@ impl SyncSettings {
             stage_mode: self.stage_mode.unwrap_or(defaults.stage_mode),
             ignore_syntax: self.ignore.syntax.unwrap_or(defaults.ignore_syntax),
             ignore_vcs_ignored: self.ignore.vcs_ignored.unwrap_or(defaults.ignore_vcs_ignored),
+            max_entry_count: self.max_entry_count.unwrap_or(defaults.max_entry_count),
+            max_staging_file_size: self
+                .max_staging_file_size
+                .unwrap_or(defaults.max_staging_file_size),
+            probe_mode: self.probe_mode.unwrap_or(defaults.probe_mode),
+            scan_mode: self.scan_mode.unwrap_or(defaults.scan_mode),
             alpha: self.configuration_alpha.overrides(),
             beta: self.configuration_beta.overrides(),
         }

@@ -19,6 +19,7 @@ pub mod ignore;
 use std::path::{Component, Path, PathBuf};
 
 pub use ignore::{Decision, IgnoreError, IgnoreSyntax, Ignorer};
+
 use serde::{Deserialize, Serialize};
 
 /// Returns `path` with `.` removed and `..` resolved lexically (without looking at the file
@@ -233,5 +234,154 @@ impl std::str::FromStr for Compression {
             "zstd" => Ok(Compression::Zstd),
             other => Err(format!("unknown compression {other:?} (expected none or zstd)")),
         }
+    }
+}
+
+/// How an endpoint finds what changed when it rescans.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ScanMode {
+    /// Rescan only what the watcher reported (the whole tree without a watch).
+    #[default]
+    Accelerated,
+    /// Rescan the whole tree every cycle (still reusing digests of unchanged files).
+    Full,
+}
+
+impl ScanMode {
+    /// Returns the command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScanMode::Accelerated => "accelerated",
+            ScanMode::Full => "full",
+        }
+    }
+}
+
+impl std::fmt::Display for ScanMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ScanMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ScanMode, String> {
+        match text {
+            "accelerated" => Ok(ScanMode::Accelerated),
+            "full" => Ok(ScanMode::Full),
+            other => Err(format!("unknown scan mode {other:?} (expected accelerated or full)")),
+        }
+    }
+}
+
+/// How an endpoint learns its file system's behaviour (executable bits, Unicode
+/// decomposition).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ProbeMode {
+    /// Ask the file system (on Linux, every supported file system keeps executable bits and
+    /// does not decompose names, so no probe file is needed).
+    #[default]
+    Probe,
+    /// Assume the platform's behaviour (the same answers on Linux).
+    Assume,
+}
+
+impl ProbeMode {
+    /// Returns the command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeMode::Probe => "probe",
+            ProbeMode::Assume => "assume",
+        }
+    }
+}
+
+impl std::fmt::Display for ProbeMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ProbeMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ProbeMode, String> {
+        match text {
+            "probe" => Ok(ProbeMode::Probe),
+            "assume" => Ok(ProbeMode::Assume),
+            other => Err(format!("unknown probe mode {other:?} (expected probe or assume)")),
+        }
+    }
+}
+
+/// Parses a size as people write it: `1048576`, `500MiB`, `1 GB`, `1.5GiB`, `64k`. Decimal
+/// units (`k`, `KB`, `MB`, `GB`, `TB`) are powers of 1000, binary ones (`KiB`, `MiB`, `GiB`,
+/// `TiB`) powers of 1024; case does not matter.
+///
+/// # Errors
+/// A message naming the text.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let invalid =
+        || format!("invalid size {text:?} (expected a number of bytes, or 500MiB, 1GB...)");
+    let trimmed = text.trim();
+    let split = trimmed.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let unit = unit.trim().to_ascii_lowercase();
+    let scale: u64 = match unit.as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "m" | "mb" => 1000_u64.pow(2),
+        "g" | "gb" => 1000_u64.pow(3),
+        "t" | "tb" => 1000_u64.pow(4),
+        "ki" | "kib" => 1 << 10,
+        "mi" | "mib" => 1 << 20,
+        "gi" | "gib" => 1 << 30,
+        "ti" | "tib" => 1 << 40,
+        _ => return Err(invalid()),
+    };
+    if number.is_empty() {
+        return Err(invalid());
+    }
+    if let Ok(whole) = number.parse::<u64>() {
+        return whole.checked_mul(scale).ok_or_else(invalid);
+    }
+    let fraction: f64 = number.parse().map_err(|_| invalid())?;
+    let bytes = (fraction * scale as f64).round();
+    if bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64 {
+        Ok(bytes as u64)
+    } else {
+        Err(invalid())
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_as_people_write_them() {
+        let table = [
+            ("0", Some(0)),
+            ("1048576", Some(1 << 20)),
+            ("500MiB", Some(500 << 20)),
+            ("500 mib", Some(500 << 20)),
+            ("1 GB", Some(1_000_000_000)),
+            ("1.5GiB", Some(3 << 29)),
+            ("64k", Some(64_000)),
+            ("2KiB", Some(2048)),
+            ("10b", Some(10)),
+            ("", None),
+            ("MiB", None),
+            ("5 parsecs", None),
+            ("-1", None),
+            ("1.2.3", None),
+            ("99999999999999999999", None),
+            ("20000000TiB", None),
+        ];
+        for (text, expected) in table {
+            assert_eq!(parse_size(text).ok(), expected, "{text:?}");
+        }
+        assert!(parse_size("5 parsecs").expect_err("refused").contains("\"5 parsecs\""));
     }
 }

@@ -127,6 +127,7 @@ impl Connector {
             stage_mode: own.stage_mode,
             ignore_syntax: configuration.ignore_syntax,
             vcs_ignored: configuration.ignore_vcs_ignored,
+            full_scans: own.scan_mode == mutagen_core::ScanMode::Full,
         };
         match url {
             Url::Local(root) => {

@@ -25,7 +25,9 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use mutagen_endpoint::{Allowances, CycleReport, Endpoint, Phase, Progress, Side, Synchronizer};
+use mutagen_endpoint::{
+    Allowances, CycleReport, Endpoint, Limits, Phase, Progress, Side, Synchronizer,
+};
 use mutagen_journal::{Event, JournalError, Record, SessionLog, SessionState};
 use mutagen_session::WatchMode;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -1036,6 +1038,10 @@ fn run_cycle(
     .allowing(Allowances {
         root_emptying: configuration.allow_root_emptying,
         root_deletion: configuration.allow_root_deletion,
+    })
+    .limiting(Limits {
+        entries: configuration.max_entry_count,
+        staging_file_size: configuration.max_staging_file_size,
     });
     let Engine { log, state, alpha: Some(alpha), beta: Some(beta) } = engine else {
         return Outcome::Failed("the endpoints are not connected".to_owned());

@@ -49,6 +49,6 @@ pub use mutagen_core::ignore;
 pub use mutagen_core::{IgnoreError, IgnoreSyntax, Ignorer, StageMode};
 pub use scan::{ScanOptions, SymlinkMode};
 pub use synchronizer::{
-    Allowances, CycleError, CycleReport, HaltReason, Phase, Progress, Side, SideReport,
+    Allowances, CycleError, CycleReport, HaltReason, Limits, Phase, Progress, Side, SideReport,
     StagingProgress, Synchronizer,
 };

@@ -44,6 +44,9 @@ pub struct LocalOptions {
     pub delta_minimum: Option<u64>,
     /// Where the watch makes its barrier files (outside the root).
     pub watch_directory: PathBuf,
+    /// Rescan the whole tree every time (scan mode `full`), even when the watcher says
+    /// what changed; the watcher still tells when to.
+    pub full_scans: bool,
 }
 
 impl LocalOptions {
@@ -57,6 +60,7 @@ impl LocalOptions {
             modes: Modes::default(),
             watch: false,
             delta_minimum: Some(DELTA_MINIMUM),
+            full_scans: false,
         }
     }
 }
@@ -167,6 +171,9 @@ impl LocalEndpoint {
                 self.fallbacks.0 += 1;
                 self.fallbacks.1 = pending.reason;
             }
+            return self.full_scan();
+        }
+        if self.options.full_scans {
             return self.full_scan();
         }
         if pending.dirty.is_empty() && self.view.is_some() {

@@ -16,12 +16,12 @@
 //! tools wipe): the cycle then goes on, and its report says which halt it passed
 //! ([`CycleReport::allowed`]) so that the daemon journals it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mutagen_reconcile::{
-    ApplyError, Change, Conflict, Entry, EntryError, Mode, Problem, reconcile, replace_at,
+    ApplyError, Change, Conflict, Digest, Entry, EntryError, Mode, Problem, reconcile, replace_at,
 };
 use serde::{Deserialize, Serialize};
 
@@ -215,6 +215,80 @@ impl Allowances {
     }
 }
 
+/// Limits a session sets (0: none).
+///
+/// # Invariants
+/// - A root holding more synchronizable entries (the root, directories, files, symbolic
+///   links) than `entries` is scanned and reconciled (its conflicts are still reported), but
+///   neither side changes; its side reports why, at the root.
+/// - A side whose transitions would bring it above `entries` is not changed at all; it
+///   reports why, at the root.
+/// - A file larger than `staging_file_size` is not staged; the transition reports it at its
+///   path, and the rest of the cycle goes on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// The most synchronizable entries a root may hold.
+    pub entries: u64,
+    /// The largest file staged, in bytes.
+    pub staging_file_size: u64,
+}
+
+/// Synchronizable entries (directories, files, symbolic links) in a subtree.
+fn entry_count(entry: Option<&Entry>) -> u64 {
+    let mut count = 0;
+    if let Some(entry) = entry {
+        entry.walk("", &mut |_, entry| {
+            count += u64::from(matches!(
+                entry,
+                Entry::Directory(_) | Entry::File { .. } | Entry::SymbolicLink { .. }
+            ));
+        });
+    }
+    count
+}
+
+/// Refuses transitions the entry limit forbids (see [`Limits`]); returns each side's
+/// problems.
+fn limit_entries(max: u64, counts: [u64; 2], changes: [&mut Vec<Change>; 2]) -> [Vec<Problem>; 2] {
+    let mut problems = [Vec::new(), Vec::new()];
+    if max == 0 {
+        return problems;
+    }
+    let over: Vec<usize> = (0..2).filter(|&index| counts[index] > max).collect();
+    let [alpha, beta] = changes;
+    if !over.is_empty() {
+        alpha.clear();
+        beta.clear();
+        for index in over {
+            problems[index].push(Problem::new(
+                "",
+                format!(
+                    "the root holds {} synchronizable entries, more than the allowed {max} \
+                     (max entry count): nothing is synchronized until it holds fewer",
+                    counts[index]
+                ),
+            ));
+        }
+        return problems;
+    }
+    for (index, changes) in [alpha, beta].into_iter().enumerate() {
+        let added: u64 = changes.iter().map(|c| entry_count(c.new.as_ref())).sum();
+        let removed: u64 = changes.iter().map(|c| entry_count(c.old.as_ref())).sum();
+        let predicted = (counts[index] + added).saturating_sub(removed);
+        if predicted > max {
+            changes.clear();
+            problems[index].push(Problem::new(
+                "",
+                format!(
+                    "transitioning would exceed the allowed entry count ({predicted} > {max}): \
+                     this side is left as it is"
+                ),
+            ));
+        }
+    }
+    problems
+}
+
 /// The session state a cycle needs: the mode, the ancestor and the halt flag.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Synchronizer {
@@ -224,17 +298,20 @@ pub struct Synchronizer {
     /// Configuration, not state: never saved.
     #[serde(skip)]
     allowances: Allowances,
+    /// Configuration, not state: never saved.
+    #[serde(skip)]
+    limits: Limits,
 }
 
 impl Synchronizer {
     /// Returns a synchronizer with an empty ancestor (a new session).
     pub fn new(mode: Mode) -> Synchronizer {
-        Synchronizer { mode, ancestor: None, halted: None, allowances: Allowances::default() }
+        Synchronizer { mode, ancestor: None, ..Synchronizer::default() }
     }
 
     /// Returns a synchronizer that continues from a saved ancestor.
     pub fn with_ancestor(mode: Mode, ancestor: Option<Entry>) -> Synchronizer {
-        Synchronizer { mode, ancestor, halted: None, allowances: Allowances::default() }
+        Synchronizer { mode, ancestor, ..Synchronizer::default() }
     }
 
     /// Returns a synchronizer restored from saved state (a halt included).
@@ -243,13 +320,20 @@ impl Synchronizer {
         ancestor: Option<Entry>,
         halted: Option<HaltReason>,
     ) -> Synchronizer {
-        Synchronizer { mode, ancestor, halted, allowances: Allowances::default() }
+        Synchronizer { mode, ancestor, halted, ..Synchronizer::default() }
     }
 
     /// Lets cycles pass the safety halts in `allowances`.
     #[must_use]
     pub fn allowing(mut self, allowances: Allowances) -> Synchronizer {
         self.allowances = allowances;
+        self
+    }
+
+    /// Applies `limits` to cycles.
+    #[must_use]
+    pub fn limiting(mut self, limits: Limits) -> Synchronizer {
+        self.limits = limits;
         self
     }
 
@@ -308,6 +392,8 @@ impl Synchronizer {
         observer(Progress::Phase(Phase::Scanning));
         let (alpha_snapshot, beta_snapshot, mut report) = scan_both(alpha, beta)?;
         observer(Progress::Scanned(&report));
+        let counts = [&alpha_snapshot, &beta_snapshot]
+            .map(|snapshot| snapshot.directories + snapshot.files + snapshot.symbolic_links);
         let (alpha_content, beta_content) = (&alpha_snapshot.content, &beta_snapshot.content);
         if root_emptied(self.ancestor.as_ref(), alpha_content.as_ref(), beta_content.as_ref()) {
             if !self.allowances.allows(HaltReason::RootEmptied) {
@@ -335,10 +421,15 @@ impl Synchronizer {
             report.allowed.push(reason);
         }
 
-        let (alpha_changes, beta_changes) =
+        let (mut alpha_changes, mut beta_changes) =
             (reconciliation.alpha_transitions, reconciliation.beta_transitions);
-        stage(Side::Alpha, alpha, beta, &alpha_changes, &mut report.alpha, observer)?;
-        stage(Side::Beta, beta, alpha, &beta_changes, &mut report.beta, observer)?;
+        let [alpha_limited, beta_limited] =
+            limit_entries(self.limits.entries, counts, [&mut alpha_changes, &mut beta_changes]);
+        let largest = self.limits.staging_file_size;
+        let alpha_oversized =
+            stage(Side::Alpha, alpha, beta, &alpha_changes, &mut report.alpha, largest, observer)?;
+        let beta_oversized =
+            stage(Side::Beta, beta, alpha, &beta_changes, &mut report.beta, largest, observer)?;
         if !alpha_changes.is_empty() || !beta_changes.is_empty() {
             observer(Progress::Phase(Phase::Transitioning));
         }
@@ -349,9 +440,16 @@ impl Synchronizer {
         // nothing; its changes are simply attempted again next cycle.
         let mut ancestor_delta = reconciliation.ancestor_changes;
         let mut first_error = None;
-        for (side, changes, result, side_report) in [
-            (Side::Alpha, alpha_changes, alpha_result, &mut report.alpha),
-            (Side::Beta, beta_changes, beta_result, &mut report.beta),
+        for (side, changes, result, side_report, limited, oversized) in [
+            (
+                Side::Alpha,
+                alpha_changes,
+                alpha_result,
+                &mut report.alpha,
+                alpha_limited,
+                alpha_oversized,
+            ),
+            (Side::Beta, beta_changes, beta_result, &mut report.beta, beta_limited, beta_oversized),
         ] {
             let result = result.and_then(|result| {
                 if result.results.len() == changes.len() {
@@ -366,6 +464,11 @@ impl Synchronizer {
                     ancestor_delta.extend(results_as_changes(&changes, &result));
                     side_report.transition_problems = result.problems;
                     side_report.missing_files = result.missing_files;
+                    if !oversized.is_empty() {
+                        side_report.missing_files &=
+                            explain_oversized(&changes, &oversized, largest, side_report);
+                    }
+                    side_report.transition_problems.extend(limited);
                     side_report.transitions = changes;
                 }
                 Err(source) => {
@@ -515,18 +618,51 @@ fn needed_files(changes: &[Change]) -> Vec<StageRequest> {
         .collect()
 }
 
-/// Stages on `receiver` what its `changes` need, supplied by `supplier`.
+/// The message of a transition that found no staged file.
+const NOT_STAGED: &str = "unable to locate staged file";
+
+/// Rewrites the transition problems of files left out for their size; returns whether a
+/// staged file is missing for another reason.
+fn explain_oversized(
+    changes: &[Change],
+    oversized: &HashMap<Digest, u64>,
+    largest: u64,
+    report: &mut SideReport,
+) -> bool {
+    let digests: HashMap<String, Digest> = staged_files(changes).into_iter().collect();
+    let mut other_missing = false;
+    for problem in &mut report.transition_problems {
+        if !problem.error.starts_with(NOT_STAGED) {
+            continue;
+        }
+        match digests.get(&problem.path).and_then(|digest| oversized.get(digest)) {
+            Some(size) => {
+                problem.error = format!(
+                    "the file is {size} bytes, more than the maximum staging file size of \
+                     {largest} bytes: it is not synchronized"
+                );
+            }
+            None => other_missing = true,
+        }
+    }
+    other_missing
+}
+
+/// Stages on `receiver` what its `changes` need, supplied by `supplier`; files larger than
+/// `largest` (when not 0) are left out, and returned by digest with their size.
 fn stage(
     side: Side,
     receiver: &mut dyn Endpoint,
     supplier: &mut dyn Endpoint,
     changes: &[Change],
     report: &mut SideReport,
+    largest: u64,
     observer: &mut dyn FnMut(Progress<'_>),
-) -> Result<(), CycleError> {
+) -> Result<HashMap<Digest, u64>, CycleError> {
+    let mut oversized = std::collections::HashMap::new();
     let requests = needed_files(changes);
     if requests.is_empty() {
-        return Ok(());
+        return Ok(oversized);
     }
     observer(Progress::Phase(Phase::Staging(side)));
     let needed = receiver.stage(requests).map_err(|source| CycleError::Endpoint {
@@ -535,7 +671,7 @@ fn stage(
         source,
     })?;
     if needed.is_empty() {
-        return Ok(());
+        return Ok(oversized);
     }
     let other = match side {
         Side::Alpha => Side::Beta,
@@ -545,7 +681,27 @@ fn stage(
     let mut unavailable = 0;
     let mut progress =
         StagingProgress { expected_files: needed.len() as u64, ..StagingProgress::default() };
+    // While a file too large to stage is being supplied, its data goes nowhere.
+    let mut skipping = false;
     let supplied = supplier.supply(&needed, &mut |transmission| {
+        if let Transmission::Begin { request, size } = &transmission
+            && largest > 0
+            && *size > largest
+        {
+            skipping = true;
+            oversized.insert(request.digest, *size);
+            unavailable += 1;
+            progress.received_files += 1;
+            let error = "larger than the maximum staging file size".to_owned();
+            return receiver
+                .receive(Transmission::Unavailable { request: request.clone(), error })
+                .inspect_err(|_| receive_error = Some(side));
+        }
+        if skipping {
+            skipping =
+                !matches!(transmission, Transmission::End | Transmission::Unavailable { .. });
+            return Ok(());
+        }
         match &transmission {
             Transmission::Begin { request, size } => {
                 progress.path.clone_from(&request.path);
@@ -568,7 +724,8 @@ fn stage(
     supplied.map_err(|source| match receive_error {
         Some(side) => CycleError::Endpoint { side, operation: "stage", source },
         None => CycleError::Endpoint { side: other, operation: "supply", source },
-    })
+    })?;
+    Ok(oversized)
 }
 
 /// Turns transition results into ancestor changes.
@@ -586,7 +743,6 @@ fn results_as_changes<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mutagen_reconcile::Digest;
 
     fn dir(names: &[&str]) -> Option<Entry> {
         let file = Entry::File { digest: Digest([1; 32]), executable: false };

@@ -47,6 +47,7 @@ pub fn agent_stream(data: &[u8]) {
         stage_mode: mutagen_core::StageMode::Auto,
         ignore_syntax: mutagen_core::IgnoreSyntax::Mutagen,
         vcs_ignored: false,
+        full_scans: false,
     };
     let Ok(mut endpoint) =
         RemoteEndpoint::initialize(stream, options, "fuzz".into(), Compression::None)
@@ -173,6 +174,7 @@ pub fn daemon_seeds() -> Vec<(&'static str, Vec<u8>)> {
         stage_mode: mutagen_core::StageMode::Auto,
         ignore_syntax: mutagen_core::IgnoreSyntax::Mutagen,
         vcs_ignored: false,
+        full_scans: false,
     };
     let file = Entry::File { digest, executable: false };
     let link = Entry::SymbolicLink { target: "f".into() };
@@ -211,6 +213,7 @@ pub fn daemon_seeds() -> Vec<(&'static str, Vec<u8>)> {
             stage_mode: mutagen_core::StageMode::Auto,
             ignore_syntax: mutagen_core::IgnoreSyntax::Mutagen,
             vcs_ignored: false,
+            full_scans: false,
         }),
         Request::Supply(vec![StageRequest::new("../etc/passwd", digest)]),
         Request::Transition(vec![Change::new(

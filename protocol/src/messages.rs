@@ -55,6 +55,8 @@ pub struct EndpointOptions {
     pub ignore_syntax: IgnoreSyntax,
     /// Also skip what git ignores in the root.
     pub vcs_ignored: bool,
+    /// Rescan the whole tree every cycle (scan mode `full`).
+    pub full_scans: bool,
 }
 
 /// A request from the daemon.

@@ -164,6 +164,7 @@ pub fn local_endpoint(
     };
     local.read_only = options.read_only;
     local.watch = options.watch;
+    local.full_scans = options.full_scans;
     local.watch_directory = default_staging.with_extension("watch");
     let made = vec![staging, local.watch_directory.clone()];
     Ok((LocalEndpoint::new(root, local), made))

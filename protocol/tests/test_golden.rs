@@ -51,6 +51,7 @@ fn requests_and_responses() -> Vec<(&'static str, Vec<u8>)> {
         stage_mode: mutagen_core::StageMode::Auto,
         ignore_syntax: mutagen_core::IgnoreSyntax::Mutagen,
         vcs_ignored: false,
+        full_scans: false,
     };
     let change = Change::new("a.txt", Some(file(1, false)), Some(file(3, false)));
     vec![

@@ -31,6 +31,7 @@ fn options(root: &str, watch: bool) -> EndpointOptions {
         stage_mode: mutagen_core::StageMode::Auto,
         ignore_syntax: mutagen_core::IgnoreSyntax::Mutagen,
         vcs_ignored: false,
+        full_scans: false,
     }
 }
 

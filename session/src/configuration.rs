@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use mutagen_core::{Compression, IgnoreSyntax, Side, StageMode, SymlinkMode};
+use mutagen_core::{Compression, IgnoreSyntax, ProbeMode, ScanMode, Side, StageMode, SymlinkMode};
 use mutagen_reconcile::Mode;
 use serde::{Deserialize, Serialize};
 
@@ -89,6 +89,15 @@ pub struct Configuration {
     /// Also skip what git ignores in each root (its `.gitignore` files, `.git/info/exclude`
     /// and the global excludes file).
     pub ignore_vcs_ignored: bool,
+    /// The most synchronizable entries (directories, files, symbolic links, the root
+    /// included) a root may hold; 0 for no limit.
+    pub max_entry_count: u64,
+    /// The largest file that is staged, in bytes; 0 for no limit.
+    pub max_staging_file_size: u64,
+    /// How endpoints learn their file system's behaviour.
+    pub probe_mode: ProbeMode,
+    /// How endpoints rescan.
+    pub scan_mode: ScanMode,
     /// Alpha's own values for the endpoint settings, over the session's.
     pub alpha: EndpointOverrides,
     /// Beta's own values.
@@ -109,6 +118,10 @@ pub struct EndpointOverrides {
     pub stage_mode: Option<StageMode>,
     /// How the stream to this endpoint's agent is compressed.
     pub compression: Option<Compression>,
+    /// How this endpoint learns its file system's behaviour.
+    pub probe_mode: Option<ProbeMode>,
+    /// How this endpoint rescans.
+    pub scan_mode: Option<ScanMode>,
 }
 
 impl EndpointOverrides {
@@ -130,6 +143,10 @@ pub struct EndpointConfiguration {
     pub stage_mode: StageMode,
     /// How the stream to this endpoint's agent is compressed.
     pub compression: Compression,
+    /// How this endpoint learns its file system's behaviour.
+    pub probe_mode: ProbeMode,
+    /// How this endpoint rescans.
+    pub scan_mode: ScanMode,
 }
 
 impl Default for Configuration {
@@ -147,6 +164,10 @@ impl Default for Configuration {
             stage_mode: StageMode::Auto,
             ignore_syntax: IgnoreSyntax::Mutagen,
             ignore_vcs_ignored: false,
+            max_entry_count: 0,
+            max_staging_file_size: 0,
+            probe_mode: ProbeMode::Probe,
+            scan_mode: ScanMode::Accelerated,
             alpha: EndpointOverrides::default(),
             beta: EndpointOverrides::default(),
         }
@@ -179,6 +200,8 @@ impl Configuration {
                 .unwrap_or(self.watch_polling_interval),
             stage_mode: own.stage_mode.unwrap_or(self.stage_mode),
             compression: own.compression.unwrap_or(self.compression),
+            probe_mode: own.probe_mode.unwrap_or(self.probe_mode),
+            scan_mode: own.scan_mode.unwrap_or(self.scan_mode),
         }
     }
 }

@@ -24,7 +24,7 @@
 use std::cell::Cell;
 use std::collections::HashSet;
 
-use mutagen_core::{Compression, IgnoreSyntax, StageMode, SymlinkMode};
+use mutagen_core::{Compression, IgnoreSyntax, ProbeMode, ScanMode, StageMode, SymlinkMode};
 use mutagen_reconcile::Mode;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -62,6 +62,10 @@ enum Setting {
     BetaOverrides(EndpointOverrides),
     IgnoreSyntax(IgnoreSyntax),
     IgnoreVcsIgnored(bool),
+    MaxEntryCount(u64),
+    MaxStagingFileSize(u64),
+    ProbeMode(ProbeMode),
+    ScanMode(ScanMode),
 }
 
 /// One setting of an [`EndpointOverrides`]; the variant index is the tag on disk. Only the
@@ -72,6 +76,8 @@ enum EndpointSetting {
     WatchPollingInterval(u32),
     StageMode(StageMode),
     Compression(Compression),
+    ProbeMode(ProbeMode),
+    ScanMode(ScanMode),
 }
 
 thread_local! {
@@ -128,6 +134,10 @@ impl Serialize for Configuration {
             Setting::BetaOverrides(self.beta.clone()),
             Setting::IgnoreSyntax(self.ignore_syntax),
             Setting::IgnoreVcsIgnored(self.ignore_vcs_ignored),
+            Setting::MaxEntryCount(self.max_entry_count),
+            Setting::MaxStagingFileSize(self.max_staging_file_size),
+            Setting::ProbeMode(self.probe_mode),
+            Setting::ScanMode(self.scan_mode),
         ]
         .as_slice()
         .serialize(serializer)
@@ -180,6 +190,10 @@ impl<'de> Deserialize<'de> for Configuration {
                 Setting::BetaOverrides(overrides) => configuration.beta = overrides,
                 Setting::IgnoreSyntax(syntax) => configuration.ignore_syntax = syntax,
                 Setting::IgnoreVcsIgnored(skip) => configuration.ignore_vcs_ignored = skip,
+                Setting::MaxEntryCount(count) => configuration.max_entry_count = count,
+                Setting::MaxStagingFileSize(size) => configuration.max_staging_file_size = size,
+                Setting::ProbeMode(mode) => configuration.probe_mode = mode,
+                Setting::ScanMode(mode) => configuration.scan_mode = mode,
             }
         }
         Ok(configuration)
@@ -193,6 +207,8 @@ impl Serialize for EndpointOverrides {
             self.watch_polling_interval.map(EndpointSetting::WatchPollingInterval),
             self.stage_mode.map(EndpointSetting::StageMode),
             self.compression.map(EndpointSetting::Compression),
+            self.probe_mode.map(EndpointSetting::ProbeMode),
+            self.scan_mode.map(EndpointSetting::ScanMode),
         ]
         .into_iter()
         .flatten()
@@ -216,6 +232,8 @@ impl<'de> Deserialize<'de> for EndpointOverrides {
                 EndpointSetting::Compression(compression) => {
                     overrides.compression = Some(compression);
                 }
+                EndpointSetting::ProbeMode(mode) => overrides.probe_mode = Some(mode),
+                EndpointSetting::ScanMode(mode) => overrides.scan_mode = Some(mode),
             }
         }
         Ok(overrides)
@@ -316,7 +334,10 @@ mod tests {
                 stage_mode: StageMode::Internal,
                 ignore_syntax: IgnoreSyntax::Docker,
                 ignore_vcs_ignored: true,
+                max_entry_count: 1000,
+                max_staging_file_size: 1 << 30,
                 beta: EndpointOverrides {
+                    scan_mode: Some(ScanMode::Full),
                     watch_mode: Some(WatchMode::NoWatch),
                     compression: Some(Compression::None),
                     ..EndpointOverrides::default()
@@ -410,6 +431,10 @@ mod tests {
                 stage_mode: StageMode::Auto,
                 ignore_syntax: IgnoreSyntax::Mutagen,
                 ignore_vcs_ignored: false,
+                max_entry_count: 0,
+                max_staging_file_size: 0,
+                probe_mode: ProbeMode::Probe,
+                scan_mode: ScanMode::Accelerated,
                 alpha: EndpointOverrides::default(),
                 beta: EndpointOverrides::default(),
             }

@@ -246,3 +246,94 @@ fn a_snapshot_with_escaping_names_is_refused_before_anything_happens() {
     assert!(!pair.dir.path().join("escape").exists());
     assert_eq!(pair.synchronizer.ancestor(), None);
 }
+
+fn limit(pair: &mut Pair, entries: u64, staging_file_size: u64) {
+    let synchronizer = std::mem::take(&mut pair.synchronizer);
+    pair.synchronizer =
+        synchronizer.limiting(mutagen_endpoint::Limits { entries, staging_file_size });
+}
+
+#[test]
+fn the_entry_limit_stops_every_change_and_says_why() {
+    let mut pair = Pair::new(Mode::TwoWaySafe);
+    write(&pair.alpha, "a", "a");
+    write(&pair.alpha, "d/b", "b");
+    // The root, a, d and d/b: 4 entries.
+    limit(&mut pair, 5, 0);
+    pair.converge();
+    assert_eq!(read_tree(&pair.alpha), read_tree(&pair.beta));
+
+    // Each side grows to 5 and would grow to 6 with the other's file: neither changes, both
+    // say why, and a conflict is still reported.
+    write(&pair.alpha, "c", "c");
+    write(&pair.beta, "e", "e");
+    write(&pair.alpha, "a", "alpha's a");
+    write(&pair.beta, "a", "beta's a");
+    let report = pair.cycle();
+    assert!(!pair.beta.join("c").exists() && !pair.alpha.join("e").exists());
+    for side in [&report.alpha, &report.beta] {
+        let problems = &side.transition_problems;
+        assert!(
+            problems.len() == 1
+                && problems[0]
+                    .error
+                    .starts_with("transitioning would exceed the allowed entry count (6 > 5)"),
+            "{problems:?}"
+        );
+    }
+    assert_eq!(report.conflicts.len(), 1, "the conflict at a is still reported");
+
+    // A root over the limit changes nothing on either side, even what would shrink the other.
+    write(&pair.beta, "f", "f");
+    fs::remove_file(pair.alpha.join("c")).expect("rm");
+    let report = pair.cycle();
+    assert!(report.alpha.transitions.is_empty() && report.beta.transitions.is_empty());
+    let problems = &report.beta.transition_problems;
+    assert!(
+        problems[0].error.contains("6 synchronizable entries, more than the allowed 5"),
+        "{problems:?}"
+    );
+    assert!(pair.beta.join("f").exists() && pair.beta.join("e").exists(), "nothing lost");
+    assert_eq!(report.conflicts.len(), 1);
+
+    // Raised, everything settles.
+    limit(&mut pair, 100, 0);
+    pair.converge();
+    assert!(pair.alpha.join("e").exists() && pair.alpha.join("f").exists());
+}
+
+#[test]
+fn a_file_over_the_staging_limit_is_left_out_and_named_and_the_rest_goes_on() {
+    let mut pair = Pair::new(Mode::TwoWaySafe);
+    write(&pair.alpha, "small", "tiny");
+    write(&pair.alpha, "big", "x".repeat(4096));
+    write(&pair.alpha, "d/big-too", "y".repeat(5000));
+    limit(&mut pair, 0, 1024);
+    let report = pair.cycle();
+    assert_eq!(read(&pair.beta.join("small")), "tiny");
+    assert!(!pair.beta.join("big").exists() && !pair.beta.join("d/big-too").exists());
+    let mut problems: Vec<_> = report
+        .beta
+        .transition_problems
+        .iter()
+        .map(|p| (p.path.as_str(), p.error.as_str()))
+        .collect();
+    problems.sort_unstable();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert_eq!(problems[0].0, "big");
+    assert!(
+        problems[0].1.starts_with(
+            "the file is 4096 bytes, more than the maximum staging file size of 1024 bytes"
+        ),
+        "{problems:?}"
+    );
+    assert_eq!(problems[1].0, "d/big-too");
+    assert!(
+        !report.needs_another_cycle() || !report.beta.missing_files,
+        "no cycle loop for a known cause"
+    );
+    // Lifted, they cross.
+    limit(&mut pair, 0, 0);
+    pair.converge();
+    assert_eq!(read_tree(&pair.alpha), read_tree(&pair.beta));
+}

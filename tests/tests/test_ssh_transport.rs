@@ -44,6 +44,7 @@ fn options(root: &str) -> EndpointOptions {
         stage_mode: mutagen_endpoint::StageMode::Auto,
         ignore_syntax: mutagen_endpoint::IgnoreSyntax::Mutagen,
         vcs_ignored: false,
+        full_scans: false,
     }
 }
 

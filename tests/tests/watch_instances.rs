@@ -123,3 +123,30 @@ fn watchers_of_one_root_and_of_a_nested_root_keep_each_other_watched() {
     drop(nested);
     assert_eq!(held_under(dir.path()), (Vec::new(), Vec::new()), "watches left behind");
 }
+
+#[test]
+fn full_scan_mode_rescans_the_whole_tree_while_the_watch_says_when() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for full in [false, true] {
+        let root = dir.path().join(format!("root-{full}"));
+        write(&root, "d/deep/a", "a");
+        let mut options = LocalOptions::new(dir.path().join(format!("staging-{full}")));
+        options.watch = true;
+        options.full_scans = full;
+        let mut endpoint = LocalEndpoint::new(root.clone(), options);
+        endpoint.scan().expect("scan");
+        let before = endpoint.full_scans();
+        for index in 0..3 {
+            write(&root, &format!("d/deep/new-{index}"), "new");
+            endpoint.watcher().expect("watching").barrier();
+            assert!(endpoint.check().expect("check"), "the watch told of the change");
+            endpoint.scan().expect("scan");
+        }
+        let full_scans = endpoint.full_scans() - before;
+        if full {
+            assert!(full_scans >= 3, "scan mode full rescanned in full {full_scans} times");
+        } else {
+            assert_eq!(full_scans, 0, "an accelerated rescan went full");
+        }
+    }
+}

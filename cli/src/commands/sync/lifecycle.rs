@@ -10,7 +10,7 @@ use mutagen_config::settings::{
 };
 use mutagen_config::{EndpointSettings, SyncSettings};
 use mutagen_core::Side;
-use mutagen_core::{Compression, IgnoreSyntax, StageMode, SymlinkMode};
+use mutagen_core::{Compression, IgnoreSyntax, ProbeMode, ScanMode, StageMode, SymlinkMode};
 use mutagen_daemon::protocol::{Request, Response, Selection};
 use mutagen_daemon::{Client, DataDirectory};
 use mutagen_reconcile::Mode;
@@ -106,6 +106,33 @@ pub struct SyncFlags {
     /// Compression of the link to beta's agent
     #[arg(long, value_name = "ALGORITHM")]
     compression_beta: Option<Compression>,
+    /// The most synchronizable entries a root may hold (0, the default: no limit); over it,
+    /// nothing is synchronized and the session says so
+    #[arg(long, value_name = "COUNT")]
+    max_entry_count: Option<u64>,
+    /// The largest file that is staged, such as 500MiB or 1GB (0, the default: no limit);
+    /// larger files are reported and left out
+    #[arg(long, value_name = "SIZE")]
+    max_staging_file_size: Option<String>,
+    /// How endpoints learn their file system's behaviour: probe (the default), assume
+    #[arg(long, value_name = "MODE")]
+    probe_mode: Option<ProbeMode>,
+    /// Alpha's own probe mode
+    #[arg(long, value_name = "MODE")]
+    probe_mode_alpha: Option<ProbeMode>,
+    /// Beta's own probe mode
+    #[arg(long, value_name = "MODE")]
+    probe_mode_beta: Option<ProbeMode>,
+    /// How endpoints rescan: accelerated (the default: only what the watcher reported), full
+    /// (the whole tree every cycle)
+    #[arg(long, value_name = "MODE")]
+    scan_mode: Option<ScanMode>,
+    /// Alpha's own scan mode
+    #[arg(long, value_name = "MODE")]
+    scan_mode_alpha: Option<ScanMode>,
+    /// Beta's own scan mode
+    #[arg(long, value_name = "MODE")]
+    scan_mode_beta: Option<ScanMode>,
     /// Propagate one root being emptied instead of halting (for build output that tools wipe)
     #[arg(long)]
     allow_root_emptying: bool,
@@ -130,11 +157,23 @@ impl SyncFlags {
     fn settings(self) -> anyhow::Result<SyncSettings> {
         let (mut settings, _) =
             mutagen_config::load_files(!self.no_global_configuration, &self.configuration_files)?;
-        let endpoint = |mode, polling_interval, stage_mode, algorithm| EndpointSettings {
-            watch: WatchSettings { mode, polling_interval },
-            stage_mode,
-            compression: CompressionSettings { algorithm },
+        let endpoint = |mode, polling_interval, stage_mode, algorithm, probe_mode, scan_mode| {
+            EndpointSettings {
+                watch: WatchSettings { mode, polling_interval },
+                stage_mode,
+                compression: CompressionSettings { algorithm },
+                probe_mode,
+                scan_mode,
+            }
         };
+        let max_staging_file_size = self
+            .max_staging_file_size
+            .as_deref()
+            .map(|text| {
+                mutagen_core::parse_size(text)
+                    .map_err(|e| anyhow::anyhow!("invalid --max-staging-file-size: {e}"))
+            })
+            .transpose()?;
         let vcs = match (self.ignore_vcs, self.no_ignore_vcs) {
             (true, _) => Some(true),
             (false, true) => Some(false),
@@ -155,6 +194,10 @@ impl SyncFlags {
                 polling_interval: self.watch_polling_interval,
             },
             compression: CompressionSettings { algorithm: self.compression },
+            max_entry_count: self.max_entry_count,
+            max_staging_file_size,
+            probe_mode: self.probe_mode,
+            scan_mode: self.scan_mode,
             allow_root_emptying: self.allow_root_emptying.then_some(true),
             allow_root_deletion: self.allow_root_deletion.then_some(true),
             configuration_alpha: endpoint(
@@ -162,12 +205,16 @@ impl SyncFlags {
                 self.watch_polling_interval_alpha,
                 self.stage_mode_alpha,
                 self.compression_alpha,
+                self.probe_mode_alpha,
+                self.scan_mode_alpha,
             ),
             configuration_beta: endpoint(
                 self.watch_mode_beta,
                 self.watch_polling_interval_beta,
                 self.stage_mode_beta,
                 self.compression_beta,
+                self.probe_mode_beta,
+                self.scan_mode_beta,
             ),
             ..SyncSettings::default()
         });

@@ -191,7 +191,10 @@ fn endpoint(
                 own.watch_polling_interval
             ));
         }
-        out.push_str(&format!("\t\tStage mode: {}\n", own.stage_mode));
+        out.push_str(&format!(
+            "\t\tStage mode: {}\n\t\tProbe mode: {}\n\t\tScan mode: {}\n",
+            own.stage_mode, own.probe_mode, own.scan_mode
+        ));
         if !matches!(
             mutagen_session::url::Url::stored(&endpoint.url),
             Ok(mutagen_session::url::Url::Local(_))
@@ -268,6 +271,17 @@ pub fn describe(session: &SessionInfo, long: bool) -> String {
             if configuration.ignore_vcs { "Ignore" } else { "Propagate" }
         ));
         out.push_str(&format!("\tIgnore syntax: {}\n", configuration.ignore_syntax));
+        let limit = |value: u64, text: String| {
+            if value == 0 { "Default (no limit)".to_owned() } else { text }
+        };
+        out.push_str(&format!(
+            "\tMaximum allowed entry count: {}\n\tMaximum staging file size: {}\n",
+            limit(configuration.max_entry_count, configuration.max_entry_count.to_string()),
+            limit(
+                configuration.max_staging_file_size,
+                render::size(configuration.max_staging_file_size)
+            ),
+        ));
         out.push_str(&format!(
             "\tIgnore VCS-ignored files: {}\n",
             yes(configuration.ignore_vcs_ignored)
