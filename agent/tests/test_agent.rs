@@ -43,6 +43,11 @@ fn the_agent_greets_with_its_own_build_serves_and_exits_cleaning_up_when_its_inp
         ignore_syntax: mutagen_endpoint::IgnoreSyntax::Mutagen,
         vcs_ignored: false,
         full_scans: false,
+        manual_permissions: false,
+        file_mode: None,
+        directory_mode: None,
+        owner: None,
+        group: None,
     };
     let mut endpoint =
         RemoteEndpoint::initialize(stream, options, "local agent".into(), Compression::Zstd)

@@ -93,6 +93,12 @@ fn endpoint(info: &EndpointInfo, own: &EndpointConfiguration) -> Value {
         "compression": own.compression.name(),
         "probeMode": own.probe_mode.name(),
         "scanMode": own.scan_mode.name(),
+        "permissions": {
+            "defaultFileMode": own.ownership.file_mode.map(|bits| format!("{bits:04o}")),
+            "defaultDirectoryMode": own.ownership.directory_mode.map(|bits| format!("{bits:04o}")),
+            "defaultOwner": own.ownership.owner,
+            "defaultGroup": own.ownership.group,
+        },
     })
 }
 
@@ -131,6 +137,7 @@ pub fn session(session: &SessionInfo) -> Value {
         "maxStagingFileSize": configuration.max_staging_file_size,
         "probeMode": configuration.probe_mode.name(),
         "scanMode": configuration.scan_mode.name(),
+        "permissions": {"mode": configuration.permissions_mode.name()},
         "alpha": endpoint(&session.alpha, &configuration.endpoint(Side::Alpha)),
         "beta": endpoint(&session.beta, &configuration.endpoint(Side::Beta)),
     });

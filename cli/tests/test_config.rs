@@ -98,7 +98,9 @@ fn a_no_watch_endpoint_waits_for_a_flush_while_the_other_watches() {
     env.until("beta's change crossing", Duration::from_secs(30), || {
         env.path("alpha/from-beta").exists()
     });
-    // Alpha does not watch: its change waits for a flush (or a cycle beta starts).
+    // Alpha does not watch: its change waits for a flush (or a cycle beta starts; the flush
+    // lets the cycles that beta's change started end first).
+    env.ok(&["sync", "flush", "s"]);
     write(&env.path("alpha/from-alpha"), "a");
     std::thread::sleep(Duration::from_secs(2));
     assert!(!env.path("beta/from-alpha").exists(), "a no-watch endpoint's change crossed");
@@ -217,4 +219,85 @@ fn limits_and_scan_modes_come_from_flags_and_files() {
         &["sync", "create", "alpha", "b2", "-c", "bad.yml"],
         "sync.defaults.maxStagingFileSize",
     );
+}
+
+#[test]
+fn permissions_follow_the_defaults_and_the_mode() {
+    use std::os::unix::fs::MetadataExt;
+    let env = DaemonEnv::new();
+    let mode = |path: &str| fs::metadata(env.path(path)).expect(path).permissions().mode() & 0o7777;
+    let set_mode = |path: &str, bits: u32| {
+        fs::set_permissions(env.path(path), fs::Permissions::from_mode(bits)).expect("chmod");
+    };
+    write(&env.path("alpha/a"), "a");
+    write(&env.path("alpha/x"), "#!/bin/sh");
+    write(&env.path("alpha/d/inner"), "i");
+    set_mode("alpha/x", 0o755);
+    env.ok(&[
+        "sync",
+        "create",
+        "alpha",
+        "beta",
+        "--name",
+        "portable",
+        "--mode",
+        "one-way-replica",
+        "--default-file-mode",
+        "0600",
+        "--default-directory-mode",
+        "0700",
+        "--default-file-mode-beta",
+        "0640",
+        "--default-owner",
+        "id:1234",
+        "--default-group",
+        "id:2345",
+    ]);
+    env.ok(&["sync", "flush", "portable"]);
+    assert_eq!(mode("beta/a"), 0o640, "beta's own file mode");
+    assert_eq!(mode("beta/x"), 0o750, "execute bits for the classes that can read");
+    assert_eq!(mode("beta/d"), 0o700);
+    assert_eq!(mode("beta/d/inner"), 0o640);
+    let owner = fs::metadata(env.path("beta/d/inner")).expect("inner");
+    assert_eq!((owner.uid(), owner.gid()), (1234, 2345));
+    let directory = fs::metadata(env.path("beta/d")).expect("d");
+    assert_eq!((directory.uid(), directory.gid()), (1234, 2345));
+    let session = &env.sessions()[0];
+    assert_eq!(session["permissions"]["mode"], "portable");
+    assert_eq!(session["beta"]["permissions"]["defaultFileMode"], "0640");
+    assert_eq!(session["alpha"]["permissions"]["defaultFileMode"], "0600");
+    assert_eq!(session["beta"]["permissions"]["defaultOwner"], "id:1234");
+    let long = env.ok(&["sync", "list", "--long", "portable"]);
+    assert!(long.contains("\t\tFile mode: 0640\n\t\tDirectory mode: 0700\n"), "{long}");
+
+    // Manual: executability is not synchronized, and the file mode applies as given.
+    fs::create_dir(env.path("m-alpha")).expect("mkdir");
+    write(&env.path("m-alpha/y"), "y");
+    set_mode("m-alpha/y", 0o755);
+    write(
+        &env.path("manual.yml"),
+        "sync:\n  defaults:\n    permissions:\n      mode: manual\n      defaultFileMode: 0751\n",
+    );
+    env.ok(&["sync", "create", "m-alpha", "m-beta", "--name", "manual", "-c", "manual.yml"]);
+    env.ok(&["sync", "flush", "manual"]);
+    assert_eq!(mode("m-beta/y"), 0o751);
+    set_mode("m-alpha/y", 0o644);
+    env.ok(&["sync", "flush", "manual"]);
+    assert_eq!(mode("m-beta/y"), 0o751, "a mode change is not propagated in manual mode");
+    let manual = env.sessions().into_iter().find(|s| s["name"] == "manual").expect("manual");
+    assert_eq!(manual["permissions"]["mode"], "manual");
+
+    for (args, message) in [
+        (&["--default-file-mode", "0755"][..], "cannot hold execute bits"),
+        (&["--default-file-mode", "9"], "invalid --default-file-mode \"9\""),
+        (&["--default-directory-mode-beta", "01777"], "only permission bits"),
+        (&["--default-owner", "sid:S-1-5-18"], "sid: names exist only on windows"),
+        (&["--default-group-alpha", "no-such-group-here"], "no such group \"no-such-group-here\""),
+        (&["--permissions-mode", "posix"], "not supported yet"),
+    ] {
+        let mut command = vec!["sync", "create", "alpha", "b9"];
+        command.extend(args);
+        env.fails(&command, message);
+    }
+    assert!(!env.path("b9").exists());
 }

@@ -1,9 +1,11 @@
 //! The settings one level of configuration gives: partial, merged level over level.
 
-use mutagen_core::{Compression, IgnoreSyntax, ProbeMode, ScanMode, StageMode, SymlinkMode};
+use mutagen_core::{
+    Compression, IgnoreSyntax, PermissionsMode, ProbeMode, ScanMode, StageMode, SymlinkMode,
+};
 use mutagen_reconcile::Mode;
 use mutagen_session::forward::{OverwriteMode, SocketOptions};
-use mutagen_session::{Configuration, EndpointOverrides, WatchMode};
+use mutagen_session::{Configuration, EndpointOverrides, Ownership, WatchMode};
 use serde::{Deserialize, Deserializer};
 
 use crate::value::{Octal, Parsed, Seconds, text};
@@ -94,6 +96,8 @@ pub struct SyncSettings {
     /// How endpoints rescan.
     #[serde(deserialize_with = "parsed")]
     pub scan_mode: Option<ScanMode>,
+    /// Permissions.
+    pub permissions: PermissionsSettings,
     /// Propagate one root being emptied instead of halting.
     pub allow_root_emptying: Option<bool>,
     /// Propagate a root's deletion instead of halting.
@@ -140,6 +144,59 @@ pub struct WatchSettings {
     pub polling_interval: Option<u32>,
 }
 
+/// `permissions:` of a session.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct PermissionsSettings {
+    /// `portable` or `manual`.
+    #[serde(deserialize_with = "parsed")]
+    pub mode: Option<PermissionsMode>,
+    /// Permission bits of new files.
+    #[serde(deserialize_with = "octal")]
+    pub default_file_mode: Option<u32>,
+    /// Permission bits of new directories.
+    #[serde(deserialize_with = "octal")]
+    pub default_directory_mode: Option<u32>,
+    /// Owner of what is created.
+    pub default_owner: Option<String>,
+    /// Group of what is created.
+    pub default_group: Option<String>,
+}
+
+/// `permissions:` of one endpoint (the mode belongs to the session).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct EndpointPermissionsSettings {
+    /// Permission bits of new files.
+    #[serde(deserialize_with = "octal")]
+    pub default_file_mode: Option<u32>,
+    /// Permission bits of new directories.
+    #[serde(deserialize_with = "octal")]
+    pub default_directory_mode: Option<u32>,
+    /// Owner of what is created.
+    pub default_owner: Option<String>,
+    /// Group of what is created.
+    pub default_group: Option<String>,
+}
+
+impl EndpointPermissionsSettings {
+    fn merge(&mut self, higher: EndpointPermissionsSettings) {
+        over(&mut self.default_file_mode, higher.default_file_mode);
+        over(&mut self.default_directory_mode, higher.default_directory_mode);
+        over(&mut self.default_owner, higher.default_owner);
+        over(&mut self.default_group, higher.default_group);
+    }
+
+    fn ownership(&self) -> Ownership {
+        Ownership {
+            file_mode: self.default_file_mode,
+            directory_mode: self.default_directory_mode,
+            owner: self.default_owner.clone(),
+            group: self.default_group.clone(),
+        }
+    }
+}
+
 /// `compression:`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
@@ -166,6 +223,8 @@ pub struct EndpointSettings {
     /// How this endpoint rescans.
     #[serde(deserialize_with = "parsed")]
     pub scan_mode: Option<ScanMode>,
+    /// Ownership and modes of what this endpoint creates.
+    pub permissions: EndpointPermissionsSettings,
 }
 
 impl EndpointSettings {
@@ -177,6 +236,7 @@ impl EndpointSettings {
         over(&mut self.compression.algorithm, higher.compression.algorithm);
         over(&mut self.probe_mode, higher.probe_mode);
         over(&mut self.scan_mode, higher.scan_mode);
+        self.permissions.merge(higher.permissions);
     }
 
     /// The overrides these settings make.
@@ -188,6 +248,7 @@ impl EndpointSettings {
             compression: self.compression.algorithm,
             probe_mode: self.probe_mode,
             scan_mode: self.scan_mode,
+            ownership: self.permissions.ownership(),
         }
     }
 }
@@ -213,6 +274,14 @@ impl SyncSettings {
         over(&mut self.max_staging_file_size, higher.max_staging_file_size);
         over(&mut self.probe_mode, higher.probe_mode);
         over(&mut self.scan_mode, higher.scan_mode);
+        over(&mut self.permissions.mode, higher.permissions.mode);
+        over(&mut self.permissions.default_file_mode, higher.permissions.default_file_mode);
+        over(
+            &mut self.permissions.default_directory_mode,
+            higher.permissions.default_directory_mode,
+        );
+        over(&mut self.permissions.default_owner, higher.permissions.default_owner);
+        over(&mut self.permissions.default_group, higher.permissions.default_group);
         over(&mut self.allow_root_emptying, higher.allow_root_emptying);
         over(&mut self.allow_root_deletion, higher.allow_root_deletion);
         self.configuration_alpha.merge(higher.configuration_alpha);
@@ -245,6 +314,13 @@ impl SyncSettings {
                 .unwrap_or(defaults.max_staging_file_size),
             probe_mode: self.probe_mode.unwrap_or(defaults.probe_mode),
             scan_mode: self.scan_mode.unwrap_or(defaults.scan_mode),
+            permissions_mode: self.permissions.mode.unwrap_or(defaults.permissions_mode),
+            ownership: Ownership {
+                file_mode: self.permissions.default_file_mode,
+                directory_mode: self.permissions.default_directory_mode,
+                owner: self.permissions.default_owner.clone(),
+                group: self.permissions.default_group.clone(),
+            },
             alpha: self.configuration_alpha.overrides(),
             beta: self.configuration_beta.overrides(),
         }

@@ -14,6 +14,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod accounts;
 pub mod ignore;
 
 use std::path::{Component, Path, PathBuf};
@@ -311,6 +312,52 @@ impl std::str::FromStr for ProbeMode {
             "probe" => Ok(ProbeMode::Probe),
             "assume" => Ok(ProbeMode::Assume),
             other => Err(format!("unknown probe mode {other:?} (expected probe or assume)")),
+        }
+    }
+}
+
+/// What is synchronized of permissions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PermissionsMode {
+    /// Only whether a file is executable; new entries get the default modes (execute bits
+    /// added for the classes that can read an executable file).
+    #[default]
+    Portable,
+    /// Nothing: every file counts as not executable, and new entries get the default modes
+    /// exactly as given.
+    Manual,
+}
+
+impl PermissionsMode {
+    /// Returns the command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PermissionsMode::Portable => "portable",
+            PermissionsMode::Manual => "manual",
+        }
+    }
+}
+
+impl std::fmt::Display for PermissionsMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for PermissionsMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<PermissionsMode, String> {
+        match text {
+            "portable" => Ok(PermissionsMode::Portable),
+            "manual" => Ok(PermissionsMode::Manual),
+            "posix" => {
+                Err("the posix permissions mode is not supported yet (expected portable or manual)"
+                    .to_owned())
+            }
+            other => {
+                Err(format!("unknown permissions mode {other:?} (expected portable or manual)"))
+            }
         }
     }
 }

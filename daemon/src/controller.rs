@@ -210,7 +210,7 @@ fn describe(state: &SessionState, status: Status, connected: [bool; 2]) -> Sessi
         labels: state.spec.labels.clone(),
         creation_time: state.creation_time,
         creating_version: state.creating_version.clone(),
-        configuration: state.spec.configuration.clone(),
+        configuration: (*state.spec.configuration).clone(),
         paused: state.paused,
         status,
         last_error: state.last_error.clone(),
@@ -1451,7 +1451,11 @@ mod tests {
         let identifier = "sync_0000000000000000000000000000000000000000001".to_owned();
         let created = Record::now(
             0,
-            Event::Created { identifier: identifier.clone(), version: "t".into(), spec },
+            Event::Created {
+                identifier: identifier.clone(),
+                version: "t".into(),
+                spec: Box::new(spec),
+            },
         );
         let log = journal.create(&identifier, &created).expect("create");
         let mut state = None;

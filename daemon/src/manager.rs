@@ -218,8 +218,11 @@ impl Manager {
         let alpha = alpha.map_err(|e| format!("unable to connect to alpha: {e}"))?;
         let beta = self.connector.connect(&identifier, &spec, Side::Beta, prompter).await;
         let beta = beta.map_err(|e| format!("unable to connect to beta: {e}"))?;
-        let event =
-            Event::Created { identifier: identifier.clone(), version: VERSION.to_owned(), spec };
+        let event = Event::Created {
+            identifier: identifier.clone(),
+            version: VERSION.to_owned(),
+            spec: Box::new(spec),
+        };
         let (log, state) =
             record_creation(&self.journal, identifier, event, SessionState::step).await?;
         let identifier = state.identifier.clone();

@@ -43,6 +43,8 @@ pub struct ScanOptions {
     pub symlink_mode: SymlinkMode,
     /// The compiled ignore patterns.
     pub ignorer: Arc<Ignorer>,
+    /// Permissions mode `manual`: no file counts as executable.
+    pub manual_permissions: bool,
     /// Also skip what the root's gitignore files, `.git/info/exclude` and the global
     /// excludes file ignore (see the `gitignore` module).
     pub vcs_ignored: bool,
@@ -492,7 +494,7 @@ impl<'a> Scanner<'a> {
         path: &str,
         stat: &Stat,
     ) -> Entry {
-        let executable = stat.st_mode & 0o111 != 0;
+        let executable = !self.options.manual_permissions && stat.st_mode & 0o111 != 0;
         let cached = self.previous.records.get(path).filter(|record| record.matches(stat));
         let digest = match cached {
             Some(record) => record.digest,

@@ -23,7 +23,10 @@
 //! New files get `file_mode` (default 0644), with execute bits added for every class that can
 //! read when the file is executable (0755); new directories get `directory_mode` (default
 //! 0755). A replaced file keeps the permission bits of the file it replaces, with execute bits
-//! set or cleared to match the source.
+//! set or cleared to match the source. In permissions mode `manual` ([`Modes::manual`]), new
+//! files get the file mode exactly and a replaced file keeps its bits. A configured owner or
+//! group is given to everything created, and to every file placed (before its rename, so it
+//! never appears with another owner).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -48,15 +51,67 @@ pub const DEFAULT_DIRECTORY_MODE: u32 = 0o755;
 /// Permission bits given to what a transition creates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Modes {
-    /// For new files, without execute bits.
+    /// For new files, without execute bits (unless `manual`).
     pub file: u32,
     /// For new directories.
     pub directory: u32,
+    /// Permissions mode `manual`: `file` applies as given and a replaced file keeps its bits
+    /// exactly (executability is not synchronized).
+    pub manual: bool,
+    /// The owner given to what is created or replaced (`None`: the process's).
+    pub owner: Option<u32>,
+    /// The group given to what is created or replaced (`None`: the process's).
+    pub group: Option<u32>,
 }
 
 impl Default for Modes {
     fn default() -> Modes {
-        Modes { file: DEFAULT_FILE_MODE, directory: DEFAULT_DIRECTORY_MODE }
+        Modes {
+            file: DEFAULT_FILE_MODE,
+            directory: DEFAULT_DIRECTORY_MODE,
+            manual: false,
+            owner: None,
+            group: None,
+        }
+    }
+}
+
+impl Modes {
+    /// The bits of a new file.
+    fn new_file(&self, executable: bool) -> u32 {
+        if self.manual { self.file } else { with_executability(self.file, executable) }
+    }
+
+    /// The bits of a file that replaces one with `existing` bits.
+    fn replacing(&self, existing: u32, executable: bool) -> u32 {
+        if self.manual { existing & 0o7777 } else { with_executability(existing, executable) }
+    }
+
+    /// Gives our own staged file the configured owner and group, if any.
+    fn chown_path(&self, path: &Path) -> rustix::io::Result<()> {
+        if self.owner.is_none() && self.group.is_none() {
+            return Ok(());
+        }
+        rustix::fs::chown(
+            path,
+            self.owner.map(rustix::fs::Uid::from_raw),
+            self.group.map(rustix::fs::Gid::from_raw),
+        )
+    }
+
+    /// Gives `name` in `dir` the configured owner and group, if any (never following a
+    /// symbolic link).
+    fn chown(&self, dir: BorrowedFd<'_>, name: &str) -> rustix::io::Result<()> {
+        if self.owner.is_none() && self.group.is_none() {
+            return Ok(());
+        }
+        rustix::fs::chownat(
+            dir,
+            name,
+            self.owner.map(rustix::fs::Uid::from_raw),
+            self.group.map(rustix::fs::Gid::from_raw),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
     }
 }
 
@@ -205,7 +260,7 @@ impl Transitioner<'_> {
                 return unchanged.clone();
             }
         };
-        let mode = with_executability(stat.st_mode, executable);
+        let mode = self.modes.replacing(stat.st_mode, executable);
         let result = Some(Entry::File { digest: *new, executable });
         if old == new {
             return match rustix::fs::chmodat(dir, name, Mode::from_raw_mode(mode), AtFlags::empty())
@@ -246,6 +301,7 @@ impl Transitioner<'_> {
         // its metadata taken before the rename is a true cache record for the placed file. Any
         // later change alters the metadata and forces a rehash.
         let outcome = rustix::fs::chmod(&staged, Mode::from_raw_mode(mode))
+            .and_then(|()| self.modes.chown_path(&staged))
             .and_then(|()| rustix::fs::stat(&staged))
             .and_then(|stat| rename_into(CWD, &staged, dir, name, replace).map(|()| stat));
         let outcome = match outcome {
@@ -283,6 +339,13 @@ impl Transitioner<'_> {
             let mut target = File::from(fd);
             io::copy(&mut File::open(staged)?, &mut target)?;
             rustix::fs::fchmod(&target, Mode::from_raw_mode(mode))?;
+            if self.modes.owner.is_some() || self.modes.group.is_some() {
+                rustix::fs::fchown(
+                    &target,
+                    self.modes.owner.map(rustix::fs::Uid::from_raw),
+                    self.modes.group.map(rustix::fs::Gid::from_raw),
+                )?;
+            }
             let stat = rustix::fs::fstat(&target)?;
             rename_into(dir, temporary.as_str(), dir, name, replace)?;
             Ok(stat)
@@ -389,12 +452,14 @@ impl Transitioner<'_> {
     ) -> Option<Entry> {
         match new {
             Entry::File { digest, executable } => {
-                let mode = with_executability(self.modes.file, *executable);
+                let mode = self.modes.new_file(*executable);
                 self.place_staged(dir, name, path, digest, mode, false).ok()?;
                 Some(new.clone())
             }
             Entry::SymbolicLink { target } => {
-                match rustix::fs::symlinkat(target.as_str(), dir, name) {
+                match rustix::fs::symlinkat(target.as_str(), dir, name)
+                    .and_then(|()| self.modes.chown(dir, name))
+                {
                     Ok(()) => Some(new.clone()),
                     Err(e) => {
                         self.problem(
@@ -424,6 +489,7 @@ impl Transitioner<'_> {
         let created = rustix::fs::mkdirat(dir, name, mode)
             // mkdir applies the umask; set the documented mode exactly.
             .and_then(|()| rustix::fs::chmodat(dir, name, mode, AtFlags::empty()))
+            .and_then(|()| self.modes.chown(dir, name))
             .map_err(io::Error::from)
             .and_then(|()| fsutil::open_directory(dir, name));
         let handle = match created {

@@ -10,6 +10,7 @@
 //! - Dropping a unix listener removes its socket file if the file is still the one it
 //!   created.
 
+use mutagen_core::accounts::{Account, resolve};
 use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsFd, OwnedFd};
@@ -196,33 +197,10 @@ fn temporary_name(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.mutagen-{}-{number}", std::process::id()))
 }
 
-/// Looks a user or group up in `/etc/passwd` or `/etc/group` (a name or a number).
-fn lookup(database: &str, name: &str) -> Result<u32, String> {
-    if let Ok(id) = name.parse() {
-        return Ok(id);
-    }
-    let text = std::fs::read_to_string(database)
-        .map_err(|e| format!("unable to look {name} up in {database}: {e}"))?;
-    text.lines()
-        .filter_map(|line| {
-            let mut fields = line.split(':');
-            let entry = fields.next()?;
-            let id = fields.nth(1)?.parse().ok()?;
-            (entry == name).then_some(id)
-        })
-        .next()
-        .ok_or_else(|| {
-            format!(
-                "no such {} {name:?}",
-                if database.ends_with("group") { "group" } else { "user" }
-            )
-        })
-}
-
 fn bind_unix(spec: &SocketSpec, path: &Path, options: &SocketOptions) -> Result<Bound, String> {
     let failed = |what: &str, e: std::io::Error| format!("unable to listen on {spec}: {what}{e}");
-    let owner = options.owner.as_deref().map(|o| lookup("/etc/passwd", o)).transpose()?;
-    let group = options.group.as_deref().map(|g| lookup("/etc/group", g)).transpose()?;
+    let owner = options.owner.as_deref().map(|o| resolve(Account::User, o)).transpose()?;
+    let group = options.group.as_deref().map(|g| resolve(Account::Group, g)).transpose()?;
     match std::fs::symlink_metadata(path) {
         Ok(existing) if options.overwrite == OverwriteMode::Overwrite => {
             if !existing.file_type().is_socket() {

@@ -115,7 +115,7 @@ pub enum Event {
         /// The version of the program that created it.
         version: String,
         /// URLs, name, labels and configuration.
-        spec: SessionSpec,
+        spec: Box<SessionSpec>,
     },
     /// Synchronization was paused.
     Paused,

@@ -78,7 +78,11 @@ pub fn journal_seeds() -> Vec<(&'static str, Vec<u8>)> {
         Record {
             time: 1,
             cycle: 0,
-            event: Event::Created { identifier: identifier.clone(), version: "0".into(), spec },
+            event: Event::Created {
+                identifier: identifier.clone(),
+                version: "0".into(),
+                spec: Box::new(spec),
+            },
         },
         Record {
             time: 2,

@@ -74,7 +74,7 @@ enum StateField {
     Identifier(String),
     CreationTime(u64),
     CreatingVersion(String),
-    Spec(SessionSpec),
+    Spec(Box<SessionSpec>),
     Paused(bool),
     Ancestor(Option<Entry>),
     Cycle(u64),
@@ -189,7 +189,7 @@ impl<'de> Deserialize<'de> for SessionState {
                 name: String::new(),
                 labels: Default::default(),
                 paused: false,
-                configuration: mutagen_session::Configuration::predating(),
+                configuration: Box::new(mutagen_session::Configuration::predating()),
                 alpha_environment: Default::default(),
                 beta_environment: Default::default(),
             },
@@ -215,7 +215,7 @@ impl<'de> Deserialize<'de> for SessionState {
                 StateField::Identifier(value) => identifier = Some(value),
                 StateField::CreationTime(value) => state.creation_time = value,
                 StateField::CreatingVersion(value) => state.creating_version = value,
-                StateField::Spec(value) => spec = Some(value),
+                StateField::Spec(value) => spec = Some(*value),
                 StateField::Paused(value) => state.paused = value,
                 StateField::Ancestor(value) => state.ancestor = value,
                 StateField::Cycle(value) => state.cycle = value,
@@ -306,7 +306,7 @@ impl SessionState {
                     creation_time: record.time,
                     creating_version: version.clone(),
                     paused: spec.paused,
-                    spec: spec.clone(),
+                    spec: (**spec).clone(),
                     ancestor: None,
                     cycle: record.cycle,
                     successful_cycles: 0,
@@ -448,8 +448,11 @@ mod tests {
     }
 
     fn created() -> Record {
-        let event =
-            Event::Created { identifier: "sync_x".into(), version: "0".into(), spec: spec() };
+        let event = Event::Created {
+            identifier: "sync_x".into(),
+            version: "0".into(),
+            spec: Box::new(spec()),
+        };
         Record { time: 5, cycle: 0, event }
     }
 

@@ -120,7 +120,11 @@ fn created(identifier: &str, time: u64) -> Record {
         alpha_environment: Default::default(),
         beta_environment: Default::default(),
     };
-    let event = Event::Created { identifier: identifier.to_owned(), version: "0".into(), spec };
+    let event = Event::Created {
+        identifier: identifier.to_owned(),
+        version: "0".into(),
+        spec: Box::new(spec),
+    };
     Record { time, cycle: 0, event }
 }
 

@@ -66,7 +66,7 @@ fn build(directory: &Path) -> Acknowledged {
             Event::Created {
                 identifier: identifier.clone(),
                 version: "0".into(),
-                spec: spec(name),
+                spec: Box::new(spec(name)),
             },
         );
         let mut log = journal.create(&identifier, &created).expect("create");

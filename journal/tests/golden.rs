@@ -40,7 +40,7 @@ fn spec(format: Format) -> SessionSpec {
         name: "web".into(),
         labels: BTreeMap::from([("env".to_owned(), "dev".to_owned())]),
         paused: false,
-        configuration,
+        configuration: Box::new(configuration),
         alpha_environment: Default::default(),
         beta_environment: if legacy { Default::default() } else { docker.into() },
     }
@@ -81,7 +81,7 @@ fn events(format: Format) -> Vec<(&'static str, Event)> {
             Event::Created {
                 identifier: state.identifier.clone(),
                 version: "0.1.0".into(),
-                spec: spec(format),
+                spec: Box::new(spec(format)),
             },
         ),
         ("paused", Event::Paused),

@@ -25,7 +25,10 @@ fn created(identifier: &str, name: &str) -> Record {
         alpha_environment: Default::default(),
         beta_environment: Default::default(),
     };
-    Record::now(0, Event::Created { identifier: identifier.into(), version: "0".into(), spec })
+    Record::now(
+        0,
+        Event::Created { identifier: identifier.into(), version: "0".into(), spec: Box::new(spec) },
+    )
 }
 
 /// A journal with two sessions of three records each, flushed; returns its directory.

@@ -23,7 +23,10 @@ fn spec() -> SessionSpec {
 }
 
 fn created() -> Record {
-    Record::now(0, Event::Created { identifier: ID.into(), version: "0.1.0".into(), spec: spec() })
+    Record::now(
+        0,
+        Event::Created { identifier: ID.into(), version: "0.1.0".into(), spec: Box::new(spec()) },
+    )
 }
 
 fn file(byte: u8) -> Option<Entry> {

@@ -48,6 +48,11 @@ pub fn agent_stream(data: &[u8]) {
         ignore_syntax: mutagen_core::IgnoreSyntax::Mutagen,
         vcs_ignored: false,
         full_scans: false,
+        manual_permissions: false,
+        file_mode: None,
+        directory_mode: None,
+        owner: None,
+        group: None,
     };
     let Ok(mut endpoint) =
         RemoteEndpoint::initialize(stream, options, "fuzz".into(), Compression::None)
@@ -175,6 +180,11 @@ pub fn daemon_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ignore_syntax: mutagen_core::IgnoreSyntax::Mutagen,
         vcs_ignored: false,
         full_scans: false,
+        manual_permissions: false,
+        file_mode: None,
+        directory_mode: None,
+        owner: None,
+        group: None,
     };
     let file = Entry::File { digest, executable: false };
     let link = Entry::SymbolicLink { target: "f".into() };
@@ -214,6 +224,11 @@ pub fn daemon_seeds() -> Vec<(&'static str, Vec<u8>)> {
             ignore_syntax: mutagen_core::IgnoreSyntax::Mutagen,
             vcs_ignored: false,
             full_scans: false,
+            manual_permissions: false,
+            file_mode: None,
+            directory_mode: None,
+            owner: None,
+            group: None,
         }),
         Request::Supply(vec![StageRequest::new("../etc/passwd", digest)]),
         Request::Transition(vec![Change::new(

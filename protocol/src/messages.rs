@@ -57,6 +57,16 @@ pub struct EndpointOptions {
     pub vcs_ignored: bool,
     /// Rescan the whole tree every cycle (scan mode `full`).
     pub full_scans: bool,
+    /// Permissions mode `manual`: executability is not synchronized.
+    pub manual_permissions: bool,
+    /// Permission bits of new files (`None`: the engine's default).
+    pub file_mode: Option<u32>,
+    /// Permission bits of new directories.
+    pub directory_mode: Option<u32>,
+    /// Owner of what is created: `id:N`, a number or a name, resolved by the endpoint.
+    pub owner: Option<String>,
+    /// Group of what is created.
+    pub group: Option<String>,
 }
 
 /// A request from the daemon.

@@ -161,10 +161,24 @@ pub fn local_endpoint(
         symlink_mode: options.symlink_mode,
         ignorer: Arc::new(ignorer),
         vcs_ignored: options.vcs_ignored,
+        manual_permissions: options.manual_permissions,
     };
     local.read_only = options.read_only;
     local.watch = options.watch;
     local.full_scans = options.full_scans;
+    let resolve = |kind, spec: &Option<String>, what: &str| {
+        spec.as_deref()
+            .map(|spec| mutagen_core::accounts::resolve(kind, spec))
+            .transpose()
+            .map_err(|e| format!("unable to use the default {what}: {e}"))
+    };
+    local.modes = mutagen_endpoint::transition::Modes {
+        file: options.file_mode.unwrap_or(local.modes.file),
+        directory: options.directory_mode.unwrap_or(local.modes.directory),
+        manual: options.manual_permissions,
+        owner: resolve(mutagen_core::accounts::Account::User, &options.owner, "owner")?,
+        group: resolve(mutagen_core::accounts::Account::Group, &options.group, "group")?,
+    };
     local.watch_directory = default_staging.with_extension("watch");
     let made = vec![staging, local.watch_directory.clone()];
     Ok((LocalEndpoint::new(root, local), made))

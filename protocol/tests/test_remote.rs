@@ -32,6 +32,11 @@ fn options(root: &str, watch: bool) -> EndpointOptions {
         ignore_syntax: mutagen_core::IgnoreSyntax::Mutagen,
         vcs_ignored: false,
         full_scans: false,
+        manual_permissions: false,
+        file_mode: None,
+        directory_mode: None,
+        owner: None,
+        group: None,
     }
 }
 

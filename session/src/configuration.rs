@@ -3,7 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use mutagen_core::{Compression, IgnoreSyntax, ProbeMode, ScanMode, Side, StageMode, SymlinkMode};
+use mutagen_core::{
+    Compression, IgnoreSyntax, PermissionsMode, ProbeMode, ScanMode, Side, StageMode, SymlinkMode,
+};
 use mutagen_reconcile::Mode;
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +100,10 @@ pub struct Configuration {
     pub probe_mode: ProbeMode,
     /// How endpoints rescan.
     pub scan_mode: ScanMode,
+    /// What is synchronized of permissions.
+    pub permissions_mode: PermissionsMode,
+    /// Ownership and modes of what endpoints create (each `None`: the engine's default).
+    pub ownership: Ownership,
     /// Alpha's own values for the endpoint settings, over the session's.
     pub alpha: EndpointOverrides,
     /// Beta's own values.
@@ -122,6 +128,67 @@ pub struct EndpointOverrides {
     pub probe_mode: Option<ProbeMode>,
     /// How this endpoint rescans.
     pub scan_mode: Option<ScanMode>,
+    /// Ownership and modes of what this endpoint creates (set fields win).
+    pub ownership: Ownership,
+}
+
+/// The owner, group and permission bits an endpoint gives what it creates; `None` leaves the
+/// engine's default (the endpoint's user and group, 0644 files and 0755 directories).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ownership {
+    /// Permission bits of new files (in portable mode, without execute bits: they follow
+    /// each file's executability).
+    pub file_mode: Option<u32>,
+    /// Permission bits of new directories.
+    pub directory_mode: Option<u32>,
+    /// The owner: `id:N`, a number or a name.
+    pub owner: Option<String>,
+    /// The group: `id:N`, a number or a name.
+    pub group: Option<String>,
+}
+
+impl Ownership {
+    /// `higher`'s set fields over these.
+    pub fn over(&self, higher: &Ownership) -> Ownership {
+        Ownership {
+            file_mode: higher.file_mode.or(self.file_mode),
+            directory_mode: higher.directory_mode.or(self.directory_mode),
+            owner: higher.owner.clone().or_else(|| self.owner.clone()),
+            group: higher.group.clone().or_else(|| self.group.clone()),
+        }
+    }
+
+    /// Checks the fields as upstream does: permission bits only, no execute bits for files
+    /// in portable mode, well-formed ownership.
+    ///
+    /// # Errors
+    /// The first bad field, named.
+    pub fn validate(&self, mode: PermissionsMode, whose: &str) -> Result<(), SessionError> {
+        let invalid = |message: String| SessionError::InvalidConfiguration(message);
+        for (what, bits) in [("file", self.file_mode), ("directory", self.directory_mode)] {
+            let Some(bits) = bits else { continue };
+            if bits & !0o777 != 0 || bits == 0 {
+                return Err(invalid(format!(
+                    "invalid default {what} mode {bits:o}{whose}: only permission bits (0001-0777)"
+                )));
+            }
+        }
+        if mode == PermissionsMode::Portable && self.file_mode.is_some_and(|bits| bits & 0o111 != 0)
+        {
+            return Err(invalid(format!(
+                "invalid default file mode {:o}{whose}: in portable permissions mode it cannot \
+                 hold execute bits (they follow each file's executability)",
+                self.file_mode.unwrap_or_default()
+            )));
+        }
+        use mutagen_core::accounts::{Account, check_specification};
+        for (kind, spec) in [(Account::User, &self.owner), (Account::Group, &self.group)] {
+            if let Some(spec) = spec {
+                check_specification(kind, spec).map_err(|e| invalid(format!("{e}{whose}")))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl EndpointOverrides {
@@ -133,7 +200,7 @@ impl EndpointOverrides {
 
 /// The endpoint settings in force at one endpoint: the session's, with the endpoint's own
 /// overrides applied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointConfiguration {
     /// How changes are noticed.
     pub watch_mode: WatchMode,
@@ -147,6 +214,10 @@ pub struct EndpointConfiguration {
     pub probe_mode: ProbeMode,
     /// How this endpoint rescans.
     pub scan_mode: ScanMode,
+    /// What is synchronized of permissions (the session's).
+    pub permissions_mode: PermissionsMode,
+    /// Ownership and modes of what this endpoint creates.
+    pub ownership: Ownership,
 }
 
 impl Default for Configuration {
@@ -168,6 +239,8 @@ impl Default for Configuration {
             max_staging_file_size: 0,
             probe_mode: ProbeMode::Probe,
             scan_mode: ScanMode::Accelerated,
+            permissions_mode: PermissionsMode::Portable,
+            ownership: Ownership::default(),
             alpha: EndpointOverrides::default(),
             beta: EndpointOverrides::default(),
         }
@@ -202,6 +275,8 @@ impl Configuration {
             compression: own.compression.unwrap_or(self.compression),
             probe_mode: own.probe_mode.unwrap_or(self.probe_mode),
             scan_mode: own.scan_mode.unwrap_or(self.scan_mode),
+            permissions_mode: self.permissions_mode,
+            ownership: self.ownership.over(&own.ownership),
         }
     }
 }
@@ -222,7 +297,7 @@ pub struct SessionSpec {
     /// Whether the session starts paused.
     pub paused: bool,
     /// The settings.
-    pub configuration: Configuration,
+    pub configuration: Box<Configuration>,
     /// The environment captured for alpha's transport at creation (`DOCKER_HOST`...), so that
     /// a daemon started later, elsewhere, reaches the same engine. Empty for most endpoints.
     pub alpha_environment: Environment,
@@ -259,6 +334,10 @@ impl SessionSpec {
             configuration.alpha.watch_polling_interval,
             configuration.beta.watch_polling_interval,
         ];
+        let mode = configuration.permissions_mode;
+        configuration.ownership.validate(mode, "")?;
+        configuration.alpha.ownership.validate(mode, " (alpha)")?;
+        configuration.beta.ownership.validate(mode, " (beta)")?;
         if intervals.contains(&Some(0)) {
             return Err(SessionError::InvalidConfiguration(
                 "the watch polling interval must be at least 1 second".to_owned(),

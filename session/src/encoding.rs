@@ -24,12 +24,16 @@
 use std::cell::Cell;
 use std::collections::HashSet;
 
-use mutagen_core::{Compression, IgnoreSyntax, ProbeMode, ScanMode, StageMode, SymlinkMode};
+use mutagen_core::{
+    Compression, IgnoreSyntax, PermissionsMode, ProbeMode, ScanMode, StageMode, SymlinkMode,
+};
 use mutagen_reconcile::Mode;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::configuration::{Configuration, EndpointOverrides, Environment, SessionSpec, WatchMode};
+use crate::configuration::{
+    Configuration, EndpointOverrides, Environment, Ownership, SessionSpec, WatchMode,
+};
 use crate::labels::Labels;
 
 /// One field of a [`SessionSpec`]; the variant index is the tag on disk.
@@ -40,7 +44,7 @@ enum SpecField {
     Name(String),
     Labels(Labels),
     Paused(bool),
-    Configuration(Configuration),
+    Configuration(Box<Configuration>),
     AlphaEnvironment(Environment),
     BetaEnvironment(Environment),
 }
@@ -66,6 +70,50 @@ enum Setting {
     MaxStagingFileSize(u64),
     ProbeMode(ProbeMode),
     ScanMode(ScanMode),
+    PermissionsMode(PermissionsMode),
+    Ownership(Ownership),
+}
+
+/// One field of an [`Ownership`]; the variant index is the tag on disk. Only set fields are
+/// written.
+#[derive(Serialize, Deserialize)]
+enum OwnershipField {
+    FileMode(u32),
+    DirectoryMode(u32),
+    Owner(String),
+    Group(String),
+}
+
+impl Serialize for Ownership {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields: Vec<OwnershipField> = [
+            self.file_mode.map(OwnershipField::FileMode),
+            self.directory_mode.map(OwnershipField::DirectoryMode),
+            self.owner.clone().map(OwnershipField::Owner),
+            self.group.clone().map(OwnershipField::Group),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        fields.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ownership {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Ownership, D::Error> {
+        let mut ownership = Ownership::default();
+        let mut seen = HashSet::new();
+        for field in Vec::<OwnershipField>::deserialize(deserializer)? {
+            once(&mut seen, &field)?;
+            match field {
+                OwnershipField::FileMode(bits) => ownership.file_mode = Some(bits),
+                OwnershipField::DirectoryMode(bits) => ownership.directory_mode = Some(bits),
+                OwnershipField::Owner(owner) => ownership.owner = Some(owner),
+                OwnershipField::Group(group) => ownership.group = Some(group),
+            }
+        }
+        Ok(ownership)
+    }
 }
 
 /// One setting of an [`EndpointOverrides`]; the variant index is the tag on disk. Only the
@@ -78,6 +126,7 @@ enum EndpointSetting {
     Compression(Compression),
     ProbeMode(ProbeMode),
     ScanMode(ScanMode),
+    Ownership(Ownership),
 }
 
 thread_local! {
@@ -138,6 +187,8 @@ impl Serialize for Configuration {
             Setting::MaxStagingFileSize(self.max_staging_file_size),
             Setting::ProbeMode(self.probe_mode),
             Setting::ScanMode(self.scan_mode),
+            Setting::PermissionsMode(self.permissions_mode),
+            Setting::Ownership(self.ownership.clone()),
         ]
         .as_slice()
         .serialize(serializer)
@@ -194,6 +245,8 @@ impl<'de> Deserialize<'de> for Configuration {
                 Setting::MaxStagingFileSize(size) => configuration.max_staging_file_size = size,
                 Setting::ProbeMode(mode) => configuration.probe_mode = mode,
                 Setting::ScanMode(mode) => configuration.scan_mode = mode,
+                Setting::PermissionsMode(mode) => configuration.permissions_mode = mode,
+                Setting::Ownership(ownership) => configuration.ownership = ownership,
             }
         }
         Ok(configuration)
@@ -209,6 +262,8 @@ impl Serialize for EndpointOverrides {
             self.compression.map(EndpointSetting::Compression),
             self.probe_mode.map(EndpointSetting::ProbeMode),
             self.scan_mode.map(EndpointSetting::ScanMode),
+            (self.ownership != Ownership::default())
+                .then(|| EndpointSetting::Ownership(self.ownership.clone())),
         ]
         .into_iter()
         .flatten()
@@ -234,6 +289,7 @@ impl<'de> Deserialize<'de> for EndpointOverrides {
                 }
                 EndpointSetting::ProbeMode(mode) => overrides.probe_mode = Some(mode),
                 EndpointSetting::ScanMode(mode) => overrides.scan_mode = Some(mode),
+                EndpointSetting::Ownership(ownership) => overrides.ownership = ownership,
             }
         }
         Ok(overrides)
@@ -278,7 +334,7 @@ impl<'de> Deserialize<'de> for SessionSpec {
                 name: old.name,
                 labels: old.labels,
                 paused: old.paused,
-                configuration: old.configuration,
+                configuration: Box::new(old.configuration),
                 alpha_environment: Environment::new(),
                 beta_environment: Environment::new(),
             });
@@ -290,7 +346,7 @@ impl<'de> Deserialize<'de> for SessionSpec {
             name: String::new(),
             labels: Labels::new(),
             paused: false,
-            configuration: Configuration::predating(),
+            configuration: Box::new(Configuration::predating()),
             alpha_environment: Environment::new(),
             beta_environment: Environment::new(),
         };
@@ -327,7 +383,7 @@ mod tests {
             name: "n".into(),
             labels: Labels::from([("k".to_owned(), "v".to_owned())]),
             paused: true,
-            configuration: Configuration {
+            configuration: Box::new(Configuration {
                 compression: Compression::Zstd,
                 ignores: vec!["*.o".into()],
                 allow_root_deletion: true,
@@ -336,14 +392,21 @@ mod tests {
                 ignore_vcs_ignored: true,
                 max_entry_count: 1000,
                 max_staging_file_size: 1 << 30,
+                permissions_mode: PermissionsMode::Manual,
+                ownership: Ownership { file_mode: Some(0o640), ..Ownership::default() },
                 beta: EndpointOverrides {
+                    ownership: Ownership {
+                        owner: Some("id:7".into()),
+                        group: Some("staff".into()),
+                        ..Ownership::default()
+                    },
                     scan_mode: Some(ScanMode::Full),
                     watch_mode: Some(WatchMode::NoWatch),
                     compression: Some(Compression::None),
                     ..EndpointOverrides::default()
                 },
                 ..Configuration::default()
-            },
+            }),
             alpha_environment: Environment::new(),
             beta_environment: Environment::from([("DOCKER_HOST".into(), "unix:///d.sock".into())]),
         }
@@ -361,7 +424,7 @@ mod tests {
         let fields = [
             SpecField::Alpha("/a".into()),
             SpecField::Beta("/b".into()),
-            SpecField::Configuration(Configuration::predating()),
+            SpecField::Configuration(Box::new(Configuration::predating())),
         ];
         let mut bytes = postcard::to_stdvec(fields.as_slice()).expect("encode");
         let decoded: SessionSpec = postcard::from_bytes(&bytes).expect("decode");
@@ -435,6 +498,8 @@ mod tests {
                 max_staging_file_size: 0,
                 probe_mode: ProbeMode::Probe,
                 scan_mode: ScanMode::Accelerated,
+                permissions_mode: PermissionsMode::Portable,
+                ownership: Ownership::default(),
                 alpha: EndpointOverrides::default(),
                 beta: EndpointOverrides::default(),
             }

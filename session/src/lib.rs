@@ -21,7 +21,8 @@ pub mod labels;
 pub mod url;
 
 pub use configuration::{
-    Configuration, EndpointConfiguration, EndpointOverrides, Environment, SessionSpec, WatchMode,
+    Configuration, EndpointConfiguration, EndpointOverrides, Environment, Ownership, SessionSpec,
+    WatchMode,
 };
 pub use identifier::{is_identifier, new_identifier, validate_name};
 pub use labels::{Labels, Selector, parse_label};

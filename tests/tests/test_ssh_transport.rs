@@ -45,6 +45,11 @@ fn options(root: &str) -> EndpointOptions {
         ignore_syntax: mutagen_endpoint::IgnoreSyntax::Mutagen,
         vcs_ignored: false,
         full_scans: false,
+        manual_permissions: false,
+        file_mode: None,
+        directory_mode: None,
+        owner: None,
+        group: None,
     }
 }
 

@@ -14,7 +14,7 @@ mod resolve;
 #[derive(Debug, Subcommand)]
 pub enum SyncCommand {
     /// Create a session between two endpoints, hosted by the daemon
-    Create(lifecycle::CreateArgs),
+    Create(Box<lifecycle::CreateArgs>),
     /// List sessions and their status
     List(list::ListArgs),
     /// Show a live status line for a session (the newest matching one)
@@ -40,7 +40,7 @@ pub enum SyncCommand {
 /// Runs a `sync` verb.
 pub fn run(command: SyncCommand) -> anyhow::Result<Outcome> {
     match command {
-        SyncCommand::Create(args) => lifecycle::cmd_create(args),
+        SyncCommand::Create(args) => lifecycle::cmd_create(*args),
         SyncCommand::List(args) => list::cmd_list(args),
         SyncCommand::Monitor(args) => list::cmd_monitor(args),
         SyncCommand::Flush(args) => lifecycle::cmd_flush(args),

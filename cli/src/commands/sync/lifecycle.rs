@@ -8,9 +8,12 @@ use clap::Args;
 use mutagen_config::settings::{
     CompressionSettings, IgnoreSettings, SymlinkSettings, WatchSettings,
 };
+use mutagen_config::settings::{EndpointPermissionsSettings, PermissionsSettings};
 use mutagen_config::{EndpointSettings, SyncSettings};
 use mutagen_core::Side;
-use mutagen_core::{Compression, IgnoreSyntax, ProbeMode, ScanMode, StageMode, SymlinkMode};
+use mutagen_core::{
+    Compression, IgnoreSyntax, PermissionsMode, ProbeMode, ScanMode, StageMode, SymlinkMode,
+};
 use mutagen_daemon::protocol::{Request, Response, Selection};
 use mutagen_daemon::{Client, DataDirectory};
 use mutagen_reconcile::Mode;
@@ -133,6 +136,46 @@ pub struct SyncFlags {
     /// Beta's own scan mode
     #[arg(long, value_name = "MODE")]
     scan_mode_beta: Option<ScanMode>,
+    /// What is synchronized of permissions: portable (the default: executability), manual
+    /// (nothing; the default modes apply as given)
+    #[arg(long, value_name = "MODE")]
+    permissions_mode: Option<PermissionsMode>,
+    /// Permission bits of new files, in octal (default 644; in portable mode without execute bits, which follow each file)
+    #[arg(long, value_name = "MODE")]
+    default_file_mode: Option<String>,
+    /// Alpha's own permission bits of new files
+    #[arg(long, value_name = "MODE")]
+    default_file_mode_alpha: Option<String>,
+    /// Beta's own permission bits of new files
+    #[arg(long, value_name = "MODE")]
+    default_file_mode_beta: Option<String>,
+    /// Permission bits of new directories, in octal (default 755)
+    #[arg(long, value_name = "MODE")]
+    default_directory_mode: Option<String>,
+    /// Alpha's own permission bits of new directories
+    #[arg(long, value_name = "MODE")]
+    default_directory_mode_alpha: Option<String>,
+    /// Beta's own permission bits of new directories
+    #[arg(long, value_name = "MODE")]
+    default_directory_mode_beta: Option<String>,
+    /// Owner of what is created: id:N, a number or a user name
+    #[arg(long, value_name = "USER")]
+    default_owner: Option<String>,
+    /// Alpha's own owner of what is created
+    #[arg(long, value_name = "USER")]
+    default_owner_alpha: Option<String>,
+    /// Beta's own owner of what is created
+    #[arg(long, value_name = "USER")]
+    default_owner_beta: Option<String>,
+    /// Group of what is created: id:N, a number or a group name
+    #[arg(long, value_name = "GROUP")]
+    default_group: Option<String>,
+    /// Alpha's own group of what is created
+    #[arg(long, value_name = "GROUP")]
+    default_group_alpha: Option<String>,
+    /// Beta's own group of what is created
+    #[arg(long, value_name = "GROUP")]
+    default_group_beta: Option<String>,
     /// Propagate one root being emptied instead of halting (for build output that tools wipe)
     #[arg(long)]
     allow_root_emptying: bool,
@@ -157,13 +200,48 @@ impl SyncFlags {
     fn settings(self) -> anyhow::Result<SyncSettings> {
         let (mut settings, _) =
             mutagen_config::load_files(!self.no_global_configuration, &self.configuration_files)?;
-        let endpoint = |mode, polling_interval, stage_mode, algorithm, probe_mode, scan_mode| {
+        let octal = |text: &Option<String>, flag: &str| {
+            text.as_deref()
+                .map(|text| {
+                    let digits = text.strip_prefix("0o").unwrap_or(text);
+                    u32::from_str_radix(digits, 8).map_err(|_| {
+                        anyhow::anyhow!("invalid --{flag} {text:?}: expected octal permission bits")
+                    })
+                })
+                .transpose()
+        };
+        let permissions = |file: &Option<String>,
+                           directory: &Option<String>,
+                           owner,
+                           group,
+                           side| {
+            anyhow::Ok(EndpointPermissionsSettings {
+                default_file_mode: octal(file, &format!("default-file-mode{side}"))?,
+                default_directory_mode: octal(directory, &format!("default-directory-mode{side}"))?,
+                default_owner: owner,
+                default_group: group,
+            })
+        };
+        let session_permissions = permissions(
+            &self.default_file_mode,
+            &self.default_directory_mode,
+            self.default_owner.clone(),
+            self.default_group.clone(),
+            "",
+        )?;
+        let endpoint = |mode,
+                        polling_interval,
+                        stage_mode,
+                        algorithm,
+                        (probe_mode, scan_mode),
+                        permissions| {
             EndpointSettings {
                 watch: WatchSettings { mode, polling_interval },
                 stage_mode,
                 compression: CompressionSettings { algorithm },
                 probe_mode,
                 scan_mode,
+                permissions,
             }
         };
         let max_staging_file_size = self
@@ -198,6 +276,13 @@ impl SyncFlags {
             max_staging_file_size,
             probe_mode: self.probe_mode,
             scan_mode: self.scan_mode,
+            permissions: PermissionsSettings {
+                mode: self.permissions_mode,
+                default_file_mode: session_permissions.default_file_mode,
+                default_directory_mode: session_permissions.default_directory_mode,
+                default_owner: session_permissions.default_owner,
+                default_group: session_permissions.default_group,
+            },
             allow_root_emptying: self.allow_root_emptying.then_some(true),
             allow_root_deletion: self.allow_root_deletion.then_some(true),
             configuration_alpha: endpoint(
@@ -205,16 +290,28 @@ impl SyncFlags {
                 self.watch_polling_interval_alpha,
                 self.stage_mode_alpha,
                 self.compression_alpha,
-                self.probe_mode_alpha,
-                self.scan_mode_alpha,
+                (self.probe_mode_alpha, self.scan_mode_alpha),
+                permissions(
+                    &self.default_file_mode_alpha,
+                    &self.default_directory_mode_alpha,
+                    self.default_owner_alpha.clone(),
+                    self.default_group_alpha.clone(),
+                    "-alpha",
+                )?,
             ),
             configuration_beta: endpoint(
                 self.watch_mode_beta,
                 self.watch_polling_interval_beta,
                 self.stage_mode_beta,
                 self.compression_beta,
-                self.probe_mode_beta,
-                self.scan_mode_beta,
+                (self.probe_mode_beta, self.scan_mode_beta),
+                permissions(
+                    &self.default_file_mode_beta,
+                    &self.default_directory_mode_beta,
+                    self.default_owner_beta.clone(),
+                    self.default_group_beta.clone(),
+                    "-beta",
+                )?,
             ),
             ..SyncSettings::default()
         });
@@ -339,7 +436,7 @@ pub fn session_spec(
         name,
         labels,
         paused,
-        configuration,
+        configuration: Box::new(configuration),
         alpha_environment: transport_environment(&alpha, Side::Alpha)?,
         beta_environment: transport_environment(&beta, Side::Beta)?,
     };

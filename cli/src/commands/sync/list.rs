@@ -195,6 +195,18 @@ fn endpoint(
             "\t\tStage mode: {}\n\t\tProbe mode: {}\n\t\tScan mode: {}\n",
             own.stage_mode, own.probe_mode, own.scan_mode
         ));
+        let bits = |bits: Option<u32>, default: u32| match bits {
+            Some(bits) => format!("{bits:04o}"),
+            None => format!("Default ({default:04o})"),
+        };
+        let account = |spec: &Option<String>| spec.clone().unwrap_or_else(|| "Default".to_owned());
+        out.push_str(&format!(
+            "\t\tFile mode: {}\n\t\tDirectory mode: {}\n\t\tDefault file/directory owner: {}\n\t\tDefault file/directory group: {}\n",
+            bits(own.ownership.file_mode, mutagen_endpoint::transition::DEFAULT_FILE_MODE),
+            bits(own.ownership.directory_mode, mutagen_endpoint::transition::DEFAULT_DIRECTORY_MODE),
+            account(&own.ownership.owner),
+            account(&own.ownership.group),
+        ));
         if !matches!(
             mutagen_session::url::Url::stored(&endpoint.url),
             Ok(mutagen_session::url::Url::Local(_))
@@ -271,6 +283,7 @@ pub fn describe(session: &SessionInfo, long: bool) -> String {
             if configuration.ignore_vcs { "Ignore" } else { "Propagate" }
         ));
         out.push_str(&format!("\tIgnore syntax: {}\n", configuration.ignore_syntax));
+        out.push_str(&format!("\tPermissions mode: {}\n", configuration.permissions_mode));
         let limit = |value: u64, text: String| {
             if value == 0 { "Default (no limit)".to_owned() } else { text }
         };
