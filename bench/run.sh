@@ -7,13 +7,17 @@
 #   4. one byte flipped in the middle of a 50 MB file: time and bytes transferred
 #   5. the daemon's resident memory with a watched session of the large tree, and the CPU
 #      time it spends idle over IDLE seconds
+# Case 1 runs twice for mutagen: with the data directory on the roots' file system (BENCH_DIR)
+# and, as users have it, on disk (DISK_DATA, default ~/.cache/mutagen-bench-data). Case 2 has
+# a floor beside it: a stat walk of both roots at once (find -printf), what any full rescan
+# must at least do.
 # Cases 1-4 run on the small tree (10,000 files in ~2,500 directories + three 50 MB files),
 # cases 1-3 and 5 on the large one (100,000 files).
 #
 #   bench/run.sh                                   # both trees
 #   TREES=small REPS=5 bench/run.sh                # only the small tree
 #
-# env: BENCH_DIR (default /dev/shm/mutagen-bench, wiped), TREES="small large", REPS=3,
+# env: BENCH_DIR (default /dev/shm/mutagen-bench, wiped), DISK_DATA (wiped), TREES="small large", REPS=3,
 #      EDITS=100, IDLE=60, SMALL_FILES=10000, LARGE_FILES=100000, BIGMB=50
 # Installs rsync, unison and python3 from Debian if missing; builds mutagen in release mode.
 # Prints one markdown table per tree.
@@ -38,10 +42,12 @@ MUTAGEN="$ROOT/target/release/mutagen"
 . "$HERE/common.sh"
 
 rm -rf "$B"; mkdir -p "$B"
+DISK_DATA="${DISK_DATA:-$HOME/.cache/mutagen-bench-data}"
+rm -rf "$DISK_DATA"; mkdir -p "$DISK_DATA"
 export MUTAGEN_DATA_DIRECTORY="$B/mutagen-data"
 export UNISON="$B/unison-home"
 export MUTAGEN_DISABLE_AUTOSTART=1
-trap '"$MUTAGEN" daemon stop >/dev/null 2>&1 || true; rm -rf "$B"' EXIT
+trap '"$MUTAGEN" daemon stop >/dev/null 2>&1 || true; MUTAGEN_DATA_DIRECTORY="$DISK_DATA" "$MUTAGEN" daemon stop >/dev/null 2>&1 || true; rm -rf "$B" "$DISK_DATA"' EXIT
 
 SRC="$B/src"; DST="$B/dst"
 clean() {
@@ -54,6 +60,19 @@ session() {  # session NAME [flags...]: create SRC -> DST and wait for the first
   "$MUTAGEN" sync flush "$name" >/dev/null
 }
 unison_run() { unison -batch -times -perms 0 "$SRC" "$DST"; }
+# The floor of a full rescan: every entry of both roots stat'ed, both at once.
+stat_walk() {
+  find "$SRC" -printf '%s %T@ %i %m\n' >/dev/null & find "$DST" -printf '%s %T@ %i %m\n' >/dev/null
+  wait
+}
+# Runs the rest of the arguments with the daemon's data directory on disk.
+on_disk() {
+  "$MUTAGEN" daemon stop >/dev/null
+  MUTAGEN_DATA_DIRECTORY="$DISK_DATA"; "$MUTAGEN" daemon start >/dev/null
+  "$@"
+  clean; "$MUTAGEN" daemon stop >/dev/null
+  MUTAGEN_DATA_DIRECTORY="$B/mutagen-data"; "$MUTAGEN" daemon start >/dev/null
+}
 
 FLIPS=0
 flip_big() { FLIPS=$((FLIPS + 1)); flip_file "$SRC/big/big0.bin" "$FLIPS"; }
@@ -72,11 +91,15 @@ run_tree() {
   "$MUTAGEN" daemon start >/dev/null
 
   measure "initial sync: mutagen (create + flush)" clean "session bench --watch-mode no-watch"
+  on_disk measure "initial sync: mutagen, data directory on $(df --output=fstype "$DISK_DATA" | tail -1)" clean "session bench --watch-mode no-watch"
   measure "initial sync: rsync -a" clean "rsync -a '$SRC/' '$DST/'"
   measure "initial sync: unison -batch" "clean; mkdir -p '$DST'" "unison_run"
 
+  clean; session bench --watch-mode no-watch
+  measure "no-change cycle: mutagen sync flush (no-watch)" : "'$MUTAGEN' sync flush bench"
+  measure "  floor: stat walk of both roots at once" : "stat_walk"
   clean; session bench
-  measure "no-change cycle: mutagen sync flush" : "'$MUTAGEN' sync flush bench"
+  measure "no-change cycle: mutagen sync flush (watched)" : "'$MUTAGEN' sync flush bench"
   clean; rsync -a "$SRC/" "$DST/"
   measure "no-change re-run: rsync -a" : "rsync -a '$SRC/' '$DST/'"
   clean; mkdir -p "$DST"; unison_run >/dev/null 2>&1

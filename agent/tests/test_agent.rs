@@ -40,14 +40,7 @@ fn the_agent_greets_with_its_own_build_serves_and_exits_cleaning_up_when_its_inp
         read_only: false,
         watch: true,
         stage_mode: mutagen_endpoint::StageMode::Auto,
-        ignore_syntax: mutagen_endpoint::IgnoreSyntax::Mutagen,
-        vcs_ignored: false,
-        full_scans: false,
-        manual_permissions: false,
-        file_mode: None,
-        directory_mode: None,
-        owner: None,
-        group: None,
+        ..Default::default()
     };
     let mut endpoint =
         RemoteEndpoint::initialize(stream, options, "local agent".into(), Compression::Zstd)

@@ -57,33 +57,7 @@ pub enum IgnoreSyntax {
     Docker,
 }
 
-impl IgnoreSyntax {
-    /// Returns the command-line name.
-    pub fn name(self) -> &'static str {
-        match self {
-            IgnoreSyntax::Mutagen => "mutagen",
-            IgnoreSyntax::Docker => "docker",
-        }
-    }
-}
-
-impl std::fmt::Display for IgnoreSyntax {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for IgnoreSyntax {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<IgnoreSyntax, String> {
-        match text {
-            "mutagen" => Ok(IgnoreSyntax::Mutagen),
-            "docker" => Ok(IgnoreSyntax::Docker),
-            other => Err(format!("unknown ignore syntax {other:?} (expected mutagen or docker)")),
-        }
-    }
-}
+command_line_names!(IgnoreSyntax, "ignore syntax", { Mutagen => "mutagen", Docker => "docker" });
 
 /// What the patterns say of an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

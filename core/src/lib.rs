@@ -14,6 +14,53 @@
 
 #![deny(unsafe_code)]
 
+/// Gives a fieldless enum its command-line names: `name()`, `Display`, and a `FromStr` whose
+/// error names the text and lists what is accepted ("unknown stage mode \"x\" (expected auto,
+/// mutagen, neighboring or internal)").
+macro_rules! command_line_names {
+    ($type:ident, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $type {
+            /// Returns the command-line name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($type::$variant => $name,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl std::str::FromStr for $type {
+            type Err = String;
+
+            fn from_str(text: &str) -> Result<$type, String> {
+                match text {
+                    $($name => Ok($type::$variant),)+
+                    other => Err(format!(
+                        "unknown {} {other:?} (expected {})",
+                        $what,
+                        $crate::expected(&[$($name),+])
+                    )),
+                }
+            }
+        }
+    };
+}
+
+/// `a`, `a or b`, `a, b or c`.
+#[doc(hidden)]
+pub fn expected(names: &[&str]) -> String {
+    match names.split_last() {
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 pub mod accounts;
 pub mod ignore;
 
@@ -119,37 +166,11 @@ pub enum SymlinkMode {
     PosixRaw,
 }
 
-impl SymlinkMode {
-    /// Returns the command-line name.
-    pub fn name(self) -> &'static str {
-        match self {
-            SymlinkMode::Ignore => "ignore",
-            SymlinkMode::Portable => "portable",
-            SymlinkMode::PosixRaw => "posix-raw",
-        }
-    }
-}
-
-impl std::fmt::Display for SymlinkMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for SymlinkMode {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<SymlinkMode, String> {
-        match text {
-            "ignore" => Ok(SymlinkMode::Ignore),
-            "portable" => Ok(SymlinkMode::Portable),
-            "posix-raw" => Ok(SymlinkMode::PosixRaw),
-            other => Err(format!(
-                "unknown symbolic link mode {other:?} (expected ignore, portable or posix-raw)"
-            )),
-        }
-    }
-}
+command_line_names!(SymlinkMode, "symbolic link mode", {
+    Ignore => "ignore",
+    Portable => "portable",
+    PosixRaw => "posix-raw",
+});
 
 /// Where an endpoint stages the files it receives before they are renamed into place.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -166,39 +187,12 @@ pub enum StageMode {
     Internal,
 }
 
-impl StageMode {
-    /// Returns the command-line name.
-    pub fn name(self) -> &'static str {
-        match self {
-            StageMode::Auto => "auto",
-            StageMode::Mutagen => "mutagen",
-            StageMode::Neighboring => "neighboring",
-            StageMode::Internal => "internal",
-        }
-    }
-}
-
-impl std::fmt::Display for StageMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for StageMode {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<StageMode, String> {
-        match text {
-            "auto" => Ok(StageMode::Auto),
-            "mutagen" => Ok(StageMode::Mutagen),
-            "neighboring" => Ok(StageMode::Neighboring),
-            "internal" => Ok(StageMode::Internal),
-            other => Err(format!(
-                "unknown stage mode {other:?} (expected auto, mutagen, neighboring or internal)"
-            )),
-        }
-    }
-}
+command_line_names!(StageMode, "stage mode", {
+    Auto => "auto",
+    Mutagen => "mutagen",
+    Neighboring => "neighboring",
+    Internal => "internal",
+});
 
 /// How the stream to a remote agent is compressed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -210,33 +204,7 @@ pub enum Compression {
     Zstd,
 }
 
-impl Compression {
-    /// Returns the command-line name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Zstd => "zstd",
-        }
-    }
-}
-
-impl std::fmt::Display for Compression {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Compression {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Compression, String> {
-        match text {
-            "none" => Ok(Compression::None),
-            "zstd" => Ok(Compression::Zstd),
-            other => Err(format!("unknown compression {other:?} (expected none or zstd)")),
-        }
-    }
-}
+command_line_names!(Compression, "compression", { None => "none", Zstd => "zstd" });
 
 /// How an endpoint finds what changed when it rescans.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -248,33 +216,7 @@ pub enum ScanMode {
     Full,
 }
 
-impl ScanMode {
-    /// Returns the command-line name.
-    pub fn name(self) -> &'static str {
-        match self {
-            ScanMode::Accelerated => "accelerated",
-            ScanMode::Full => "full",
-        }
-    }
-}
-
-impl std::fmt::Display for ScanMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for ScanMode {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<ScanMode, String> {
-        match text {
-            "accelerated" => Ok(ScanMode::Accelerated),
-            "full" => Ok(ScanMode::Full),
-            other => Err(format!("unknown scan mode {other:?} (expected accelerated or full)")),
-        }
-    }
-}
+command_line_names!(ScanMode, "scan mode", { Accelerated => "accelerated", Full => "full" });
 
 /// How an endpoint learns its file system's behaviour (executable bits, Unicode
 /// decomposition).
@@ -288,33 +230,7 @@ pub enum ProbeMode {
     Assume,
 }
 
-impl ProbeMode {
-    /// Returns the command-line name.
-    pub fn name(self) -> &'static str {
-        match self {
-            ProbeMode::Probe => "probe",
-            ProbeMode::Assume => "assume",
-        }
-    }
-}
-
-impl std::fmt::Display for ProbeMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for ProbeMode {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<ProbeMode, String> {
-        match text {
-            "probe" => Ok(ProbeMode::Probe),
-            "assume" => Ok(ProbeMode::Assume),
-            other => Err(format!("unknown probe mode {other:?} (expected probe or assume)")),
-        }
-    }
-}
+command_line_names!(ProbeMode, "probe mode", { Probe => "probe", Assume => "assume" });
 
 /// What is synchronized of permissions.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

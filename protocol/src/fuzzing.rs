@@ -45,14 +45,7 @@ pub fn agent_stream(data: &[u8]) {
         read_only: false,
         watch: true,
         stage_mode: mutagen_core::StageMode::Auto,
-        ignore_syntax: mutagen_core::IgnoreSyntax::Mutagen,
-        vcs_ignored: false,
-        full_scans: false,
-        manual_permissions: false,
-        file_mode: None,
-        directory_mode: None,
-        owner: None,
-        group: None,
+        ..Default::default()
     };
     let Ok(mut endpoint) =
         RemoteEndpoint::initialize(stream, options, "fuzz".into(), Compression::None)
@@ -177,14 +170,7 @@ pub fn daemon_seeds() -> Vec<(&'static str, Vec<u8>)> {
         read_only: false,
         watch: false,
         stage_mode: mutagen_core::StageMode::Auto,
-        ignore_syntax: mutagen_core::IgnoreSyntax::Mutagen,
-        vcs_ignored: false,
-        full_scans: false,
-        manual_permissions: false,
-        file_mode: None,
-        directory_mode: None,
-        owner: None,
-        group: None,
+        ..Default::default()
     };
     let file = Entry::File { digest, executable: false };
     let link = Entry::SymbolicLink { target: "f".into() };
@@ -221,14 +207,7 @@ pub fn daemon_seeds() -> Vec<(&'static str, Vec<u8>)> {
             read_only: false,
             watch: true,
             stage_mode: mutagen_core::StageMode::Auto,
-            ignore_syntax: mutagen_core::IgnoreSyntax::Mutagen,
-            vcs_ignored: false,
-            full_scans: false,
-            manual_permissions: false,
-            file_mode: None,
-            directory_mode: None,
-            owner: None,
-            group: None,
+            ..Default::default()
         }),
         Request::Supply(vec![StageRequest::new("../etc/passwd", digest)]),
         Request::Transition(vec![Change::new(

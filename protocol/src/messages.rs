@@ -31,8 +31,9 @@ pub struct Hello {
     pub build: String,
 }
 
-/// How the agent sets up its endpoint (the first request).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// How the agent sets up its endpoint (the first request). The default is a root `""` with
+/// every setting at its default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointOptions {
     /// The root as the user wrote it: absolute, `~`, `~/x`, `~user/x`, or relative to the
     /// remote home.

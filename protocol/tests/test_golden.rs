@@ -49,14 +49,7 @@ fn requests_and_responses() -> Vec<(&'static str, Vec<u8>)> {
         read_only: false,
         watch: true,
         stage_mode: mutagen_core::StageMode::Auto,
-        ignore_syntax: mutagen_core::IgnoreSyntax::Mutagen,
-        vcs_ignored: false,
-        full_scans: false,
-        manual_permissions: false,
-        file_mode: None,
-        directory_mode: None,
-        owner: None,
-        group: None,
+        ..Default::default()
     };
     let change = Change::new("a.txt", Some(file(1, false)), Some(file(3, false)));
     vec![

@@ -29,14 +29,7 @@ fn options(root: &str, watch: bool) -> EndpointOptions {
         read_only: false,
         watch,
         stage_mode: mutagen_core::StageMode::Auto,
-        ignore_syntax: mutagen_core::IgnoreSyntax::Mutagen,
-        vcs_ignored: false,
-        full_scans: false,
-        manual_permissions: false,
-        file_mode: None,
-        directory_mode: None,
-        owner: None,
-        group: None,
+        ..Default::default()
     }
 }
 

@@ -42,14 +42,7 @@ fn options(root: &str) -> EndpointOptions {
         read_only: false,
         watch: true,
         stage_mode: mutagen_endpoint::StageMode::Auto,
-        ignore_syntax: mutagen_endpoint::IgnoreSyntax::Mutagen,
-        vcs_ignored: false,
-        full_scans: false,
-        manual_permissions: false,
-        file_mode: None,
-        directory_mode: None,
-        owner: None,
-        group: None,
+        ..Default::default()
     }
 }
 
