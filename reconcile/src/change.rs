@@ -1,6 +1,6 @@
 //! Changes between trees: [`Change`], [`Conflict`], [`Problem`], [`diff`] and [`apply`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +96,31 @@ pub(crate) fn union_names<'a>(
     maps: &[Option<&'a std::collections::BTreeMap<String, Entry>>],
 ) -> BTreeSet<&'a str> {
     maps.iter().flatten().flat_map(|map| map.keys().map(String::as_str)).collect()
+}
+
+/// Visits, in name order, every name in any of three sorted maps with the three entries it
+/// has there: a merge of the maps' iterators, so nothing is collected, sorted or looked up
+/// (reconciling an unchanged tree of 100,000 entries spent most of its time doing that).
+pub(crate) fn merge_children<'a>(
+    maps: [Option<&'a BTreeMap<String, Entry>>; 3],
+    mut visit: impl FnMut(&'a str, [Option<&'a Entry>; 3]),
+) {
+    let mut iterators = maps.map(|map| map.map(|map| map.iter().peekable()));
+    loop {
+        let next = iterators
+            .iter_mut()
+            .filter_map(|iterator| iterator.as_mut()?.peek().map(|(name, _)| name.as_str()))
+            .min();
+        let Some(name) = next else { return };
+        let entries = iterators.each_mut().map(|iterator| {
+            let iterator = iterator.as_mut()?;
+            match iterator.peek() {
+                Some((key, _)) if key.as_str() == name => iterator.next().map(|(_, entry)| entry),
+                _ => None,
+            }
+        });
+        visit(name, entries);
+    }
 }
 
 /// A change that cannot be applied to a tree.

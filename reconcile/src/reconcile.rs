@@ -23,7 +23,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::change::{Change, Conflict, diff_at, union_names};
+use crate::change::{Change, Conflict, diff_at, merge_children};
 use crate::entry::{Entry, children, join_path, shallow_eq};
 use crate::mode::Mode;
 
@@ -154,16 +154,14 @@ impl Reconciler {
         }
         let (ancestor_children, alpha_children, beta_children) =
             (children(ancestor), children(alpha), children(beta));
-        for name in union_names(&[ancestor_children, alpha_children, beta_children]) {
-            let ancestor = ancestor_children.and_then(|c| c.get(name));
-            let alpha = alpha_children.and_then(|c| c.get(name));
-            let beta = beta_children.and_then(|c| c.get(name));
+        let maps = [ancestor_children, alpha_children, beta_children];
+        merge_children(maps, |name, [ancestor, alpha, beta]| {
             // The common case, settled without building the child's path.
             if !all_directories(ancestor, alpha, beta) && ancestor == alpha && alpha == beta {
-                continue;
+                return;
             }
             self.reconcile(&join_path(path, name), ancestor, alpha, beta);
-        }
+        });
     }
 
     /// Two-way modes. At this point the sides disagree and neither is problematic here.
