@@ -42,7 +42,7 @@ fn crates_depend_only_downwards() {
         ("mutagen-session", &["mutagen-core", "mutagen-reconcile"]),
         ("mutagen-journal", &["mutagen-core", "mutagen-reconcile", "mutagen-session"]),
         ("mutagen-protocol", &["mutagen-core", "mutagen-endpoint", "mutagen-reconcile"]),
-        ("mutagen-forward", &["mutagen-protocol", "mutagen-session"]),
+        ("mutagen-forward", &["mutagen-core", "mutagen-protocol", "mutagen-session"]),
         ("mutagen-agent", &["mutagen-forward", "mutagen-protocol"]),
         ("mutagen-transports", &["mutagen-protocol", "mutagen-session"]),
     ];
