@@ -6,7 +6,8 @@
 #      beta has the new content, p50/p95/max over EDITS edits at random places (no flush)
 #   4. one byte flipped in the middle of a 50 MB file: time and bytes transferred
 #   5. the daemon's resident memory with a watched session of the large tree, and the CPU
-#      time it spends idle over IDLE seconds
+#      time it spends idle over IDLE seconds; then the same session's memory in a daemon that
+#      ran and terminated three sessions of that tree first
 # Case 1 runs twice for mutagen: with the data directory on the roots' file system (BENCH_DIR)
 # and, as users have it, on disk (DISK_DATA, default ~/.cache/mutagen-bench-data). Case 2 has
 # a floor beside it: a stat walk of both roots at once (find -printf), what any full rescan
@@ -142,6 +143,21 @@ print(staged[-1]["bytes"])')
     hwm=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
     row "daemon RSS, watched session (peak)" "$rss MB" "($hwm)"
     row "daemon CPU idle over ${IDLE} s" "$(( (after - before) * 1000 / $(getconf CLK_TCK) )) ms"
+    # As a long-running daemon has it: three sessions of the tree ran and were terminated.
+    clean; "$MUTAGEN" daemon stop >/dev/null; "$MUTAGEN" daemon start >/dev/null
+    local i
+    for i in 1 2 3; do
+      "$MUTAGEN" sync create "$SRC" "$B/old-$i" --name "old-$i" >/dev/null
+      "$MUTAGEN" sync flush "old-$i" >/dev/null
+    done
+    pid=$(daemon_pid)
+    row "  daemon RSS with the three" "$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status") MB"
+    for i in 1 2 3; do "$MUTAGEN" sync terminate "old-$i" >/dev/null; rm -rf "$B/old-$i"; done
+    sleep 2
+    row "  daemon RSS once they were terminated" "$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status") MB"
+    session resident
+    sleep 2
+    row "daemon RSS, watched session, after three terminated" "$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status") MB"
   fi
   clean
   "$MUTAGEN" daemon stop >/dev/null

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::Subcommand;
 use mutagen_daemon::connect::TransportSettings;
 use mutagen_daemon::protocol::{Request, Response, Selection};
@@ -35,11 +35,32 @@ pub enum DaemonCommand {
     Unregister,
 }
 
+/// The allocator setting that makes freed memory go back to the system at once (mimalloc
+/// otherwise keeps freed pages for a while): a daemon that terminated its sessions then holds
+/// only what its remaining sessions need.
+const PURGE_DELAY: &str = "MIMALLOC_PURGE_DELAY";
+
+/// Makes sure the daemon runs with [`PURGE_DELAY`] at 0: the allocator reads it when the
+/// process starts, so without it the daemon executes itself again with it set.
+fn release_freed_memory() -> anyhow::Result<()> {
+    if std::env::var_os(PURGE_DELAY).is_some() {
+        return Ok(());
+    }
+    use std::os::unix::process::CommandExt;
+    let executable = std::env::current_exe().context("unable to find the mutagen executable")?;
+    let error = std::process::Command::new(&executable)
+        .args(std::env::args_os().skip(1))
+        .env(PURGE_DELAY, "0")
+        .exec();
+    Err(anyhow::anyhow!("unable to run {} again: {error}", executable.display()))
+}
+
 /// Runs a `daemon` verb.
 pub fn run(command: DaemonCommand) -> anyhow::Result<Outcome> {
     let data = DataDirectory::from_environment()?;
     match command {
         DaemonCommand::Run => {
+            release_freed_memory()?;
             let settings = TransportSettings {
                 ssh_directory: std::env::var_os("MUTAGEN_SSH_PATH")
                     .filter(|p| !p.is_empty())
