@@ -304,14 +304,18 @@ fn one_daemon_per_user_and_only_the_owner_reaches_it() {
     assert!(started.contains("Started Mutagen daemon (pid"), "{started}");
     assert!(env.ok(&["daemon", "start"]).contains("already running"));
     assert!(env.ok(&["daemon", "status"]).contains("Daemon running: pid"));
-    // The daemon runs with its allocator told to give freed memory back at once (it executes
-    // itself again to set that), under the pid its lock file names.
+    // The daemon runs with its allocator told to give freed memory back at once and to leave
+    // huge pages alone (it executes itself again to set that), under the pid its lock file
+    // names.
     let pid = env.pid().expect("pid");
     let environment = fs::read(format!("/proc/{pid}/environ")).expect("environ");
-    assert!(
-        environment.split(|byte| *byte == 0).any(|variable| variable == b"MIMALLOC_PURGE_DELAY=0"),
-        "the daemon runs without MIMALLOC_PURGE_DELAY=0"
-    );
+    for setting in [&b"MIMALLOC_PURGE_DELAY=0"[..], b"MIMALLOC_ALLOW_THP=0"] {
+        assert!(
+            environment.split(|byte| *byte == 0).any(|variable| variable == setting),
+            "the daemon runs without {}",
+            String::from_utf8_lossy(setting)
+        );
+    }
 
     // A second daemon in the foreground refuses to start and leaves the first one working.
     env.fails(&["daemon", "run"], "another daemon (pid");

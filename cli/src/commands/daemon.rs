@@ -35,22 +35,30 @@ pub enum DaemonCommand {
     Unregister,
 }
 
-/// The allocator setting that makes freed memory go back to the system at once (mimalloc
-/// otherwise keeps freed pages for a while): a daemon that terminated its sessions then holds
-/// only what its remaining sessions need.
-const PURGE_DELAY: &str = "MIMALLOC_PURGE_DELAY";
+/// The allocator settings of the daemon, which mimalloc reads when the process starts:
+/// - `MIMALLOC_PURGE_DELAY=0` gives freed memory back to the system at once (mimalloc
+///   otherwise keeps freed pages for a while), so a daemon that terminated its sessions holds
+///   only what its remaining sessions need;
+/// - `MIMALLOC_ALLOW_THP=0` keeps transparent huge pages out of the daemon: mimalloc asks for
+///   them on its arenas, and where the kernel grants them (`madvise` mode, the common default)
+///   every touched 2 MiB region is resident in full. An idle daemon held 48 MB with them and
+///   10 MB without; a watched 100k-file session 153 MB and 106 MB (see `bench/README.md`).
+const ALLOCATOR_SETTINGS: [(&str, &str); 2] =
+    [("MIMALLOC_PURGE_DELAY", "0"), ("MIMALLOC_ALLOW_THP", "0")];
 
-/// Makes sure the daemon runs with [`PURGE_DELAY`] at 0: the allocator reads it when the
-/// process starts, so without it the daemon executes itself again with it set.
-fn release_freed_memory() -> anyhow::Result<()> {
-    if std::env::var_os(PURGE_DELAY).is_some() {
+/// Makes sure the daemon runs with [`ALLOCATOR_SETTINGS`] (a value the user set is kept):
+/// when one is missing, the daemon executes itself again with them set.
+fn configure_allocator() -> anyhow::Result<()> {
+    let missing: Vec<_> =
+        ALLOCATOR_SETTINGS.iter().filter(|(name, _)| std::env::var_os(name).is_none()).collect();
+    if missing.is_empty() {
         return Ok(());
     }
     use std::os::unix::process::CommandExt;
     let executable = std::env::current_exe().context("unable to find the mutagen executable")?;
     let error = std::process::Command::new(&executable)
         .args(std::env::args_os().skip(1))
-        .env(PURGE_DELAY, "0")
+        .envs(missing.iter().map(|(name, value)| (name, value)))
         .exec();
     Err(anyhow::anyhow!("unable to run {} again: {error}", executable.display()))
 }
@@ -60,7 +68,7 @@ pub fn run(command: DaemonCommand) -> anyhow::Result<Outcome> {
     let data = DataDirectory::from_environment()?;
     match command {
         DaemonCommand::Run => {
-            release_freed_memory()?;
+            configure_allocator()?;
             let settings = TransportSettings {
                 ssh_directory: std::env::var_os("MUTAGEN_SSH_PATH")
                     .filter(|p| !p.is_empty())
