@@ -111,6 +111,48 @@ pub(crate) fn locate(root: &Path, path: &str) -> io::Result<Location> {
     Ok(Location { parent, name })
 }
 
+/// Opens regular files below a root, without following links, for a run of paths in tree
+/// order: the latest parent directory stays open, so the files of one directory cost one
+/// `openat` each instead of one per component of their path (an initial sync of 100,000 files
+/// four levels deep opened and closed 800,000 directories for them).
+///
+/// Invariant: the kept directory was reached from the root by [`locate`], component by
+/// component without following links, under exactly the parent path it is kept for. Keep an
+/// opener for one run of requests only: a directory renamed meanwhile is still read through
+/// its open descriptor, which is harmless only because what is read is verified by digest.
+pub(crate) struct Opener<'a> {
+    root: &'a Path,
+    parent: Option<(String, OwnedFd)>,
+}
+
+impl Opener<'_> {
+    /// Returns an opener for files below `root`.
+    pub(crate) fn new(root: &Path) -> Opener<'_> {
+        Opener { root, parent: None }
+    }
+
+    /// Opens the regular file at the root-relative `path`.
+    pub(crate) fn open(&mut self, path: &str) -> io::Result<File> {
+        if path.is_empty() {
+            let Location { parent, name } = locate(self.root, path)?;
+            return open_file(&parent, name.as_str());
+        }
+        let (directory, name) = path.rsplit_once('/').unwrap_or(("", path));
+        if let Some((kept, parent)) = &self.parent
+            && kept == directory
+        {
+            if !validate_name(name) {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "invalid path"));
+            }
+            return open_file(parent, name);
+        }
+        let Location { parent, name } = locate(self.root, path)?;
+        let file = open_file(&parent, name.as_str());
+        self.parent = Some((directory.to_owned(), parent));
+        file
+    }
+}
+
 /// Describes an I/O error in lowercase for a problem message.
 pub(crate) fn describe(error: &io::Error) -> String {
     let text = match error.raw_os_error() {
@@ -157,5 +199,39 @@ mod tests {
         assert!(locate(dir.path(), "a//b").is_err());
         let location = locate(dir.path(), "link").expect("parent is the root");
         assert_eq!(location.name, "link");
+    }
+
+    #[test]
+    fn an_opener_keeps_one_directory_and_never_follows_links() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("a/b")).expect("mkdir");
+        for (path, content) in [("top", "t"), ("a/b/one", "1"), ("a/b/two", "2"), ("a/x", "x")] {
+            std::fs::write(dir.path().join(path), content).expect("write");
+        }
+        std::fs::write(outside.path().join("secret"), "s").expect("write");
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("a/b/link")).expect("link");
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("a/b/file"))
+            .expect("link");
+        let mut opener = Opener::new(dir.path());
+        let read = |opener: &mut Opener<'_>, path: &str| -> io::Result<String> {
+            let mut text = String::new();
+            opener.open(path)?.read_to_string(&mut text)?;
+            Ok(text)
+        };
+        assert_eq!(read(&mut opener, "a/b/one").expect("one"), "1");
+        // From the kept directory: the same checks as a walk from the root.
+        assert_eq!(read(&mut opener, "a/b/two").expect("two"), "2");
+        assert!(opener.open("a/b/file").is_err(), "a link to a file is not followed");
+        assert!(opener.open("a/b/link/secret").is_err(), "a link to a directory is not followed");
+        for invalid in ["a/b/..", "a/b/.", "a/b/"] {
+            assert!(opener.open(invalid).is_err(), "{invalid} is refused");
+        }
+        assert!(opener.open("a/b/missing").is_err());
+        // Another directory, the root, and back.
+        assert_eq!(read(&mut opener, "a/x").expect("x"), "x");
+        assert_eq!(read(&mut opener, "top").expect("top"), "t");
+        assert_eq!(read(&mut opener, "a/b/one").expect("one again"), "1");
+        assert!(opener.open("../x").is_err());
     }
 }

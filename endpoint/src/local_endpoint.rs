@@ -271,6 +271,11 @@ impl LocalEndpoint {
     /// Adds the signature of the file currently at the request's path, if it is worth a delta.
     fn with_base(&self, mut request: StageRequest) -> StageRequest {
         let Some(minimum) = self.options.delta_minimum else { return request };
+        // Only a file the latest scan saw, and large enough, can serve: the new files (all of
+        // an initial sync) cost no failed open.
+        if self.cache.records.get(&request.path).is_none_or(|record| record.size < minimum) {
+            return request;
+        }
         let Ok(file) = self.open(&request.path) else { return request };
         match file.metadata() {
             Ok(metadata) if metadata.is_file() && metadata.len() >= minimum => {
@@ -283,12 +288,12 @@ impl LocalEndpoint {
 
     /// Supplies one file; `Unavailable` if it cannot be read.
     fn supply_one(
-        &self,
+        opener: &mut fsutil::Opener<'_>,
         request: &StageRequest,
         buffer: &mut [u8],
         sink: &mut dyn FnMut(Transmission) -> EndpointResult<()>,
     ) -> EndpointResult<()> {
-        let mut file = match self.open(&request.path) {
+        let mut file = match opener.open(&request.path) {
             Ok(file) => file,
             Err(e) => {
                 let error = format!("unable to open file: {}", describe(&e));
@@ -380,7 +385,11 @@ impl Endpoint for LocalEndpoint {
         sink: &mut dyn FnMut(Transmission) -> EndpointResult<()>,
     ) -> EndpointResult<()> {
         let mut buffer = vec![0u8; CHUNK];
-        requests.iter().try_for_each(|request| self.supply_one(request, &mut buffer, sink))
+        // Requests come in tree order, so consecutive ones mostly share their directory.
+        let mut opener = fsutil::Opener::new(&self.root);
+        requests.iter().try_for_each(|request| {
+            LocalEndpoint::supply_one(&mut opener, request, &mut buffer, sink)
+        })
     }
 
     fn receive(&mut self, transmission: Transmission) -> EndpointResult<()> {
