@@ -13,13 +13,16 @@
 # a floor beside it: a stat walk of both roots at once (find -printf), what any full rescan
 # must at least do.
 # Cases 1-4 run on the small tree (10,000 files in ~2,500 directories + three 50 MB files),
-# cases 1-3 and 5 on the large one (100,000 files).
+# cases 1-3 and 5 on the large one (100,000 files). The huge tree (1,000,000 files, only when
+# asked for: it takes about ten minutes) runs once: the initial sync (data directory on disk)
+# beside rsync and unison, the watched no-change flush, the latency and the daemon's memory.
 #
-#   bench/run.sh                                   # both trees
+#   bench/run.sh                                   # the small and large trees
 #   TREES=small REPS=5 bench/run.sh                # only the small tree
+#   TREES=huge EDITS=50 bench/run.sh               # only the 1,000,000-file tree
 #
 # env: BENCH_DIR (default /dev/shm/mutagen-bench, wiped), DISK_DATA (wiped), TREES="small large", REPS=3,
-#      EDITS=100, IDLE=60, SMALL_FILES=10000, LARGE_FILES=100000, BIGMB=50
+#      EDITS=100, IDLE=60, SMALL_FILES=10000, LARGE_FILES=100000, HUGE_FILES=1000000, BIGMB=50
 # Installs rsync, unison and python3 from Debian if missing; builds mutagen in release mode.
 # Prints one markdown table per tree.
 set -euo pipefail
@@ -28,6 +31,7 @@ ROOT="$(cd "$HERE/.." && pwd)"
 B="${BENCH_DIR:-/dev/shm/mutagen-bench}"
 TREES="${TREES:-small large}"; REPS="${REPS:-3}"; EDITS="${EDITS:-100}"; IDLE="${IDLE:-60}"
 SMALL_FILES="${SMALL_FILES:-10000}"; LARGE_FILES="${LARGE_FILES:-100000}"; BIGMB="${BIGMB:-50}"
+HUGE_FILES="${HUGE_FILES:-1000000}"
 export LC_ALL=C
 
 need=()
@@ -163,10 +167,37 @@ print(staged[-1]["bytes"])')
   "$MUTAGEN" daemon stop >/dev/null
 }
 
+# The 1,000,000-file tree: every case once, the data directory on disk as users have it.
+run_huge() {
+  rm -rf "$SRC"; generate "$SRC" "$HUGE_FILES" 0; sync
+  echo
+  echo "### huge tree: $(find "$SRC" -type f | wc -l) files, $(find "$SRC" -type d | wc -l) directories, $(du -sm "$SRC" | cut -f1) MB, on $(df --output=fstype "$B" | tail -1), once"
+  echo
+  echo "| case                                             |       median |       min |       max |"
+  echo "|--------------------------------------------------|-------------:|----------:|----------:|"
+  local REPS=1 pid
+  "$MUTAGEN" daemon stop >/dev/null 2>&1 || true
+  MUTAGEN_DATA_DIRECTORY="$DISK_DATA"; "$MUTAGEN" daemon start >/dev/null
+  measure "initial sync: mutagen, data directory on $(df --output=fstype "$DISK_DATA" | tail -1)" clean "session huge"
+  pid=$(daemon_pid)
+  row "daemon RSS, watched session (peak)" "$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status") MB" "($(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status"))"
+  REPS=3 measure "no-change cycle: mutagen sync flush (watched)" : "'$MUTAGEN' sync flush huge"
+  read -r p50 p95 max < <(latency "$SRC" "$DST")
+  row "latency, $EDITS edits, portable watching: p50" "$p50 ms"
+  row "latency: p95" "$p95 ms"
+  row "latency: max" "$max ms"
+  clean; "$MUTAGEN" daemon stop >/dev/null
+  MUTAGEN_DATA_DIRECTORY="$B/mutagen-data"
+  measure "initial sync: rsync -a" clean "rsync -a '$SRC/' '$DST/'"
+  measure "initial sync: unison -batch" "clean; mkdir -p '$DST'" "unison_run"
+  clean
+}
+
 for tree in $TREES; do
   case "$tree" in
     small) run_tree small "$SMALL_FILES" 3 ;;
     large) run_tree large "$LARGE_FILES" 0 ;;
-    *) echo "unknown tree $tree (small, large)" >&2; exit 1 ;;
+    huge) run_huge ;;
+    *) echo "unknown tree $tree (small, large, huge)" >&2; exit 1 ;;
   esac
 done
