@@ -14,7 +14,7 @@
 # must at least do.
 # Cases 1-4 run on the small tree (10,000 files in ~2,500 directories + three 50 MB files),
 # cases 1-3 and 5 on the large one (100,000 files). The huge tree (1,000,000 files, only when
-# asked for: it takes about ten minutes) runs once: the initial sync (data directory on disk)
+# asked for: it takes about twenty minutes, unison most of them) runs once: the initial sync (data directory on disk)
 # beside rsync and unison, the watched no-change flush, the latency and the daemon's memory.
 #
 #   bench/run.sh                                   # the small and large trees
