@@ -83,6 +83,8 @@ FLIPS=0
 flip_big() { FLIPS=$((FLIPS + 1)); flip_file "$SRC/big/big0.bin" "$FLIPS"; }
 
 daemon_pid() { cat "$MUTAGEN_DATA_DIRECTORY/daemon/daemon.lock"; }
+# rss [VmRSS|VmHWM]: the daemon's resident memory (or its peak) in MB.
+rss() { awk -v key="${1:-VmRSS}:" '$1 == key {printf "%.1f", $2 / 1024}' "/proc/$(daemon_pid)/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 run_tree() {
@@ -138,14 +140,12 @@ print(staged[-1]["bytes"])')
     clean; "$MUTAGEN" daemon stop >/dev/null; "$MUTAGEN" daemon start >/dev/null
     session resident
     sleep 2
-    local pid rss hwm before after
+    local pid before after
     pid=$(daemon_pid)
     before=$(cpu_ticks "$pid")
     sleep "$IDLE"
     after=$(cpu_ticks "$pid")
-    rss=$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
-    hwm=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
-    row "daemon RSS, watched session (peak)" "$rss MB" "($hwm)"
+    row "daemon RSS, watched session (peak)" "$(rss) MB" "($(rss VmHWM))"
     row "daemon CPU idle over ${IDLE} s" "$(( (after - before) * 1000 / $(getconf CLK_TCK) )) ms"
     # As a long-running daemon has it: three sessions of the tree ran and were terminated.
     clean; "$MUTAGEN" daemon stop >/dev/null; "$MUTAGEN" daemon start >/dev/null
@@ -154,14 +154,13 @@ print(staged[-1]["bytes"])')
       "$MUTAGEN" sync create "$SRC" "$B/old-$i" --name "old-$i" >/dev/null
       "$MUTAGEN" sync flush "old-$i" >/dev/null
     done
-    pid=$(daemon_pid)
-    row "  daemon RSS with the three" "$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status") MB"
+    row "  daemon RSS with the three" "$(rss) MB"
     for i in 1 2 3; do "$MUTAGEN" sync terminate "old-$i" >/dev/null; rm -rf "$B/old-$i"; done
     sleep 2
-    row "  daemon RSS once they were terminated" "$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status") MB"
+    row "  daemon RSS once they were terminated" "$(rss) MB"
     session resident
     sleep 2
-    row "daemon RSS, watched session, after three terminated" "$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status") MB"
+    row "daemon RSS, watched session, after three terminated" "$(rss) MB"
   fi
   clean
   "$MUTAGEN" daemon stop >/dev/null
@@ -175,12 +174,11 @@ run_huge() {
   echo
   echo "| case                                             |       median |       min |       max |"
   echo "|--------------------------------------------------|-------------:|----------:|----------:|"
-  local REPS=1 pid
+  local REPS=1
   "$MUTAGEN" daemon stop >/dev/null 2>&1 || true
   MUTAGEN_DATA_DIRECTORY="$DISK_DATA"; "$MUTAGEN" daemon start >/dev/null
   measure "initial sync: mutagen, data directory on $(df --output=fstype "$DISK_DATA" | tail -1)" clean "session huge"
-  pid=$(daemon_pid)
-  row "daemon RSS, watched session (peak)" "$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status") MB" "($(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status"))"
+  row "daemon RSS, watched session (peak)" "$(rss) MB" "($(rss VmHWM))"
   REPS=3 measure "no-change cycle: mutagen sync flush (watched)" : "'$MUTAGEN' sync flush huge"
   read -r p50 p95 max < <(latency "$SRC" "$DST")
   row "latency, $EDITS edits, portable watching: p50" "$p50 ms"

@@ -111,6 +111,12 @@ pub(crate) fn locate(root: &Path, path: &str) -> io::Result<Location> {
     Ok(Location { parent, name })
 }
 
+/// Opens the regular file at a root-relative path, without following links on the way.
+pub(crate) fn open_below(root: &Path, path: &str) -> io::Result<File> {
+    let Location { parent, name } = locate(root, path)?;
+    open_file(&parent, name.as_str())
+}
+
 /// Opens regular files below a root, without following links, for a run of paths in tree
 /// order: the latest parent directory stays open, so the files of one directory cost one
 /// `openat` each instead of one per component of their path (an initial sync of 100,000 files
@@ -134,8 +140,7 @@ impl Opener<'_> {
     /// Opens the regular file at the root-relative `path`.
     pub(crate) fn open(&mut self, path: &str) -> io::Result<File> {
         if path.is_empty() {
-            let Location { parent, name } = locate(self.root, path)?;
-            return open_file(&parent, name.as_str());
+            return open_below(self.root, path);
         }
         let (directory, name) = path.rsplit_once('/').unwrap_or(("", path));
         if let Some((kept, parent)) = &self.parent

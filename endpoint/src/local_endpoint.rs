@@ -264,8 +264,7 @@ impl LocalEndpoint {
 
     /// Opens the regular file at a root-relative path, without following links.
     fn open(&self, path: &str) -> std::io::Result<std::fs::File> {
-        let location = fsutil::locate(&self.root, path)?;
-        fsutil::open_file(&location.parent, location.name.as_str())
+        fsutil::open_below(&self.root, path)
     }
 
     /// Adds the signature of the file currently at the request's path, if it is worth a delta.
