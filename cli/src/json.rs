@@ -2,14 +2,15 @@
 //!
 //! Paths are relative to the session root, `/`-separated, `""` for the root. Entries are
 //! `null` or `{kind: directory|file|symlink|untracked|problematic, digest?, executable?,
-//! target?, problem?}`.
+//! permissions?, target?, problem?}` (`permissions`, as octal text like `"0755"`, in
+//! permissions mode posix only).
 
 use std::time::{Duration, UNIX_EPOCH};
 
 use mutagen_core::Side;
 use mutagen_daemon::protocol::{EndpointInfo, ForwardInfo, SessionInfo};
 use mutagen_journal::{Event, Record};
-use mutagen_reconcile::{Change, Conflict, Entry, Problem};
+use mutagen_reconcile::{Change, Conflict, Entry, Problem, format_permissions};
 use mutagen_session::EndpointConfiguration;
 use mutagen_session::forward::ForwardUrl;
 use serde_json::{Value, json};
@@ -23,9 +24,20 @@ pub fn time(nanos: u64) -> String {
 pub fn entry(entry: Option<&Entry>) -> Value {
     match entry {
         None => Value::Null,
-        Some(Entry::Directory(_)) => json!({"kind": "directory"}),
-        Some(Entry::File { digest, executable }) => {
-            json!({"kind": "file", "digest": digest.to_hex(), "executable": executable})
+        Some(Entry::Directory(directory)) => match directory.permissions {
+            Some(_) => json!({
+                "kind": "directory",
+                "permissions": format_permissions(directory.permissions),
+            }),
+            None => json!({"kind": "directory"}),
+        },
+        Some(Entry::File { digest, executable, permissions }) => {
+            let mut file =
+                json!({"kind": "file", "digest": digest.to_hex(), "executable": executable});
+            if permissions.is_some() {
+                file["permissions"] = json!(format_permissions(*permissions));
+            }
+            file
         }
         Some(Entry::SymbolicLink { target }) => json!({"kind": "symlink", "target": target}),
         Some(Entry::Untracked) => json!({"kind": "untracked"}),

@@ -1,17 +1,27 @@
 //! Human rendering of entries, changes and sizes, in upstream's words.
 
-use mutagen_reconcile::{Change, Conflict, Entry};
+use mutagen_reconcile::{Change, Conflict, Entry, format_permissions};
 
-/// Renders an optional entry: `<non-existent>`, `Directory`, `File (<digest>)`...
+/// Renders an optional entry: `<non-existent>`, `Directory`, `File (<digest>)`... In
+/// permissions mode posix, files and directories show their bits too (`Directory (2775)`,
+/// `File (<digest>, 0640)`).
 pub fn entry(entry: Option<&Entry>) -> String {
     match entry {
         None => "<non-existent>".into(),
-        Some(Entry::Directory(_)) => "Directory".into(),
-        Some(Entry::File { digest, executable: false }) => {
-            format!("File ({})", &digest.to_hex()[..16])
-        }
-        Some(Entry::File { digest, executable: true }) => {
-            format!("Executable File ({})", &digest.to_hex()[..16])
+        Some(Entry::Directory(directory)) => match directory.permissions {
+            Some(_) => format!("Directory ({})", format_permissions(directory.permissions)),
+            None => "Directory".into(),
+        },
+        Some(Entry::File { digest, executable, permissions }) => {
+            let kind = if *executable { "Executable File" } else { "File" };
+            match permissions {
+                Some(_) => format!(
+                    "{kind} ({}, {})",
+                    &digest.to_hex()[..16],
+                    format_permissions(*permissions)
+                ),
+                None => format!("{kind} ({})", &digest.to_hex()[..16]),
+            }
         }
         Some(Entry::SymbolicLink { target }) => format!("Symbolic Link ({target})"),
         Some(Entry::Untracked) => "Untracked content".into(),
@@ -65,9 +75,16 @@ mod tests {
 
     #[test]
     fn renders_like_upstream() {
-        let file = Entry::File { digest: Digest([0xab; 32]), executable: true };
+        let file = Entry::file(Digest([0xab; 32]), true);
         assert_eq!(entry(Some(&file)), "Executable File (abababababababab)");
         assert_eq!(entry(None), "<non-existent>");
+        let posix =
+            Entry::File { digest: Digest([0xab; 32]), executable: false, permissions: Some(0o640) };
+        assert_eq!(entry(Some(&posix)), "File (abababababababab, 0640)");
+        let directory =
+            Entry::Directory(mutagen_reconcile::Directory::with_permissions(Some(0o2775)));
+        assert_eq!(entry(Some(&directory)), "Directory (2775)");
+        assert_eq!(entry(Some(&Entry::empty_directory())), "Directory");
         let c = Conflict {
             root: "a".into(),
             alpha_changes: vec![Change::new("a", None, Some(file))],

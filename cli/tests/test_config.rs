@@ -293,11 +293,112 @@ fn permissions_follow_the_defaults_and_the_mode() {
         (&["--default-directory-mode-beta", "01777"], "only permission bits"),
         (&["--default-owner", "sid:S-1-5-18"], "sid: names exist only on windows"),
         (&["--default-group-alpha", "no-such-group-here"], "no such group \"no-such-group-here\""),
-        (&["--permissions-mode", "posix"], "not supported yet"),
+        (&["--permissions-mode", "posix", "--default-file-mode", "0640"], "takes its bits from"),
+        (&["--permissions-mode", "unix"], "unknown permissions mode \"unix\" (expected portable"),
     ] {
         let mut command = vec!["sync", "create", "alpha", "b9"];
         command.extend(args);
         env.fails(&command, message);
     }
     assert!(!env.path("b9").exists());
+}
+
+#[test]
+fn posix_permissions_travel_both_ways_and_disagreements_are_conflicts() {
+    let env = DaemonEnv::new();
+    let mode = |path: &str| fs::metadata(env.path(path)).expect(path).permissions().mode() & 0o7777;
+    let set_mode = |path: &str, bits: u32| {
+        fs::set_permissions(env.path(path), fs::Permissions::from_mode(bits)).expect("chmod");
+    };
+    for (path, content) in [("shared/run", "#!/bin/sh"), ("secret", "s"), ("ro/file", "r")] {
+        write(&env.path(&format!("alpha/{path}")), content);
+    }
+    let tree = [
+        ("alpha", 0o750),
+        ("alpha/shared", 0o2775),
+        ("alpha/shared/run", 0o750),
+        ("alpha/secret", 0o600),
+        ("alpha/ro/file", 0o444),
+        ("alpha/ro", 0o555),
+    ];
+    for (path, bits) in tree {
+        set_mode(path, bits);
+    }
+    env.ok(&[
+        "sync",
+        "create",
+        "alpha",
+        "beta",
+        "--name",
+        "posix",
+        "--permissions-mode",
+        "posix",
+        "--watch-mode",
+        "no-watch",
+    ]);
+    env.ok(&["sync", "flush", "posix"]);
+    for (path, bits) in tree {
+        let twin = path.replacen("alpha", "beta", 1);
+        assert_eq!(mode(&twin), bits, "{twin} has the bits of {path}");
+    }
+    let long = env.ok(&["sync", "list", "--long", "posix"]);
+    assert!(long.contains("\tPermissions mode: posix\n"), "{long}");
+
+    // Beta's changes come back: a file's bits, a directory's bits (setgid off).
+    set_mode("beta/secret", 0o640);
+    set_mode("beta/shared", 0o770);
+    env.ok(&["sync", "flush", "posix"]);
+    assert_eq!((mode("alpha/secret"), mode("alpha/shared")), (0o640, 0o770));
+    assert!(conflicts(&env, "posix").is_empty());
+
+    // Both sides change the same bits differently: conflicts, and nothing is overwritten.
+    // A conflict about a directory's bits blocks nothing inside it.
+    set_mode("alpha/secret", 0o604);
+    set_mode("beta/secret", 0o660);
+    set_mode("alpha/shared", 0o2750);
+    set_mode("beta/shared", 0o700);
+    write(&env.path("beta/shared/run"), "#!/bin/sh\necho beta");
+    set_mode("beta/shared/run", 0o750);
+    env.ok(&["sync", "flush", "posix"]);
+    assert_eq!(conflicts(&env, "posix"), ["secret", "shared"]);
+    assert_eq!((mode("alpha/secret"), mode("beta/secret")), (0o604, 0o660));
+    assert_eq!((mode("alpha/shared"), mode("beta/shared")), (0o2750, 0o700));
+    let run = fs::read_to_string(env.path("alpha/shared/run")).expect("run");
+    assert_eq!(run, "#!/bin/sh\necho beta", "the edit inside the directory went through");
+    let listed = env.ok(&["sync", "list", "posix"]);
+    assert!(listed.contains("Directory (2750)") && listed.contains("Directory (0700)"), "{listed}");
+
+    env.ok(&["sync", "resolve", "posix", "--all", "--alpha-wins"]);
+    assert_eq!((mode("beta/secret"), mode("beta/shared")), (0o604, 0o2750));
+    assert_eq!((mode("alpha/secret"), mode("alpha/shared")), (0o604, 0o2750));
+    assert!(conflicts(&env, "posix").is_empty());
+    let history = env.ok(&["sync", "history", "posix", "--path", "shared"]);
+    assert!(history.contains("2750"), "{history}");
+}
+
+fn conflicts(env: &DaemonEnv, name: &str) -> Vec<String> {
+    let sessions = env.sessions();
+    let session = sessions.iter().find(|s| s["name"] == name).expect("the session");
+    session["conflicts"]
+        .as_array()
+        .expect("conflicts")
+        .iter()
+        .map(|c| c["root"].as_str().expect("root").to_owned())
+        .collect()
+}
+
+#[test]
+fn a_watched_posix_session_carries_a_chmod_alone() {
+    let env = DaemonEnv::new();
+    let mode =
+        |path: &str| fs::metadata(env.path(path)).ok().map(|m| m.permissions().mode() & 0o7777);
+    write(&env.path("alpha/d/f"), "f");
+    env.ok(&["sync", "create", "alpha", "beta", "--name", "w", "--permissions-mode", "posix"]);
+    env.ok(&["sync", "flush", "w"]);
+    // No flush: the watch sees the metadata change, as it sees an edit.
+    fs::set_permissions(env.path("alpha/d/f"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    fs::set_permissions(env.path("alpha/d"), fs::Permissions::from_mode(0o2700)).expect("chmod");
+    env.until("the bits reach beta", Duration::from_secs(20), || {
+        mode("beta/d/f") == Some(0o600) && mode("beta/d") == Some(0o2700)
+    });
 }

@@ -233,6 +233,8 @@ pub enum ProbeMode {
 command_line_names!(ProbeMode, "probe mode", { Probe => "probe", Assume => "assume" });
 
 /// What is synchronized of permissions.
+///
+/// The order of the variants is their encoding (portable 0, manual 1): do not reorder.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PermissionsMode {
     /// Only whether a file is executable; new entries get the default modes (execute bits
@@ -242,41 +244,17 @@ pub enum PermissionsMode {
     /// Nothing: every file counts as not executable, and new entries get the default modes
     /// exactly as given.
     Manual,
+    /// The full permission bits of files (read, write, execute for user, group and other)
+    /// and directories (the same, and setgid), reconciled like content. Ownership still
+    /// follows the defaults; setuid, setgid on files and the sticky bit never travel.
+    Posix,
 }
 
-impl PermissionsMode {
-    /// Returns the command-line name.
-    pub fn name(self) -> &'static str {
-        match self {
-            PermissionsMode::Portable => "portable",
-            PermissionsMode::Manual => "manual",
-        }
-    }
-}
-
-impl std::fmt::Display for PermissionsMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for PermissionsMode {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<PermissionsMode, String> {
-        match text {
-            "portable" => Ok(PermissionsMode::Portable),
-            "manual" => Ok(PermissionsMode::Manual),
-            "posix" => {
-                Err("the posix permissions mode is not supported yet (expected portable or manual)"
-                    .to_owned())
-            }
-            other => {
-                Err(format!("unknown permissions mode {other:?} (expected portable or manual)"))
-            }
-        }
-    }
-}
+command_line_names!(PermissionsMode, "permissions mode", {
+    Portable => "portable",
+    Manual => "manual",
+    Posix => "posix",
+});
 
 /// Parses a size as people write it: `1048576`, `500MiB`, `1 GB`, `1.5GiB`, `64k`. Decimal
 /// units (`k`, `KB`, `MB`, `GB`, `TB`) are powers of 1000, binary ones (`KiB`, `MiB`, `GiB`,

@@ -128,7 +128,7 @@ impl Connector {
             ignore_syntax: configuration.ignore_syntax,
             vcs_ignored: configuration.ignore_vcs_ignored,
             full_scans: own.scan_mode == mutagen_core::ScanMode::Full,
-            manual_permissions: own.permissions_mode == mutagen_core::PermissionsMode::Manual,
+            permissions_mode: own.permissions_mode,
             file_mode: own.ownership.file_mode,
             directory_mode: own.ownership.directory_mode,
             owner: own.ownership.owner.clone(),

@@ -1255,7 +1255,8 @@ fn resolve(engine: &mut Engine, winner: Side, roots: Option<Vec<String>>) -> Res
             };
             mutagen_reconcile::resolution(ancestor, conflict, loser).map_err(|e| e.to_string())
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?
+        .concat();
     engine.record(Event::ConflictResolved { winner, changes }).map_err(|e| e.to_string())?;
     engine.flush().map_err(|e| e.to_string())
 }
@@ -1472,8 +1473,7 @@ mod tests {
             let wakeups = if side == Side::Beta { beta_wakeups.clone() } else { None };
             let mut tree = Some(Entry::empty_directory());
             if matches!(behaviour, Behaviour::WithFile | Behaviour::ForgetfulWithFile) {
-                let file =
-                    Entry::File { digest: mutagen_reconcile::Digest([7; 32]), executable: false };
+                let file = Entry::file(mutagen_reconcile::Digest([7; 32]), false);
                 mutagen_reconcile::replace_at(&mut tree, "f", Some(file)).expect("a file");
             }
             let scans =

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mutagen_reconcile::{Change, Entry, apply_change, join_path};
+use mutagen_reconcile::{Change, Entry, apply_change, join_path, replace_at};
 
 use crate::endpoint::{
     Endpoint, EndpointError, EndpointResult, Snapshot, StageRequest, TransitionResult, Transmission,
@@ -214,18 +214,26 @@ impl LocalEndpoint {
     /// Records a transition's results in the view, so that the events it caused find nothing
     /// new; drops the cache records of files it removed.
     /// `replaced` holds each change's path and what the scan saw there.
-    fn apply_to_view(&mut self, replaced: &[(String, Option<Entry>)], results: &[Option<Entry>]) {
+    fn apply_to_view(&mut self, replaced: &[Change], results: &[Option<Entry>]) {
         if replaced.is_empty() {
             return;
         }
         let Some(view) = &mut self.view else { return };
         // The cycle's own reference is gone by now, so this does not copy.
         let view = Arc::make_mut(view);
-        for ((path, old), result) in replaced.iter().zip(results) {
-            if let Some(old) = old {
+        for (change, result) in replaced.iter().zip(results) {
+            let path = &change.path;
+            if let Some(old) = &change.old {
                 forget_removed(&mut self.cache, path, old, result.as_ref());
             }
-            if apply_change(&mut view.content, path, result.clone()).is_err() {
+            // A change of a directory's bits reports the bits it has now (and no children).
+            let now = Change { path: path.clone(), old: change.old.clone(), new: result.clone() };
+            let applied = if change.is_permissions_only() {
+                apply_change(&mut view.content, &now).map(drop)
+            } else {
+                replace_at(&mut view.content, path, result.clone()).map(drop)
+            };
+            if applied.is_err() {
                 self.view = None;
                 return;
             }
@@ -405,8 +413,14 @@ impl Endpoint for LocalEndpoint {
         self.require_scan("transition")?;
         self.scanned = false;
         // What the view needs afterwards: not the new content, which can be the whole tree.
-        let replaced: Vec<(String, Option<Entry>)> =
-            changes.iter().map(|change| (change.path.clone(), change.old.clone())).collect();
+        let replaced: Vec<Change> = changes
+            .iter()
+            .map(|change| {
+                // A change of bits only keeps its (childless) `new`, which marks it as such.
+                let new = change.new.as_ref().filter(|_| change.is_permissions_only()).cloned();
+                Change { path: change.path.clone(), old: change.old.clone(), new }
+            })
+            .collect();
         let (result, placed) = transition::transition(
             &self.root,
             &self.cache,

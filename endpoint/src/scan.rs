@@ -19,8 +19,10 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-pub use mutagen_core::SymlinkMode;
-use mutagen_reconcile::{Digest, Entry, join_path};
+pub use mutagen_core::{PermissionsMode, SymlinkMode};
+use mutagen_reconcile::{
+    DIRECTORY_PERMISSION_BITS, Digest, Directory, Entry, FILE_PERMISSION_BITS, join_path,
+};
 use rayon::prelude::*;
 use rustix::fs::{CWD, FileType, Stat};
 use serde::{Deserialize, Serialize};
@@ -43,8 +45,9 @@ pub struct ScanOptions {
     pub symlink_mode: SymlinkMode,
     /// The compiled ignore patterns.
     pub ignorer: Arc<Ignorer>,
-    /// Permissions mode `manual`: no file counts as executable.
-    pub manual_permissions: bool,
+    /// What is recorded of permissions: executability (portable), nothing (manual: no file
+    /// counts as executable), or the permission bits of files and directories (posix).
+    pub permissions_mode: PermissionsMode,
     /// Also skip what the root's gitignore files, `.git/info/exclude` and the global
     /// excludes file ignore (see the `gitignore` module).
     pub vcs_ignored: bool,
@@ -132,7 +135,8 @@ pub fn scan(root: &Path, options: &ScanOptions, previous: &Cache) -> EndpointRes
         FileType::RegularFile => scanner.file(CWD, root, "", &stat),
         FileType::Directory => {
             let dir = fsutil::open_directory(CWD, root).map_err(|e| fail(describe(&e)))?;
-            Entry::Directory(scanner.directory(dir.as_fd(), "").map_err(|e| fail(describe(&e)))?)
+            let children = scanner.directory(dir.as_fd(), "").map_err(|e| fail(describe(&e)))?;
+            Entry::Directory(scanner.with_permissions(children, &stat))
         }
         _ => Entry::Untracked,
     };
@@ -171,9 +175,10 @@ pub fn rescan(
     created: &BTreeSet<String>,
     watch_new: &dyn Fn(&Path),
 ) -> Option<Rescan> {
-    let Snapshot { content: Some(Entry::Directory(children)), .. } = previous else {
+    let Snapshot { content: Some(Entry::Directory(previous_root)), .. } = previous else {
         return None;
     };
+    let Directory { children, permissions: previous_permissions } = previous_root;
     let counts = Snapshot { content: None, ..previous };
     let stat = rustix::fs::lstat(root).ok()?;
     if FileType::from_raw_mode(stat.st_mode) != FileType::Directory {
@@ -194,6 +199,10 @@ pub fn rescan(
     let content = updater.update(dir.as_fd(), "", children, false).ok()?;
     if options.vcs_ignored && updater.ignores_changed.get() {
         return None;
+    }
+    let content = scanner.with_permissions(content, &stat);
+    if content.permissions != previous_permissions {
+        updater.changed.set(true);
     }
     let (purged, changed) = (updater.purged.into_inner(), updater.changed.get());
     let records = scanner.records.into_inner().unwrap_or_else(|poison| poison.into_inner());
@@ -246,17 +255,19 @@ impl Updater<'_, '_> {
     ) -> std::io::Result<BTreeMap<String, Entry>> {
         if !force && !self.dirty.contains(path) {
             for (name, entry) in &mut old {
-                let Entry::Directory(children) = entry else { continue };
+                let Entry::Directory(directory) = entry else { continue };
                 let child_path = join_path(path, name);
                 if !self.dirty.contains(&child_path) && !self.dirty_below(&child_path) {
                     continue;
                 }
-                let children = std::mem::take(children);
+                // Its own permission bits live in its parent's listing, which is not dirty:
+                // they are unchanged.
+                let children = std::mem::take(&mut directory.children);
                 let updated = fsutil::open_directory(dir, name.as_str())
                     .inspect_err(|_| self.purge_children(&child_path, &children))
                     .and_then(|child| self.update(child.as_fd(), &child_path, children, false));
                 match updated {
-                    Ok(contents) => *entry = Entry::Directory(contents),
+                    Ok(contents) => directory.children = contents,
                     // The directory is not what it was, yet its parent was not reported (its
                     // event is still on the way): read the parent again.
                     Err(_) => return self.update(dir, path, old, true),
@@ -282,12 +293,14 @@ impl Updater<'_, '_> {
             // full even if the previous scan already saw it: its watch may be younger than
             // some of its contents.
             let (previous_children, previous) = match previous {
-                Some(Entry::Directory(children)) if !self.created.contains(&child_path) => {
-                    (Some(children), None)
+                Some(Entry::Directory(directory)) if !self.created.contains(&child_path) => {
+                    (Some(directory), None)
                 }
                 other => (None, other),
             };
             let was_directory = previous_children.is_some();
+            let previous_permissions = previous_children.as_ref().map(|d| d.permissions);
+            let previous_children = previous_children.map(|directory| directory.children);
             let previous_children = RefCell::new(previous_children);
             let mut subdirectory =
                 |child: std::os::fd::BorrowedFd<'_>, child_path: &str| match previous_children
@@ -316,7 +329,9 @@ impl Updater<'_, '_> {
                 continue;
             };
             let same = match (&previous, &entry) {
-                (None, Entry::Directory(_)) => was_directory,
+                (None, Entry::Directory(directory)) => {
+                    was_directory && previous_permissions == Some(directory.permissions)
+                }
                 (None, _) => false,
                 (Some(previous), entry) => previous == entry,
             };
@@ -475,7 +490,7 @@ impl<'a> Scanner<'a> {
             FileType::Directory => match fsutil::open_directory(dir, raw)
                 .and_then(|child| subdirectory(child.as_fd(), &path))
             {
-                Ok(contents) => Entry::Directory(contents),
+                Ok(contents) => Entry::Directory(self.with_permissions(contents, &stat)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
                 Err(e) => problematic(format!("unable to read directory: {}", describe(&e))),
             },
@@ -494,7 +509,10 @@ impl<'a> Scanner<'a> {
         path: &str,
         stat: &Stat,
     ) -> Entry {
-        let executable = !self.options.manual_permissions && stat.st_mode & 0o111 != 0;
+        let executable =
+            self.options.permissions_mode != PermissionsMode::Manual && stat.st_mode & 0o111 != 0;
+        let permissions = (self.options.permissions_mode == PermissionsMode::Posix)
+            .then_some(stat.st_mode as u16 & FILE_PERMISSION_BITS);
         let cached = self.previous.records.get(path).filter(|record| record.matches(stat));
         let digest = match cached {
             Some(record) => record.digest,
@@ -506,7 +524,14 @@ impl<'a> Scanner<'a> {
         };
         let record = CacheRecord::new(stat, digest);
         self.records.lock().unwrap_or_else(|p| p.into_inner()).push((path.to_owned(), record));
-        Entry::File { digest, executable }
+        Entry::File { digest, executable, permissions }
+    }
+
+    /// Returns a directory of `children` with the bits of `stat` in permissions mode posix.
+    fn with_permissions(&self, children: BTreeMap<String, Entry>, stat: &Stat) -> Directory {
+        let permissions = (self.options.permissions_mode == PermissionsMode::Posix)
+            .then_some(stat.st_mode as u16 & DIRECTORY_PERMISSION_BITS);
+        Directory { children, permissions }
     }
 
     fn symlink(&self, dir: std::os::fd::BorrowedFd<'_>, raw: &CStr, path: &str) -> Entry {

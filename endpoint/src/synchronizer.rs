@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mutagen_reconcile::{
-    ApplyError, Change, Conflict, Digest, Entry, EntryError, Mode, Problem, reconcile, replace_at,
+    ApplyError, Change, Conflict, Digest, Entry, EntryError, Mode, Problem, Undo, apply_change,
+    reconcile,
 };
 use serde::{Deserialize, Serialize};
 
@@ -509,21 +510,21 @@ impl Synchronizer {
                 new.validate(true).map_err(CycleError::InvalidAncestor)?;
             }
         }
-        let mut undo: Vec<(String, Option<Entry>)> = Vec::with_capacity(delta.len());
+        let mut undo: Vec<Undo> = Vec::with_capacity(delta.len());
         let mut effective = Vec::with_capacity(delta.len());
         for change in delta {
-            match replace_at(&mut self.ancestor, &change.path, change.new.clone()) {
+            match apply_change(&mut self.ancestor, &change) {
                 Ok(previous) => {
-                    let changed = previous != change.new;
-                    undo.push((change.path.clone(), previous));
+                    let changed = previous.changed(&change);
+                    undo.push(previous);
                     if changed {
                         effective.push(change);
                     }
                 }
                 Err(error) => {
-                    for (path, previous) in undo.into_iter().rev() {
+                    for previous in undo.into_iter().rev() {
                         // Restoring what was just there cannot fail.
-                        let _ = replace_at(&mut self.ancestor, &path, previous);
+                        let _ = previous.undo(&mut self.ancestor);
                     }
                     return Err(CycleError::Ancestor(error));
                 }
@@ -733,10 +734,14 @@ fn results_as_changes<'a>(
     changes: &'a [Change],
     result: &'a TransitionResult,
 ) -> impl Iterator<Item = Change> + 'a {
-    changes.iter().zip(&result.results).map(|(change, now)| Change {
-        path: change.path.clone(),
-        old: None,
-        new: now.clone(),
+    changes.iter().zip(&result.results).map(|(change, now)| {
+        if change.is_permissions_only() {
+            // The directory's bits now: its children are not part of the change (a remote
+            // side's result is taken for its bits only).
+            let now = mutagen_reconcile::directory_permissions(now.as_ref());
+            return Change::permissions(change.path.clone(), None, now);
+        }
+        Change { path: change.path.clone(), old: None, new: now.clone() }
     })
 }
 
@@ -745,7 +750,7 @@ mod tests {
     use super::*;
 
     fn dir(names: &[&str]) -> Option<Entry> {
-        let file = Entry::File { digest: Digest([1; 32]), executable: false };
+        let file = Entry::file(Digest([1; 32]), false);
         Some(Entry::Directory(names.iter().map(|n| ((*n).to_owned(), file.clone())).collect()))
     }
 
@@ -761,7 +766,7 @@ mod tests {
 
     #[test]
     fn root_halts() {
-        let file = Entry::File { digest: Digest([1; 32]), executable: false };
+        let file = Entry::file(Digest([1; 32]), false);
         let deletion = Change::new("", dir(&["a"]), None);
         let type_change = Change::new("", dir(&["a"]), Some(file.clone()));
         let creation = Change::new("", None, Some(file));
@@ -772,7 +777,7 @@ mod tests {
 
     #[test]
     fn needed_files_skip_mode_only_changes_and_duplicates() {
-        let file = |exec| Some(Entry::File { digest: Digest([1; 32]), executable: exec });
+        let file = |exec| Some(Entry::file(Digest([1; 32]), exec));
         let changes = vec![
             Change::new("x", file(false), file(true)),
             Change::new("d", None, dir(&["a", "b"])),

@@ -27,6 +27,15 @@
 //! files get the file mode exactly and a replaced file keeps its bits. A configured owner or
 //! group is given to everything created, and to every file placed (before its rename, so it
 //! never appears with another owner).
+//!
+//! In permissions mode posix, entries carry their bits and every file and directory created,
+//! replaced or changed gets exactly those (within [`FILE_PERMISSION_BITS`] and
+//! [`DIRECTORY_PERMISSION_BITS`], whatever a remote side sent). A change of a directory's
+//! bits alone ([`Change::is_permissions_only`]) is verified like a file: the directory must
+//! still have the bits the scan saw. A new directory is created writable by its owner and
+//! gets its bits once its contents are in, and a change that takes the owner's write or
+//! search bit from a directory is made after the other changes of the batch, so that a
+//! read-only directory still receives its contents.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -34,8 +43,11 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
-use mutagen_reconcile::{Change, Digest, Entry, Problem, join_path};
-use rustix::fs::{AtFlags, CWD, Mode, OFlags, RenameFlags};
+use mutagen_reconcile::{
+    Change, DIRECTORY_PERMISSION_BITS, Digest, Directory, Entry, FILE_PERMISSION_BITS, Problem,
+    directory_permissions, join_path,
+};
+use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
 use crate::endpoint::TransitionResult;
@@ -135,7 +147,24 @@ pub fn transition(
         missing_files: false,
         placed: Vec::new(),
     };
-    let results = changes.into_iter().map(|change| transitioner.apply(change)).collect();
+    // A directory that loses its owner's write or search bit would refuse the changes below
+    // it: those come last, deepest first.
+    let closes = |change: &Change| {
+        change.is_permissions_only()
+            && directory_permissions(change.new.as_ref()).is_some_and(|bits| bits & 0o300 != 0o300)
+    };
+    let mut results = vec![None; changes.len()];
+    let mut last = Vec::new();
+    for (index, change) in changes.into_iter().enumerate() {
+        if closes(&change) {
+            last.push((index, change));
+        } else {
+            results[index] = transitioner.apply(change);
+        }
+    }
+    for (index, change) in last.into_iter().rev() {
+        results[index] = transitioner.apply(change);
+    }
     let result = TransitionResult {
         results,
         problems: transitioner.problems,
@@ -144,12 +173,14 @@ pub fn transition(
     (result, transitioner.placed)
 }
 
-/// Returns whether `change` only changes a file's executability (no content to stage).
+/// Returns whether `change` only changes permissions: a file's executability or bits (no
+/// content to stage), or a directory's bits.
 pub fn is_mode_only(change: &Change) -> bool {
-    matches!(
-        (&change.old, &change.new),
-        (Some(Entry::File { digest: a, .. }), Some(Entry::File { digest: b, .. })) if a == b
-    )
+    change.is_permissions_only()
+        || matches!(
+            (&change.old, &change.new),
+            (Some(Entry::File { digest: a, .. }), Some(Entry::File { digest: b, .. })) if a == b
+        )
 }
 
 /// Returns every file `changes` will take from staging, as (path, digest), in order: the files
@@ -205,17 +236,21 @@ impl Transitioner<'_> {
                     _ => describe(&e),
                 };
                 self.problem(&change.path, format!("unable to locate parent: {reason}"));
-                return change.old;
+                return change.old.clone();
             }
         };
         let dir = parent.as_fd();
         let path = change.path.as_str();
+        if change.is_permissions_only() {
+            return self.set_directory_permissions(dir, &name, &change);
+        }
         if let (
             Some(Entry::File { digest: old, .. }),
-            Some(Entry::File { digest: new, executable }),
+            Some(Entry::File { digest: new, executable, permissions }),
         ) = (&change.old, &change.new)
         {
-            return self.replace_file(dir, &name, path, old, new, *executable, &change.old);
+            let new = (new, *executable, *permissions);
+            return self.replace_file(dir, &name, path, old, new, &change.old);
         }
         if let Some(old) = &change.old
             && let Some(remaining) = self.remove(dir, &name, path, old)
@@ -242,15 +277,15 @@ impl Transitioner<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Replaces the file at `name` (whose content the scan saw as `old`) with `new`'s
+    /// content, executability and bits.
     fn replace_file(
         &mut self,
         dir: BorrowedFd<'_>,
         name: &str,
         path: &str,
         old: &Digest,
-        new: &Digest,
-        executable: bool,
+        (new, executable, permissions): (&Digest, bool, Option<u16>),
         unchanged: &Option<Entry>,
     ) -> Option<Entry> {
         let stat = match self.verify_file(dir, name, path, old) {
@@ -260,8 +295,11 @@ impl Transitioner<'_> {
                 return unchanged.clone();
             }
         };
-        let mode = self.modes.replacing(stat.st_mode, executable);
-        let result = Some(Entry::File { digest: *new, executable });
+        let mode = match permissions {
+            Some(bits) => u32::from(bits & FILE_PERMISSION_BITS),
+            None => self.modes.replacing(stat.st_mode, executable),
+        };
+        let result = Some(Entry::File { digest: *new, executable, permissions });
         if old == new {
             return match rustix::fs::chmodat(dir, name, Mode::from_raw_mode(mode), AtFlags::empty())
             {
@@ -396,18 +434,99 @@ impl Transitioner<'_> {
         }
     }
 
+    /// Sets the bits of the directory at `name` to those of `change.new`, if it still has
+    /// the bits of `change.old` (what the scan saw); returns the directory's bits now.
+    fn set_directory_permissions(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &str,
+        change: &Change,
+    ) -> Option<Entry> {
+        let path = change.path.as_str();
+        let with_bits = |bits| Some(Entry::Directory(Directory::with_permissions(bits)));
+        let (old, new) = (
+            directory_permissions(change.old.as_ref()),
+            directory_permissions(change.new.as_ref()),
+        );
+        let current = match fsutil::stat_at(dir, name) {
+            Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
+                stat.st_mode as u16 & DIRECTORY_PERMISSION_BITS
+            }
+            Ok(_) => {
+                self.problem(
+                    path,
+                    "modification detected: the directory was replaced after it was scanned",
+                );
+                return change.old.clone();
+            }
+            Err(e) => {
+                self.problem(path, format!("unable to read metadata: {}", describe(&e)));
+                return change.old.clone();
+            }
+        };
+        if old.is_some_and(|old| old != current) {
+            self.problem(
+                path,
+                "modification detected: the directory's permissions changed after it was scanned",
+            );
+            return change.old.clone();
+        }
+        let Some(bits) = new.map(|bits| bits & DIRECTORY_PERMISSION_BITS) else {
+            // Never produced: a side's directory always has bits in permissions mode posix.
+            self.problem(path, "refusing to set permissions without bits");
+            return change.old.clone();
+        };
+        if let Err(e) =
+            rustix::fs::chmodat(dir, name, Mode::from_raw_mode(bits.into()), AtFlags::empty())
+        {
+            self.problem(path, format!("unable to set permissions: {}", describe(&e.into())));
+            return change.old.clone();
+        }
+        self.directory_bits(dir, name, path, bits)
+            .map_or(change.old.clone(), |now| with_bits(Some(now)))
+    }
+
+    /// Reads back the bits of the directory at `name` after they were set to `wanted`: the
+    /// kernel drops setgid, without an error, for a directory whose group the process is not
+    /// in. Returns what is there now (`None` if it cannot be read).
+    fn directory_bits(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &str,
+        path: &str,
+        wanted: u16,
+    ) -> Option<u16> {
+        match fsutil::stat_at(dir, name) {
+            Ok(stat) => {
+                let now = stat.st_mode as u16 & DIRECTORY_PERMISSION_BITS;
+                if now != wanted {
+                    self.problem(path, format!("unable to set permissions {wanted:04o}: the directory has {now:04o} (setgid needs membership in the directory's group)"));
+                }
+                Some(now)
+            }
+            Err(e) => {
+                self.problem(path, format!("unable to read metadata: {}", describe(&e)));
+                None
+            }
+        }
+    }
+
     fn remove_directory(
         &mut self,
         dir: BorrowedFd<'_>,
         name: &str,
         path: &str,
-        contents: &BTreeMap<String, Entry>,
+        directory: &Directory,
     ) -> Option<Entry> {
+        let contents = &directory.children;
+        let remaining_directory = |children| {
+            Some(Entry::Directory(Directory { children, permissions: directory.permissions }))
+        };
         let handle = match fsutil::open_directory(dir, name) {
             Ok(handle) => handle,
             Err(e) => {
                 self.problem(path, format!("unable to open directory: {}", describe(&e)));
-                return Some(Entry::Directory(contents.clone()));
+                return Some(Entry::Directory(directory.clone()));
             }
         };
         let mut remaining = BTreeMap::new();
@@ -423,21 +542,21 @@ impl Transitioner<'_> {
             }
             Err(e) => {
                 self.problem(path, format!("unable to read directory: {}", describe(&e)));
-                return Some(Entry::Directory(remaining));
+                return remaining_directory(remaining);
             }
         };
         if unknown {
             self.problem(path, "unknown content encountered on disk: directory kept");
-            return Some(Entry::Directory(remaining));
+            return remaining_directory(remaining);
         }
         if !remaining.is_empty() {
-            return Some(Entry::Directory(remaining));
+            return remaining_directory(remaining);
         }
         match unlink(dir, name, AtFlags::REMOVEDIR) {
             Ok(()) => None,
             Err(error) => {
                 self.problem(path, error);
-                Some(Entry::Directory(remaining))
+                remaining_directory(remaining)
             }
         }
     }
@@ -451,8 +570,11 @@ impl Transitioner<'_> {
         new: &Entry,
     ) -> Option<Entry> {
         match new {
-            Entry::File { digest, executable } => {
-                let mode = self.modes.new_file(*executable);
+            Entry::File { digest, executable, permissions } => {
+                let mode = match permissions {
+                    Some(bits) => u32::from(bits & FILE_PERMISSION_BITS),
+                    None => self.modes.new_file(*executable),
+                };
                 self.place_staged(dir, name, path, digest, mode, false).ok()?;
                 Some(new.clone())
             }
@@ -483,9 +605,15 @@ impl Transitioner<'_> {
         dir: BorrowedFd<'_>,
         name: &str,
         path: &str,
-        contents: &BTreeMap<String, Entry>,
+        directory: &Directory,
     ) -> Option<Entry> {
-        let mode = Mode::from_raw_mode(self.modes.directory);
+        let contents = &directory.children;
+        // In permissions mode posix, the directory's own bits, once its contents are in.
+        let wanted = directory.permissions.map(|bits| bits & DIRECTORY_PERMISSION_BITS);
+        let mode = match wanted {
+            Some(bits) => Mode::from_raw_mode(u32::from(bits) | 0o700),
+            None => Mode::from_raw_mode(self.modes.directory),
+        };
         let created = rustix::fs::mkdirat(dir, name, mode)
             // mkdir applies the umask; set the documented mode exactly.
             .and_then(|()| rustix::fs::chmodat(dir, name, mode, AtFlags::empty()))
@@ -508,7 +636,14 @@ impl Transitioner<'_> {
                 done.insert(child_name.clone(), entry);
             }
         }
-        Some(Entry::Directory(done))
+        let permissions = wanted.and_then(|bits| {
+            let set = rustix::fs::fchmod(&handle, Mode::from_raw_mode(bits.into()));
+            if let Err(e) = set {
+                self.problem(path, format!("unable to set permissions: {}", describe(&e.into())));
+            }
+            self.directory_bits(dir, name, path, bits)
+        });
+        Some(Entry::Directory(Directory { children: done, permissions }))
     }
 }
 
@@ -557,7 +692,7 @@ mod tests {
     use rustix::fs::FileType;
 
     use super::*;
-    use crate::scan::{self, ScanOptions};
+    use crate::scan::{self, PermissionsMode, ScanOptions};
 
     fn file_type(dir: &Path, name: &str) -> Option<FileType> {
         fsutil::stat_at(CWD, dir.join(name)).ok().map(|s| FileType::from_raw_mode(s.st_mode))
@@ -582,7 +717,7 @@ mod tests {
     }
 
     fn file(data: &[u8]) -> Option<Entry> {
-        Some(Entry::File { digest: digest(data), executable: false })
+        Some(Entry::file(digest(data), false))
     }
 
     impl Fixture {
@@ -595,6 +730,105 @@ mod tests {
         fn run(&mut self, cache: &Cache, changes: Vec<Change>) -> TransitionResult {
             transition(&self.root, cache, &mut self.staging, Modes::default(), changes).0
         }
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::metadata(path).expect("stat").permissions().mode() & 0o7777
+    }
+
+    fn posix_scan(root: &Path) -> scan::ScanOutput {
+        let options =
+            ScanOptions { permissions_mode: PermissionsMode::Posix, ..ScanOptions::default() };
+        scan::scan(root, &options, &Cache::default()).expect("scan")
+    }
+
+    fn posix_file(data: &[u8], bits: u16) -> Entry {
+        Entry::File { digest: digest(data), executable: bits & 0o111 != 0, permissions: Some(bits) }
+    }
+
+    fn posix_directory(bits: u16, children: Vec<(&str, Entry)>) -> Entry {
+        let children = children.into_iter().map(|(name, e)| (name.to_owned(), e)).collect();
+        Entry::Directory(Directory { children, permissions: Some(bits) })
+    }
+
+    #[test]
+    fn posix_bits_are_given_to_what_is_created_and_changed() {
+        let mut fx = fixture();
+        fs::create_dir(fx.root.join("d")).expect("mkdir");
+        fs::set_permissions(fx.root.join("d"), fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::write(fx.root.join("f"), b"f").expect("write");
+        fs::set_permissions(fx.root.join("f"), fs::Permissions::from_mode(0o644)).expect("chmod");
+        let scanned = posix_scan(&fx.root);
+        let held =
+            |path: &str| scanned.snapshot.content.as_ref().and_then(|c| c.get(path)).cloned();
+        assert_eq!(held("f"), Some(posix_file(b"f", 0o644)));
+        assert_eq!(held("d").map(|d| d.slim()), Some(posix_directory(0o755, vec![])));
+        fx.stage(b"inner");
+        fx.stage(b"run");
+        // A read-only directory with contents, a setgid directory, an executable, a file's bits
+        // and a directory's bits alone; setuid and sticky bits from a remote side are dropped.
+        let new_tree = posix_directory(
+            0o555,
+            vec![("inner", posix_file(b"inner", 0o440)), ("g", posix_directory(0o2770, vec![]))],
+        );
+        let changes = vec![
+            Change::new("ro", None, Some(new_tree.clone())),
+            Change::new("run", None, Some(posix_file(b"run", 0o750))),
+            Change::new("f", held("f"), Some(posix_file(b"f", 0o600))),
+            Change::permissions("d", Some(0o755), Some(0o2750)),
+            Change::new("sticky", None, Some(posix_directory(0o1777, vec![]))),
+        ];
+        let out = fx.run(&scanned.cache, changes);
+        assert_eq!(out.problems, vec![]);
+        assert_eq!(out.results[0], Some(new_tree));
+        assert_eq!(out.results[3], Some(posix_directory(0o2750, vec![])));
+        assert_eq!(out.results[4], Some(posix_directory(0o777, vec![])));
+        for (path, bits) in [
+            ("ro", 0o555),
+            ("ro/inner", 0o440),
+            ("ro/g", 0o2770),
+            ("run", 0o750),
+            ("f", 0o600),
+            ("d", 0o2750),
+            ("sticky", 0o777),
+        ] {
+            assert_eq!(mode_of(&fx.root.join(path)), bits, "{path}");
+        }
+        fs::set_permissions(fx.root.join("ro"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    #[test]
+    fn a_directory_whose_bits_changed_after_the_scan_keeps_them() {
+        let mut fx = fixture();
+        fs::create_dir(fx.root.join("d")).expect("mkdir");
+        fs::set_permissions(fx.root.join("d"), fs::Permissions::from_mode(0o755)).expect("chmod");
+        let scanned = posix_scan(&fx.root);
+        fs::set_permissions(fx.root.join("d"), fs::Permissions::from_mode(0o700)).expect("chmod");
+        let change = Change::permissions("d", Some(0o755), Some(0o775));
+        let out = fx.run(&scanned.cache, vec![change.clone()]);
+        assert_eq!(mode_of(&fx.root.join("d")), 0o700, "the user's bits are kept");
+        assert_eq!(out.results, vec![change.old]);
+        assert!(out.problems[0].error.contains("permissions changed after it was scanned"));
+    }
+
+    #[test]
+    fn a_directory_closed_to_its_owner_still_receives_its_contents() {
+        let mut fx = fixture();
+        fs::create_dir(fx.root.join("d")).expect("mkdir");
+        fs::set_permissions(fx.root.join("d"), fs::Permissions::from_mode(0o755)).expect("chmod");
+        let scanned = posix_scan(&fx.root);
+        fx.stage(b"late");
+        // The parent's change comes first, as reconcile orders them; it is made last.
+        let changes = vec![
+            Change::permissions("d", Some(0o755), Some(0o555)),
+            Change::new("d/late", None, Some(posix_file(b"late", 0o644))),
+        ];
+        let out = fx.run(&scanned.cache, changes);
+        assert_eq!(out.problems, vec![]);
+        assert_eq!(fs::read(fx.root.join("d/late")).expect("read"), b"late");
+        assert_eq!(mode_of(&fx.root.join("d")), 0o555);
+        assert_eq!(out.results[0], Some(posix_directory(0o555, vec![])));
+        fs::set_permissions(fx.root.join("d"), fs::Permissions::from_mode(0o755)).expect("chmod");
     }
 
     #[test]
@@ -724,15 +958,12 @@ mod tests {
         let mut fx = fixture();
         let scanned = fx.scan();
         fx.stage(b"x");
-        let tree = Entry::Directory(BTreeMap::from([
-            ("run".to_owned(), Entry::File { digest: digest(b"x"), executable: true }),
-            ("same".to_owned(), Entry::File { digest: digest(b"x"), executable: false }),
-            (
-                "missing".to_owned(),
-                Entry::File { digest: digest(b"not staged"), executable: false },
-            ),
+        let tree = Entry::Directory(Directory::from(BTreeMap::from([
+            ("run".to_owned(), Entry::file(digest(b"x"), true)),
+            ("same".to_owned(), Entry::file(digest(b"x"), false)),
+            ("missing".to_owned(), Entry::file(digest(b"not staged"), false)),
             ("link".to_owned(), Entry::SymbolicLink { target: "run".into() }),
-        ]));
+        ])));
         let out = fx.run(&scanned.cache, vec![Change::new("t", None, Some(tree))]);
         assert!(out.missing_files);
         let Some(Some(Entry::Directory(created))) = out.results.first() else { panic!("{out:?}") };
@@ -749,7 +980,7 @@ mod tests {
         let mut fx = fixture();
         fs::write(fx.root.join("s"), b"#!/bin/sh").expect("write");
         let scanned = fx.scan();
-        let new = Some(Entry::File { digest: digest(b"#!/bin/sh"), executable: true });
+        let new = Some(Entry::file(digest(b"#!/bin/sh"), true));
         let out = fx.run(&scanned.cache, vec![Change::new("s", file(b"#!/bin/sh"), new.clone())]);
         assert_eq!((out.results, out.problems), (vec![new], vec![]));
         let mode = fs::metadata(fx.root.join("s")).expect("stat").permissions().mode();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use mutagen_endpoint::{Snapshot, StageRequest, TransitionResult, Transmission};
-use mutagen_reconcile::{Change, Digest, Entry, Problem};
+use mutagen_reconcile::{Change, Digest, Directory, Entry, Problem};
 use serde::{Serialize, de::DeserializeOwned};
 
 fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(value: T) {
@@ -14,14 +14,14 @@ fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(val
 
 #[test]
 fn messages_round_trip() {
-    let file = Entry::File { digest: Digest([3; 32]), executable: true };
-    let tree = Entry::Directory(BTreeMap::from([
+    let file = Entry::file(Digest([3; 32]), true);
+    let tree = Entry::Directory(Directory::from(BTreeMap::from([
         ("f".to_owned(), file.clone()),
         ("l".to_owned(), Entry::SymbolicLink { target: "f".into() }),
         ("u".to_owned(), Entry::Untracked),
         ("p".to_owned(), Entry::Problematic { problem: "unreadable".into() }),
         ("ü 日本".to_owned(), Entry::empty_directory()),
-    ]));
+    ])));
     round_trip(Snapshot {
         content: Some(tree.clone()),
         directories: 2,

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
-use mutagen_endpoint::scan::{Cache, ScanOptions, rescan, scan};
+use mutagen_endpoint::scan::{Cache, PermissionsMode, ScanOptions, rescan, scan};
 use mutagen_reconcile::Entry;
 use proptest::prelude::*;
 
@@ -19,8 +19,14 @@ enum Operation {
     MakeDirectory(usize),
     Remove(usize),
     Rename(usize, usize),
-    Chmod(usize),
+    /// Gives a file or a directory one of [`BITS`].
+    Chmod(usize, usize),
+    /// Gives the root one of [`BITS`].
+    ChmodRoot(usize),
 }
+
+/// Permission bits the operations give (directories stay searchable by their owner).
+const BITS: [u32; 4] = [0o755, 0o700, 0o2775, 0o750];
 
 fn operation() -> impl Strategy<Value = Operation> {
     let index = 0..PATHS.len();
@@ -29,7 +35,8 @@ fn operation() -> impl Strategy<Value = Operation> {
         index.clone().prop_map(Operation::MakeDirectory),
         index.clone().prop_map(Operation::Remove),
         (index.clone(), index.clone()).prop_map(|(a, b)| Operation::Rename(a, b)),
-        index.prop_map(Operation::Chmod),
+        (index, 0..BITS.len()).prop_map(|(i, b)| Operation::Chmod(i, b)),
+        (0..BITS.len()).prop_map(Operation::ChmodRoot),
     ]
 }
 
@@ -62,19 +69,23 @@ fn apply(
             let ok = fs::rename(at(*a), at(*b)).is_ok();
             vec![(PATHS[*a], ok), (PATHS[*b], ok)]
         }
-        Operation::Chmod(i) => {
+        Operation::Chmod(i, bits) => {
             use std::os::unix::fs::PermissionsExt;
-            let path = at(*i);
-            let ok = fs::metadata(&path).is_ok_and(|m| m.is_file())
-                && fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).is_ok();
+            let ok = fs::set_permissions(at(*i), fs::Permissions::from_mode(BITS[*bits])).is_ok();
             vec![(PATHS[*i], ok)]
+        }
+        Operation::ChmodRoot(bits) => {
+            use std::os::unix::fs::PermissionsExt;
+            let ok = fs::set_permissions(root, fs::Permissions::from_mode(BITS[*bits])).is_ok();
+            vec![("", ok)]
         }
     };
     for (index, (path, ok)) in touched.into_iter().enumerate() {
         if !ok {
             continue;
         }
-        dirty.insert(parent(path));
+        // The watcher marks the directory holding the entry, or the root for the root.
+        dirty.insert(if path.is_empty() { String::new() } else { parent(path) });
         let arrived = match op {
             Operation::MakeDirectory(_) | Operation::WriteFile(..) => true,
             Operation::Rename(..) => index == 1,
@@ -112,6 +123,7 @@ proptest! {
     fn rescanning_dirty_directories_equals_a_full_scan(
         setup in prop::collection::vec(operation(), 0..12),
         changes in prop::collection::vec(operation(), 1..8),
+        posix in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("root");
@@ -120,7 +132,9 @@ proptest! {
         for op in &setup {
             apply(&root, op, &mut ignored_dirty, &mut ignored_created);
         }
-        let options = ScanOptions::default();
+        let permissions_mode =
+            if posix { PermissionsMode::Posix } else { PermissionsMode::Portable };
+        let options = ScanOptions { permissions_mode, ..ScanOptions::default() };
         let before = scan(&root, &options, &Cache::default()).expect("scan");
         let (mut dirty, mut created) = (BTreeSet::new(), BTreeSet::new());
         for op in &changes {
@@ -154,5 +168,36 @@ proptest! {
         for path in new.iter().filter(|path| !old.contains(*path) && old.contains(&parent(path))) {
             prop_assert!(watched.contains(path), "{path} was not watched: {watched:?}");
         }
+    }
+}
+
+/// In permissions mode posix, a `chmod` alone (of a file, a directory or the root) is a
+/// change that an accelerated rescan of the directory holding it finds.
+#[test]
+fn a_chmod_alone_is_a_change_in_posix_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    fs::create_dir_all(root.join("d/e")).expect("mkdir");
+    fs::write(root.join("d/f"), b"f").expect("write");
+    let options =
+        ScanOptions { permissions_mode: PermissionsMode::Posix, ..ScanOptions::default() };
+    for (path, bits) in [("d/f", 0o600), ("d/e", 0o2750), ("d", 0o700), ("", 0o750)] {
+        let before = scan(&root, &options, &Cache::default()).expect("scan");
+        fs::set_permissions(root.join(path), fs::Permissions::from_mode(bits)).expect("chmod");
+        let dirty = BTreeSet::from([if path.is_empty() { String::new() } else { parent(path) }]);
+        let mut cache = before.cache.clone();
+        let rescanned =
+            rescan(&root, &options, before.snapshot, &mut cache, &dirty, &BTreeSet::new(), &|_| {})
+                .expect("rescanned");
+        let full = scan(&root, &options, &Cache::default()).expect("scan");
+        assert!(rescanned.changed, "{path}: the chmod went unnoticed");
+        assert_eq!(rescanned.snapshot, full.snapshot, "{path}");
+        let bits_now = match full.snapshot.content.as_ref().and_then(|c| c.get(path)) {
+            Some(Entry::File { permissions, .. }) => *permissions,
+            Some(Entry::Directory(directory)) => directory.permissions,
+            other => panic!("{path}: {other:?}"),
+        };
+        assert_eq!(bits_now, Some(bits as u16), "{path}");
     }
 }

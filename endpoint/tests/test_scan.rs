@@ -31,7 +31,7 @@ fn roots_absent_file_and_link() {
     let file = dir.path().join("single");
     fs::write(&file, "one file").expect("write");
     let output = scan_with(&file, &ScanOptions::default());
-    assert_eq!(content(&output), &Entry::File { digest: digest(b"one file"), executable: false });
+    assert_eq!(content(&output), &Entry::file(digest(b"one file"), false));
     assert_eq!((output.snapshot.files, output.snapshot.total_file_size), (1, 8));
 
     let link = dir.path().join("link");
@@ -68,7 +68,7 @@ fn kinds_names_and_counts() {
     assert_eq!(names, ["bad\u{fffd}name (non-UTF-8)", "d", "fifo", "run", "sock"]);
     assert_eq!(children["fifo"], Entry::Untracked);
     assert_eq!(children["sock"], Entry::Untracked);
-    assert_eq!(children["run"], Entry::File { digest: digest(b"#!"), executable: true });
+    assert_eq!(children["run"], Entry::file(digest(b"#!"), true));
     assert!(
         matches!(&children["bad\u{fffd}name (non-UTF-8)"], Entry::Problematic { problem } if problem.contains("utf-8"))
     );
@@ -142,18 +142,12 @@ fn unchanged_metadata_means_no_rehash() {
     let warm = scan(dir.path(), &options, &first.cache).expect("warm scan");
     assert_eq!(content(&warm).get("f"), content(&first).get("f"));
     let cold = scan_with(dir.path(), &options);
-    assert_eq!(
-        content(&cold).get("f"),
-        Some(&Entry::File { digest: digest(b"bbbb"), executable: false })
-    );
+    assert_eq!(content(&cold).get("f"), Some(&Entry::file(digest(b"bbbb"), false)));
 
     // Any metadata change is noticed.
     fs::write(&path, "ccccc").expect("rewrite");
     let warm = scan(dir.path(), &options, &first.cache).expect("warm scan");
-    assert_eq!(
-        content(&warm).get("f"),
-        Some(&Entry::File { digest: digest(b"ccccc"), executable: false })
-    );
+    assert_eq!(content(&warm).get("f"), Some(&Entry::file(digest(b"ccccc"), false)));
 }
 
 /// Needs root and a working `mount`; says so and passes without checking otherwise, because

@@ -58,10 +58,9 @@ fn expected(model: &Model) -> Entry {
         Model::Directory(children) => {
             Entry::Directory(children.iter().map(|(n, c)| (n.clone(), expected(c))).collect())
         }
-        Model::File(content, executable) => Entry::File {
-            digest: Digest(*blake3::hash(content).as_bytes()),
-            executable: *executable,
-        },
+        Model::File(content, executable) => {
+            Entry::file(Digest(*blake3::hash(content).as_bytes()), *executable)
+        }
         Model::Link(target) => Entry::SymbolicLink { target: target.clone() },
     }
 }

@@ -73,7 +73,7 @@ pub fn journal_seeds() -> Vec<(&'static str, Vec<u8>)> {
         alpha_environment: Default::default(),
         beta_environment: Default::default(),
     };
-    let file = Entry::File { digest: Digest([7; 32]), executable: true };
+    let file = Entry::file(Digest([7; 32]), true);
     let mut records = vec![
         Record {
             time: 1,

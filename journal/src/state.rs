@@ -402,8 +402,7 @@ impl SessionState {
             Event::ConflictsRecorded { conflicts } => self.conflicts.clone_from(conflicts),
             Event::AncestorUpdated { changes } => {
                 for change in changes.iter().filter(|_| apply_ancestor) {
-                    apply_change(&mut self.ancestor, &change.path, change.new.clone())
-                        .map_err(FoldError::Ancestor)?;
+                    apply_change(&mut self.ancestor, change).map_err(FoldError::Ancestor)?;
                 }
                 self.successful_cycles += 1;
                 self.last_error = None;
@@ -411,8 +410,7 @@ impl SessionState {
             Event::ConflictResolved { changes, .. } => {
                 // Not a synchronizer's delta: the ancestor takes it whoever replays.
                 for change in changes {
-                    apply_change(&mut self.ancestor, &change.path, change.new.clone())
-                        .map_err(FoldError::Ancestor)?;
+                    apply_change(&mut self.ancestor, change).map_err(FoldError::Ancestor)?;
                 }
                 self.conflicts.retain(|conflict| changes.iter().all(|c| c.path != conflict.root));
             }
@@ -457,7 +455,7 @@ mod tests {
     }
 
     fn file(byte: u8) -> Option<Entry> {
-        Some(Entry::File { digest: Digest([byte; 32]), executable: false })
+        Some(Entry::file(Digest([byte; 32]), false))
     }
 
     fn update(cycle: u64, path: &str, new: Option<Entry>) -> Record {

@@ -134,7 +134,7 @@ fn cycle_records(time: u64, cycle: u64, files: u8) -> Vec<Record> {
         changes.push(Change::new("", None, Some(Entry::Directory(Default::default()))));
     }
     for file in 0..files {
-        let entry = Entry::File { digest: Digest([file ^ cycle as u8; 32]), executable: false };
+        let entry = Entry::file(Digest([file ^ cycle as u8; 32]), false);
         changes.push(Change::new(format!("c{cycle}-{file}"), None, Some(entry)));
     }
     let scan = Event::ScanCompleted {

@@ -34,7 +34,7 @@ fn cycle(number: u64, files: u8) -> Vec<Record> {
         changes.push(Change::new("", None, Some(Entry::Directory(Default::default()))));
     }
     for file in 0..files {
-        let entry = Entry::File { digest: Digest([file ^ number as u8; 32]), executable: false };
+        let entry = Entry::file(Digest([file ^ number as u8; 32]), false);
         let path = format!("d{number}-{file}");
         changes.push(Change::new(&path, None, Some(entry)));
     }

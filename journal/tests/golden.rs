@@ -18,7 +18,7 @@ use mutagen_reconcile::{Change, Conflict, Digest, Entry, Problem};
 use mutagen_session::{Configuration, SessionSpec};
 
 fn file(byte: u8) -> Option<Entry> {
-    Some(Entry::File { digest: Digest([byte; 32]), executable: byte.is_multiple_of(2) })
+    Some(Entry::file(Digest([byte; 32]), byte.is_multiple_of(2)))
 }
 
 /// The journal format a set of records is written in.
@@ -60,10 +60,9 @@ fn events(format: Format) -> Vec<(&'static str, Event)> {
         creating_version: "0.1.0".into(),
         spec: spec(format),
         paused: true,
-        ancestor: Some(Entry::Directory(BTreeMap::from([(
-            "a".to_owned(),
-            Entry::File { digest: Digest([2; 32]), executable: false },
-        )]))),
+        ancestor: Some(Entry::Directory(
+            BTreeMap::from([("a".to_owned(), Entry::file(Digest([2; 32]), false))]).into(),
+        )),
         cycle: 9,
         successful_cycles: 7,
         halted: Some(HaltReason::RootEmptied),

@@ -30,7 +30,7 @@ fn created() -> Record {
 }
 
 fn file(byte: u8) -> Option<Entry> {
-    Some(Entry::File { digest: Digest([byte; 32]), executable: false })
+    Some(Entry::file(Digest([byte; 32]), false))
 }
 
 /// The records of one cycle that writes `path` with content `byte`.

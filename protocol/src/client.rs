@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use mutagen_endpoint::{
     Endpoint, EndpointError, EndpointResult, Snapshot, StageRequest, TransitionResult, Transmission,
 };
-use mutagen_reconcile::{Change, replace_at};
+use mutagen_reconcile::{Change, Entry, apply_change};
 
 use crate::ProtocolError;
 use crate::codec::{CHUNK, MAX_FRAME, read_frame, write_frame};
@@ -489,7 +489,17 @@ impl Endpoint for RemoteEndpoint {
                         // The synchronizer released its copy after the last cycle: no clone.
                         let updated = Arc::make_mut(&mut snapshot);
                         for (path, new) in changes {
-                            if let Err(error) = replace_at(&mut updated.content, &path, new) {
+                            // A directory where a directory was: only its bits changed (a
+                            // difference never replaces a directory with a directory).
+                            let current = updated.content.as_ref().and_then(|tree| tree.get(&path));
+                            let old = match (current, &new) {
+                                (Some(Entry::Directory(_)), Some(Entry::Directory(_))) => {
+                                    Some(Entry::empty_directory())
+                                }
+                                _ => None,
+                            };
+                            let change = Change { path, old, new };
+                            if let Err(error) = apply_change(&mut updated.content, &change) {
                                 let message = format!("a delta that does not apply: {error}");
                                 return Err(self.fail(ProtocolError::Unexpected(message)));
                             }

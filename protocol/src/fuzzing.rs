@@ -172,7 +172,7 @@ pub fn daemon_seeds() -> Vec<(&'static str, Vec<u8>)> {
         stage_mode: mutagen_core::StageMode::Auto,
         ..Default::default()
     };
-    let file = Entry::File { digest, executable: false };
+    let file = Entry::file(digest, false);
     let link = Entry::SymbolicLink { target: "f".into() };
     let session = vec![
         Request::Initialize(options),

@@ -7,7 +7,7 @@
 //! agent and a daemon of the same build; [`PROTOCOL_VERSION`] is bumped whenever it changes,
 //! and golden files in `tests/golden/` pin the encoding so that no change is accidental.
 
-use mutagen_core::{IgnoreSyntax, StageMode};
+use mutagen_core::{IgnoreSyntax, PermissionsMode, StageMode};
 use mutagen_endpoint::{Snapshot, StageRequest, SymlinkMode, TransitionResult, Transmission};
 use mutagen_reconcile::{Change, Entry, Problem};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: [u8; 8] = *b"\x00MUTAGNT";
 
 /// Bumped whenever a message after [`Hello`] changes.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The agent's first frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,8 +58,9 @@ pub struct EndpointOptions {
     pub vcs_ignored: bool,
     /// Rescan the whole tree every cycle (scan mode `full`).
     pub full_scans: bool,
-    /// Permissions mode `manual`: executability is not synchronized.
-    pub manual_permissions: bool,
+    /// What is synchronized of permissions. (Encoded where a `manual` flag used to be:
+    /// portable is 0, manual 1.)
+    pub permissions_mode: PermissionsMode,
     /// Permission bits of new files (`None`: the engine's default).
     pub file_mode: Option<u32>,
     /// Permission bits of new directories.
@@ -157,7 +158,8 @@ pub enum SnapshotTransfer {
         /// The new generation.
         generation: u64,
         /// Replacements, parents before children: the content now at each path (`None`:
-        /// removed).
+        /// removed). A directory where the base holds a directory changes only that
+        /// directory's permission bits (its children are not part of it).
         changes: Vec<(String, Option<Entry>)>,
         /// The new snapshot's counts: directories.
         directories: u64,

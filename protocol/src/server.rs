@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use mutagen_core::PermissionsMode;
 use mutagen_endpoint::{Endpoint, Ignorer, LocalEndpoint, LocalOptions, ScanOptions, Snapshot};
 
 use crate::ProtocolError;
@@ -161,7 +162,7 @@ pub fn local_endpoint(
         symlink_mode: options.symlink_mode,
         ignorer: Arc::new(ignorer),
         vcs_ignored: options.vcs_ignored,
-        manual_permissions: options.manual_permissions,
+        permissions_mode: options.permissions_mode,
     };
     local.read_only = options.read_only;
     local.watch = options.watch;
@@ -175,7 +176,7 @@ pub fn local_endpoint(
     local.modes = mutagen_endpoint::transition::Modes {
         file: options.file_mode.unwrap_or(local.modes.file),
         directory: options.directory_mode.unwrap_or(local.modes.directory),
-        manual: options.manual_permissions,
+        manual: options.permissions_mode == PermissionsMode::Manual,
         owner: resolve(mutagen_core::accounts::Account::User, &options.owner, "owner")?,
         group: resolve(mutagen_core::accounts::Account::Group, &options.group, "group")?,
     };

@@ -12,20 +12,23 @@ use mutagen_protocol::codec::{decode, write_frame};
 use mutagen_protocol::compression::Compression;
 use mutagen_protocol::messages::SnapshotTransfer;
 use mutagen_protocol::{EndpointOptions, Hello, MAGIC, Request, Response};
-use mutagen_reconcile::{Change, Digest, Entry, Problem};
+use mutagen_reconcile::{Change, Digest, Directory, Entry, Problem};
 
 fn file(byte: u8, executable: bool) -> Entry {
-    Entry::File { digest: Digest([byte; 32]), executable }
+    Entry::file(Digest([byte; 32]), executable)
 }
 
 fn tree() -> Entry {
-    Entry::Directory(BTreeMap::from([
+    Entry::Directory(Directory::from(BTreeMap::from([
         ("a.txt".to_owned(), file(1, false)),
-        ("bin".to_owned(), Entry::Directory(BTreeMap::from([("run".to_owned(), file(2, true))]))),
+        (
+            "bin".to_owned(),
+            Entry::Directory([("run".to_owned(), file(2, true))].into_iter().collect()),
+        ),
         ("link".to_owned(), Entry::SymbolicLink { target: "a.txt".into() }),
         ("fifo".to_owned(), Entry::Untracked),
         ("bad".to_owned(), Entry::Problematic { problem: "unreadable".into() }),
-    ]))
+    ])))
 }
 
 fn requests() -> Vec<StageRequest> {

@@ -222,13 +222,13 @@ fn hostile(script: impl FnMut(Request, &mut dyn Write) -> bool + Send + 'static)
 }
 
 fn file(byte: u8) -> Entry {
-    Entry::File { digest: Digest([byte; 32]), executable: false }
+    Entry::file(Digest([byte; 32]), false)
 }
 
 fn snapshot_with(name: &str) -> Snapshot {
     let contents = BTreeMap::from([(name.to_owned(), file(1))]);
     Snapshot {
-        content: Some(Entry::Directory(contents)),
+        content: Some(Entry::Directory(contents.into())),
         directories: 1,
         files: 1,
         ..Default::default()

@@ -17,7 +17,7 @@ fn tree(seed: u8, edits: usize) -> Entry {
         let mut digest = [0u8; 32];
         digest[..4].copy_from_slice(&n.to_le_bytes());
         digest[4] = if edited { seed } else { 0 };
-        (format!("file{i:03}.rs"), Entry::File { digest: Digest(digest), executable: false })
+        (format!("file{i:03}.rs"), Entry::file(Digest(digest), false))
     };
     let mut root = BTreeMap::new();
     for top in 0..100 {
@@ -26,9 +26,9 @@ fn tree(seed: u8, edits: usize) -> Entry {
             let files = (0..39).map(&mut file).collect();
             top_dir.insert(format!("sub{sub:02}"), Entry::Directory(files));
         }
-        root.insert(format!("top{top:03}"), Entry::Directory(top_dir));
+        root.insert(format!("top{top:03}"), Entry::Directory(top_dir.into()));
     }
-    Entry::Directory(root)
+    Entry::Directory(root.into())
 }
 
 fn bench(c: &mut Criterion) {

@@ -4,11 +4,18 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::entry::{Entry, children, join_path, shallow_eq};
+use crate::entry::{Directory, Entry, children, directory_permissions, join_path, shallow_eq};
 
 /// A replacement of the content at one path: `old` becomes `new` (`None` = absent).
 ///
 /// The path is root-relative and `/`-separated; `""` is the root.
+///
+/// A change whose `old` and `new` are both directories without children changes only that
+/// directory's own permission bits ([`Change::is_permissions_only`]): the directory's
+/// children are left as they are. No change made today has two directories otherwise (a
+/// directory replaced by a directory is no difference: [`diff`] continues into it); a
+/// journal written before permission bits existed can hold one with children, from a
+/// resolved conflict, which replaces the subtree as it always did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     /// Where the change happens.
@@ -57,13 +64,30 @@ impl Change {
     pub fn is_deletion(&self) -> bool {
         self.new.is_none()
     }
+
+    /// Returns whether this change sets only the permission bits of a directory (its `old`
+    /// and `new` are both directories without children).
+    pub fn is_permissions_only(&self) -> bool {
+        matches!(
+            (&self.old, &self.new),
+            (Some(Entry::Directory(old)), Some(Entry::Directory(new)))
+                if old.is_empty() && new.is_empty()
+        )
+    }
+
+    /// Returns a change of the permission bits of the directory at `path`.
+    pub fn permissions(path: impl Into<String>, old: Option<u16>, new: Option<u16>) -> Change {
+        let directory = |bits| Some(Entry::Directory(Directory::with_permissions(bits)));
+        Change::new(path, directory(old), directory(new))
+    }
 }
 
 /// Returns the minimal list of changes that turn `base` into `target`.
 ///
 /// At the first path where the two are not shallow-equal, one change replaces the whole
 /// subtree; below shallow-equal directories the walk continues into the union of their
-/// children. Output is depth-first, parents before children, siblings in name order.
+/// children, after a change of permissions only where the two directories' bits differ.
+/// Output is depth-first, parents before children, siblings in name order.
 pub fn diff(base: Option<&Entry>, target: Option<&Entry>) -> Vec<Change> {
     diff_at("", base, target)
 }
@@ -79,6 +103,11 @@ fn diff_into(path: &str, base: Option<&Entry>, target: Option<&Entry>, out: &mut
     if !shallow_eq(base, target) {
         out.push(Change::new(path, base.cloned(), target.cloned()));
         return;
+    }
+    if let (Some(Entry::Directory(base)), Some(Entry::Directory(target))) = (base, target)
+        && base.permissions != target.permissions
+    {
+        out.push(Change::permissions(path, base.permissions, target.permissions));
     }
     let (base_children, target_children) = (children(base), children(target));
     for name in union_names(&[base_children, target_children]) {
@@ -133,27 +162,94 @@ pub enum ApplyError {
         /// The change's path.
         path: String,
     },
+    /// A change of permission bits at a path that holds no directory.
+    #[error("unable to apply change at {path:?}: no directory to set permissions on")]
+    MissingDirectory {
+        /// The change's path.
+        path: String,
+    },
 }
 
-/// Applies changes in order to `base` and returns the result; each change's `old` is ignored.
+/// Applies changes in order to `base` (see [`apply_change`]) and returns the result.
 pub fn apply(base: Option<Entry>, changes: &[Change]) -> Result<Option<Entry>, ApplyError> {
     let mut tree = base;
     for change in changes {
-        apply_change(&mut tree, &change.path, change.new.clone())?;
+        apply_change(&mut tree, change)?;
     }
     Ok(tree)
 }
 
-/// Sets the content at `path` in `tree` to `new` (`None` removes it).
-pub fn apply_change(
-    tree: &mut Option<Entry>,
-    path: &str,
-    new: Option<Entry>,
-) -> Result<(), ApplyError> {
-    replace_at(tree, path, new).map(drop)
+/// What [`apply_change`] replaced, to put it back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Undo {
+    /// The content that was at the path.
+    Content(String, Option<Entry>),
+    /// The permission bits the directory at the path had.
+    Permissions(String, Option<u16>),
 }
 
-/// Like [`apply_change`], returning what was at `path` (so that the change can be undone).
+impl Undo {
+    /// Returns whether applying `change` changed anything.
+    pub fn changed(&self, change: &Change) -> bool {
+        match self {
+            Undo::Content(_, previous) => *previous != change.new,
+            Undo::Permissions(_, previous) => {
+                *previous != directory_permissions(change.new.as_ref())
+            }
+        }
+    }
+
+    /// Puts back what was replaced. Undoing changes in the reverse order of their application
+    /// restores the tree exactly (and cannot fail then).
+    pub fn undo(self, tree: &mut Option<Entry>) -> Result<(), ApplyError> {
+        match self {
+            Undo::Content(path, previous) => replace_at(tree, &path, previous).map(drop),
+            Undo::Permissions(path, previous) => {
+                directory_at(tree, &path)?.permissions = previous;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Applies one change to `tree`: a change of permissions only
+/// ([`Change::is_permissions_only`]) sets the bits of the directory at its path and keeps
+/// its children; any other change replaces the content at its path with its `new` (`None`
+/// removes it). Its `old` is not compared with the tree.
+pub fn apply_change(tree: &mut Option<Entry>, change: &Change) -> Result<Undo, ApplyError> {
+    if change.is_permissions_only() {
+        let directory = directory_at(tree, &change.path)?;
+        let bits = directory_permissions(change.new.as_ref());
+        let previous = std::mem::replace(&mut directory.permissions, bits);
+        return Ok(Undo::Permissions(change.path.clone(), previous));
+    }
+    let previous = replace_at(tree, &change.path, change.new.clone())?;
+    Ok(Undo::Content(change.path.clone(), previous))
+}
+
+/// Returns the directory at `path` in `tree`.
+fn directory_at<'a>(
+    tree: &'a mut Option<Entry>,
+    path: &str,
+) -> Result<&'a mut Directory, ApplyError> {
+    let missing = || ApplyError::MissingDirectory { path: path.to_owned() };
+    let mut entry = tree.as_mut().ok_or_else(missing)?;
+    if !path.is_empty() {
+        for component in path.split('/') {
+            entry = match entry {
+                Entry::Directory(contents) => contents.get_mut(component).ok_or_else(missing)?,
+                _ => return Err(missing()),
+            };
+        }
+    }
+    match entry {
+        Entry::Directory(directory) => Ok(directory),
+        _ => Err(missing()),
+    }
+}
+
+/// Sets the content at `path` in `tree` to `new` (`None` removes it), whatever it is, and
+/// returns what was there.
 pub fn replace_at(
     tree: &mut Option<Entry>,
     path: &str,
@@ -188,7 +284,7 @@ mod tests {
     use crate::Digest;
 
     fn file(d: u8) -> Entry {
-        Entry::File { digest: Digest([d; 32]), executable: false }
+        Entry::file(Digest([d; 32]), false)
     }
 
     fn dir<const N: usize>(children: [(&str, Entry); N]) -> Entry {

@@ -1,11 +1,19 @@
 //! The tree model: [`Entry`] and its helpers.
 //!
 //! An absent path is `None` (`Option<Entry>`); an empty directory is
-//! `Entry::Directory(BTreeMap::new())`. Children are kept in a `BTreeMap` so that every walk,
-//! diff and serialization is deterministic.
+//! `Entry::Directory(Directory::default())`. Children are kept in a `BTreeMap` so that every
+//! walk, diff and serialization is deterministic.
+//!
+//! # Permissions
+//! In permissions mode posix, files and directories carry their permission bits
+//! ([`FILE_PERMISSION_BITS`] of a file, [`DIRECTORY_PERMISSION_BITS`] of a directory: setuid,
+//! setgid on files and the sticky bit never travel). In the other modes they carry `None`, and
+//! their encoding is the one they always had, byte for byte: the journal and the agent
+//! protocol read what older builds wrote.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::{Deref, DerefMut};
 
 use serde::{Deserialize, Serialize};
 
@@ -82,16 +90,19 @@ impl EntryKind {
 ///
 /// The three synchronizable kinds are `Directory`, `File` and `SymbolicLink`; `Untracked` and
 /// `Problematic` are recorded so that the engine knows something is there and never deletes it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entry {
     /// A directory and its children, by name.
-    Directory(BTreeMap<String, Entry>),
+    Directory(Directory),
     /// A regular file.
     File {
         /// The digest of its content.
         digest: Digest,
         /// Whether any execute bit is set.
         executable: bool,
+        /// The permission bits (within [`FILE_PERMISSION_BITS`]), in permissions mode posix
+        /// only; `executable` then says whether any of their execute bits is set.
+        permissions: Option<u16>,
     },
     /// A symbolic link.
     SymbolicLink {
@@ -105,6 +116,175 @@ pub enum Entry {
         /// Why the content cannot be synchronized (never empty).
         problem: String,
     },
+}
+
+/// The permission bits a file's entry carries in permissions mode posix: read, write and
+/// execute for user, group and other.
+pub const FILE_PERMISSION_BITS: u16 = 0o777;
+
+/// The permission bits a directory's entry carries in permissions mode posix: those of a file
+/// and setgid (which makes new children inherit the directory's group).
+pub const DIRECTORY_PERMISSION_BITS: u16 = 0o2777;
+
+/// A directory: its children, by name, and (in permissions mode posix) its own permission
+/// bits.
+///
+/// It dereferences to the map of its children, which is what most code wants of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Directory {
+    /// The children, by name.
+    pub children: BTreeMap<String, Entry>,
+    /// The permission bits (within [`DIRECTORY_PERMISSION_BITS`]) in permissions mode posix,
+    /// else `None`. An ancestor also holds `None` where the two sides created the directory
+    /// with different bits and have not agreed since.
+    pub permissions: Option<u16>,
+}
+
+impl Directory {
+    /// Returns a directory with `children` and no permission bits.
+    pub fn new(children: BTreeMap<String, Entry>) -> Directory {
+        Directory { children, permissions: None }
+    }
+
+    /// Returns an empty directory with `permissions`.
+    pub fn with_permissions(permissions: Option<u16>) -> Directory {
+        Directory { children: BTreeMap::new(), permissions }
+    }
+}
+
+impl Deref for Directory {
+    type Target = BTreeMap<String, Entry>;
+
+    fn deref(&self) -> &BTreeMap<String, Entry> {
+        &self.children
+    }
+}
+
+impl DerefMut for Directory {
+    fn deref_mut(&mut self) -> &mut BTreeMap<String, Entry> {
+        &mut self.children
+    }
+}
+
+impl From<BTreeMap<String, Entry>> for Directory {
+    fn from(children: BTreeMap<String, Entry>) -> Directory {
+        Directory::new(children)
+    }
+}
+
+impl FromIterator<(String, Entry)> for Directory {
+    fn from_iter<I: IntoIterator<Item = (String, Entry)>>(iter: I) -> Directory {
+        Directory::new(iter.into_iter().collect())
+    }
+}
+
+impl IntoIterator for Directory {
+    type Item = (String, Entry);
+    type IntoIter = std::collections::btree_map::IntoIter<String, Entry>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.children.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Directory {
+    type Item = (&'a String, &'a Entry);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, Entry>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.children.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a mut Directory {
+    type Item = (&'a String, &'a mut Entry);
+    type IntoIter = std::collections::btree_map::IterMut<'a, String, Entry>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.children.iter_mut()
+    }
+}
+
+/// How an [`Entry`] is encoded. The first five variants are the layout every build has
+/// written; entries with permission bits use the two variants after them, so an older
+/// record decodes as it always did and a newer one is refused by an older build (unknown
+/// variant) rather than misread.
+#[derive(Serialize)]
+enum EncodedRef<'a> {
+    Directory(&'a BTreeMap<String, Entry>),
+    File { digest: &'a Digest, executable: bool },
+    SymbolicLink { target: &'a str },
+    Untracked,
+    Problematic { problem: &'a str },
+    PermittedDirectory { permissions: u16, children: &'a BTreeMap<String, Entry> },
+    PermittedFile { digest: &'a Digest, executable: bool, permissions: u16 },
+}
+
+/// The owned form of [`EncodedRef`], which decoding produces.
+#[derive(Deserialize)]
+enum Encoded {
+    Directory(BTreeMap<String, Entry>),
+    File { digest: Digest, executable: bool },
+    SymbolicLink { target: String },
+    Untracked,
+    Problematic { problem: String },
+    PermittedDirectory { permissions: u16, children: BTreeMap<String, Entry> },
+    PermittedFile { digest: Digest, executable: bool, permissions: u16 },
+}
+
+impl Serialize for Entry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let encoded = match self {
+            Entry::Directory(Directory { children, permissions: None }) => {
+                EncodedRef::Directory(children)
+            }
+            Entry::Directory(Directory { children, permissions: Some(permissions) }) => {
+                EncodedRef::PermittedDirectory { permissions: *permissions, children }
+            }
+            Entry::File { digest, executable, permissions: None } => {
+                EncodedRef::File { digest, executable: *executable }
+            }
+            Entry::File { digest, executable, permissions: Some(permissions) } => {
+                EncodedRef::PermittedFile {
+                    digest,
+                    executable: *executable,
+                    permissions: *permissions,
+                }
+            }
+            Entry::SymbolicLink { target } => EncodedRef::SymbolicLink { target },
+            Entry::Untracked => EncodedRef::Untracked,
+            Entry::Problematic { problem } => EncodedRef::Problematic { problem },
+        };
+        encoded.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Entry, D::Error> {
+        Ok(match Encoded::deserialize(deserializer)? {
+            Encoded::Directory(children) => Entry::Directory(Directory::new(children)),
+            Encoded::PermittedDirectory { permissions, children } => {
+                Entry::Directory(Directory { children, permissions: Some(permissions) })
+            }
+            Encoded::File { digest, executable } => {
+                Entry::File { digest, executable, permissions: None }
+            }
+            Encoded::PermittedFile { digest, executable, permissions } => {
+                Entry::File { digest, executable, permissions: Some(permissions) }
+            }
+            Encoded::SymbolicLink { target } => Entry::SymbolicLink { target },
+            Encoded::Untracked => Entry::Untracked,
+            Encoded::Problematic { problem } => Entry::Problematic { problem },
+        })
+    }
+}
+
+/// Renders permission bits as `chmod` takes them (`0755`, `2775`).
+pub fn format_permissions(permissions: Option<u16>) -> String {
+    match permissions {
+        Some(bits) => format!("{bits:04o}"),
+        None => "none".to_owned(),
+    }
 }
 
 /// A violation of the [`Entry`] invariants.
@@ -130,6 +310,15 @@ pub enum EntryError {
     EmptyProblem {
         /// The entry's path.
         path: String,
+    },
+    /// Permission bits outside those an entry of its kind carries, or a file whose executable
+    /// flag disagrees with its bits.
+    #[error("entry at {path:?} has invalid permissions {permissions:o}")]
+    InvalidPermissions {
+        /// The entry's path.
+        path: String,
+        /// The bits.
+        permissions: u16,
     },
     /// Unsynchronizable content where only synchronizable content is allowed (the ancestor).
     #[error("unsynchronizable content at {path:?}")]
@@ -169,7 +358,16 @@ pub fn shallow_eq(a: Option<&Entry>, b: Option<&Entry>) -> bool {
 /// Returns the children of an optional entry if it is a directory.
 pub fn children(entry: Option<&Entry>) -> Option<&BTreeMap<String, Entry>> {
     match entry {
-        Some(Entry::Directory(contents)) => Some(contents),
+        Some(Entry::Directory(contents)) => Some(&contents.children),
+        _ => None,
+    }
+}
+
+/// Returns the permission bits of an optional entry if it is a directory (`None` for a
+/// directory without bits too).
+pub fn directory_permissions(entry: Option<&Entry>) -> Option<u16> {
+    match entry {
+        Some(Entry::Directory(contents)) => contents.permissions,
         _ => None,
     }
 }
@@ -177,7 +375,12 @@ pub fn children(entry: Option<&Entry>) -> Option<&BTreeMap<String, Entry>> {
 impl Entry {
     /// Returns an empty directory.
     pub fn empty_directory() -> Entry {
-        Entry::Directory(BTreeMap::new())
+        Entry::Directory(Directory::default())
+    }
+
+    /// Returns a file without permission bits (any mode but posix).
+    pub fn file(digest: Digest, executable: bool) -> Entry {
+        Entry::File { digest, executable, permissions: None }
     }
 
     /// Returns this entry's kind.
@@ -203,8 +406,10 @@ impl Entry {
 
     /// Compares two entries without looking at directory contents.
     ///
-    /// Files compare digest and executability, links their target, problematic entries their
-    /// message.
+    /// Files compare digest, executability and permission bits, links their target,
+    /// problematic entries their message. Directories are always shallow-equal: their own
+    /// permission bits are reconciled apart from their kind, so that a `chmod` of a directory
+    /// never replaces what is inside it.
     pub fn shallow_eq(&self, other: &Entry) -> bool {
         match (self, other) {
             (Entry::Directory(_), Entry::Directory(_)) => true,
@@ -213,10 +418,12 @@ impl Entry {
         }
     }
 
-    /// Returns a copy without directory contents.
+    /// Returns a copy without directory contents (a directory keeps its permission bits).
     pub fn slim(&self) -> Entry {
         match self {
-            Entry::Directory(_) => Entry::empty_directory(),
+            Entry::Directory(contents) => {
+                Entry::Directory(Directory::with_permissions(contents.permissions))
+            }
             other => other.clone(),
         }
     }
@@ -226,12 +433,13 @@ impl Entry {
     pub fn synchronizable(&self) -> Option<Entry> {
         match self {
             Entry::Untracked | Entry::Problematic { .. } => None,
-            Entry::Directory(contents) => Some(Entry::Directory(
-                contents
+            Entry::Directory(contents) => Some(Entry::Directory(Directory {
+                children: contents
                     .iter()
                     .filter_map(|(name, child)| Some((name.clone(), child.synchronizable()?)))
                     .collect(),
-            )),
+                permissions: contents.permissions,
+            })),
             other => Some(other.clone()),
         }
     }
@@ -310,7 +518,8 @@ impl Entry {
         problems
     }
 
-    /// Checks the structural invariants: valid names, non-empty targets and messages, and, if
+    /// Checks the structural invariants: valid names, non-empty targets and messages,
+    /// permission bits within their kind's and agreeing with a file's executable flag, and, if
     /// `synchronizable_only`, no untracked or problematic content.
     pub fn validate(&self, synchronizable_only: bool) -> Result<(), EntryError> {
         self.validate_in(&mut Vec::new(), synchronizable_only)
@@ -324,7 +533,15 @@ impl Entry {
         synchronizable_only: bool,
     ) -> Result<(), EntryError> {
         let path = |names: &Vec<&str>| names.join("/");
+        let invalid_permissions = |names: &Vec<&str>, permissions: u16| {
+            Err(EntryError::InvalidPermissions { path: path(names), permissions })
+        };
         match self {
+            Entry::Directory(Directory { permissions: Some(bits), .. })
+                if bits & !DIRECTORY_PERMISSION_BITS != 0 =>
+            {
+                invalid_permissions(names, *bits)
+            }
             Entry::Directory(contents) => {
                 for (name, child) in contents {
                     if !validate_name(name) {
@@ -338,6 +555,11 @@ impl Entry {
                     names.pop();
                 }
                 Ok(())
+            }
+            Entry::File { executable, permissions: Some(bits), .. }
+                if bits & !FILE_PERMISSION_BITS != 0 || (bits & 0o111 != 0) != *executable =>
+            {
+                invalid_permissions(names, *bits)
             }
             Entry::File { .. } => Ok(()),
             Entry::SymbolicLink { target } if target.is_empty() => {
@@ -358,7 +580,7 @@ mod tests {
     use super::*;
 
     fn file(d: u8) -> Entry {
-        Entry::File { digest: Digest([d; 32]), executable: false }
+        Entry::file(Digest([d; 32]), false)
     }
 
     fn dir<const N: usize>(children: [(&str, Entry); N]) -> Entry {
@@ -406,6 +628,44 @@ mod tests {
         assert_eq!(Entry::Untracked.synchronizable(), None);
         assert!(tree.validate(true).is_err());
         assert!(tree.validate(false).is_ok());
+    }
+
+    #[test]
+    fn permission_bits_are_validated_and_compared() {
+        let posix = |bits: u16| Entry::File {
+            digest: Digest([1; 32]),
+            executable: bits & 0o111 != 0,
+            permissions: Some(bits),
+        };
+        assert!(posix(0o644).validate(true).is_ok());
+        assert!(!posix(0o644).shallow_eq(&posix(0o600)), "a file's bits are its content");
+        // Setuid, setgid and sticky bits never travel with a file.
+        for bits in [0o4755, 0o2755, 0o1755] {
+            let error = posix(bits).validate(false).expect_err("refused");
+            assert_eq!(
+                error,
+                EntryError::InvalidPermissions { path: String::new(), permissions: bits }
+            );
+        }
+        let lying =
+            Entry::File { digest: Digest([1; 32]), executable: true, permissions: Some(0o644) };
+        assert!(lying.validate(false).is_err(), "executable must follow the bits");
+        let directory = |bits| Entry::Directory(Directory::with_permissions(Some(bits)));
+        assert!(dir([("d", directory(0o2775))]).validate(true).is_ok());
+        let error = dir([("d", directory(0o1777))]).validate(true).expect_err("sticky");
+        assert_eq!(error, EntryError::InvalidPermissions { path: "d".into(), permissions: 0o1777 });
+        // A directory's bits never make it differ in kind: they are reconciled apart.
+        assert!(directory(0o700).shallow_eq(&directory(0o755)));
+        assert_ne!(directory(0o700), directory(0o755));
+        assert_eq!(directory(0o700).slim(), directory(0o700));
+        assert_eq!(format_permissions(Some(0o2775)), "2775");
+        assert_eq!(format_permissions(Some(0o644)), "0644");
+    }
+
+    #[test]
+    fn entries_stay_small() {
+        // Trees hold millions of entries: the bits must not make each one larger.
+        assert!(std::mem::size_of::<Entry>() <= 40, "{}", std::mem::size_of::<Entry>());
     }
 
     #[test]

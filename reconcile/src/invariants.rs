@@ -13,15 +13,16 @@ use crate::reconcile::{Reconciliation, reconcile};
 
 /// Checks every invariant of [`reconcile`] on one input; the error says which one failed.
 ///
-/// 1. Every transition's `old` equals the side's content at that path and is fully
-///    synchronizable (so untracked and problematic content is never removed); every `new` is
-///    fully synchronizable.
+/// 1. Every transition's `old` equals the side's content at that path (the directory alone,
+///    for a change of its permission bits) and is fully synchronizable (so untracked and
+///    problematic content is never removed); every `new` is fully synchronizable.
 /// 2. One-way modes never transition alpha.
 /// 3. No ancestor change, transition or conflict sits at a path where either side is
 ///    problematic.
 /// 4. Convergence: after applying the transitions to the sides and updating the ancestor, a
 ///    second reconciliation produces no transitions or ancestor changes and the same conflicts,
-///    and the ancestor holds only synchronizable content.
+///    the ancestor holds only synchronizable content, and where the two sides are now equal
+///    (and fully synchronizable), the ancestor equals them.
 /// 5. In two-way-safe, swapping alpha and beta swaps the outputs.
 pub fn check(
     ancestor: Option<&Entry>,
@@ -49,7 +50,14 @@ fn get<'a>(tree: Option<&'a Entry>, path: &str) -> Option<&'a Entry> {
 
 fn check_transitions(side: &str, tree: Option<&Entry>, changes: &[Change]) -> Result<(), String> {
     for change in changes {
-        if get(tree, &change.path) != change.old.as_ref() {
+        let held = get(tree, &change.path);
+        // A change of a directory's bits holds the directory without its children.
+        let stale = if change.is_permissions_only() {
+            held.map(Entry::slim) != change.old
+        } else {
+            held != change.old.as_ref()
+        };
+        if stale {
             return Err(format!("{side} transition at {:?} has a stale old", change.path));
         }
         let unsync =
@@ -106,11 +114,14 @@ fn check_convergence(
     let new_beta = apply_transitions(beta, &result.beta_transitions)?;
     let mut new_ancestor = apply_transitions(ancestor, &result.ancestor_changes)?;
     for change in result.alpha_transitions.iter().chain(&result.beta_transitions) {
-        apply_change(&mut new_ancestor, &change.path, change.new.clone())
-            .map_err(|e| format!("ancestor update: {e}"))?;
+        apply_change(&mut new_ancestor, change).map_err(|e| format!("ancestor update: {e}"))?;
     }
     if let Some(tree) = &new_ancestor {
         tree.validate(true).map_err(|e| format!("new ancestor: {e}"))?;
+    }
+    let synchronizable = new_alpha.as_ref().is_none_or(Entry::is_fully_synchronizable);
+    if new_alpha == new_beta && synchronizable && new_ancestor != new_alpha {
+        return Err(format!("the sides agree but the ancestor does not: {new_ancestor:?}"));
     }
     let again = reconcile(new_ancestor.as_ref(), new_alpha.as_ref(), new_beta.as_ref(), mode);
     if !again.is_settled() {
@@ -159,13 +170,17 @@ pub fn check_bytes(data: &[u8]) -> Result<(), String> {
 
 /// Builds `(ancestor, alpha, beta, mode)` from bytes.
 ///
-/// The first byte picks the mode; the ancestor is a random tree over a tiny alphabet (names
-/// `a`-`d`, four digests, three link targets) so that collisions are common; alpha and beta are
-/// independent random mutations of the ancestor (kept, deleted, replaced, extended), which is
-/// how real sides relate to their ancestor. Running out of bytes keeps the rest unchanged.
+/// The first byte picks the mode, and whether files and directories carry permission bits
+/// (permissions mode posix, from a set of three each); the ancestor is a random tree over a
+/// tiny alphabet (names `a`-`d`, four digests, three link targets) so that collisions are
+/// common; alpha and beta are independent random mutations of the ancestor (kept, deleted,
+/// replaced, extended, bits changed), which is how real sides relate to their ancestor.
+/// Running out of bytes keeps the rest unchanged.
 pub fn build(data: &[u8]) -> (Option<Entry>, Option<Entry>, Option<Entry>, Mode) {
-    let mut bytes = Bytes(data);
-    let mode = Mode::ALL[usize::from(bytes.next()) % 4];
+    let mut bytes = Bytes(data, false);
+    let first = bytes.next();
+    let mode = Mode::ALL[usize::from(first) % 4];
+    bytes.1 = first & 4 != 0;
     // The ancestor only ever holds synchronizable content.
     let ancestor = bytes.tree(0).and_then(|tree| tree.synchronizable());
     let alpha = bytes.mutate(ancestor.as_ref(), 0);
@@ -176,9 +191,20 @@ pub fn build(data: &[u8]) -> (Option<Entry>, Option<Entry>, Option<Entry>, Mode)
 const MAX_DEPTH: usize = 3;
 const NAMES: [&str; 4] = ["a", "b", "c", "d"];
 
-struct Bytes<'a>(&'a [u8]);
+/// The bytes left, and whether entries carry permission bits.
+struct Bytes<'a>(&'a [u8], bool);
+
+const FILE_BITS: [u16; 3] = [0o644, 0o600, 0o755];
+const DIRECTORY_BITS: [u16; 3] = [0o755, 0o700, 0o2775];
 
 impl Bytes<'_> {
+    fn bits(&mut self, set: &[u16; 3]) -> Option<u16> {
+        if !self.1 {
+            return None;
+        }
+        Some(set[usize::from(self.next()) % 3])
+    }
+
     fn next(&mut self) -> u8 {
         let (first, rest) = self.0.split_first().unwrap_or((&0, &[]));
         self.0 = rest;
@@ -198,9 +224,17 @@ impl Bytes<'_> {
                         contents.insert(name, child);
                     }
                 }
-                Entry::Directory(contents)
+                let permissions = self.bits(&DIRECTORY_BITS);
+                Entry::Directory(crate::Directory { children: contents, permissions })
             }
-            1..=4 => Entry::File { digest: Digest([byte / 8 % 4; 32]), executable: byte >= 128 },
+            1..=4 => match self.bits(&FILE_BITS) {
+                Some(bits) => Entry::File {
+                    digest: Digest([byte / 8 % 4; 32]),
+                    executable: bits & 0o111 != 0,
+                    permissions: Some(bits),
+                },
+                None => Entry::file(Digest([byte / 8 % 4; 32]), byte >= 128),
+            },
             5 => Entry::SymbolicLink { target: format!("t{}", byte / 8 % 3) },
             6 => Entry::Untracked,
             _ => Entry::Problematic { problem: format!("p{}", byte / 8 % 2) },
@@ -214,6 +248,19 @@ impl Bytes<'_> {
         match self.next() % 8 {
             0 => None,
             1 => self.tree(depth),
+            // The same content with other bits.
+            2 if self.1 => match entry {
+                Some(Entry::File { digest, .. }) => {
+                    let bits = self.bits(&FILE_BITS).unwrap_or_default();
+                    let executable = bits & 0o111 != 0;
+                    Some(Entry::File { digest: *digest, executable, permissions: Some(bits) })
+                }
+                Some(Entry::Directory(contents)) => {
+                    let permissions = self.bits(&DIRECTORY_BITS);
+                    Some(Entry::Directory(crate::Directory { permissions, ..contents.clone() }))
+                }
+                other => other.cloned(),
+            },
             _ => match entry {
                 Some(Entry::Directory(contents)) => {
                     let mut mutated = BTreeMap::new();
@@ -228,7 +275,10 @@ impl Bytes<'_> {
                             mutated.insert(name, child);
                         }
                     }
-                    Some(Entry::Directory(mutated))
+                    Some(Entry::Directory(crate::Directory {
+                        children: mutated,
+                        permissions: contents.permissions,
+                    }))
                 }
                 other => other.cloned(),
             },

@@ -30,8 +30,13 @@ pub mod mode;
 pub mod reconcile;
 pub mod resolve;
 
-pub use change::{ApplyError, Change, Conflict, Problem, apply, apply_change, diff, replace_at};
-pub use entry::{Digest, Entry, EntryError, EntryKind, join_path, validate_name};
+pub use change::{
+    ApplyError, Change, Conflict, Problem, Undo, apply, apply_change, diff, replace_at,
+};
+pub use entry::{
+    DIRECTORY_PERMISSION_BITS, Digest, Directory, Entry, EntryError, EntryKind,
+    FILE_PERMISSION_BITS, directory_permissions, format_permissions, join_path, validate_name,
+};
 pub use mode::{Mode, ParseModeError};
 pub use reconcile::{Reconciliation, reconcile};
 pub use resolve::{ResolveError, resolution};

@@ -7,7 +7,11 @@
 //!    why); paths elsewhere are unaffected;
 //! 2. neither side holds synchronizable content: the ancestor forgets the path;
 //! 3. both sides agree (shallow-equal): the ancestor takes that value and the walk continues into
-//!    the children;
+//!    the children; where both hold a directory, its own permission bits (permissions mode
+//!    posix) are reconciled first, apart from its contents, by the same rules as content
+//!    (below), with two differences: a disagreement is a conflict about the bits alone, which
+//!    blocks nothing inside the directory, and where the two sides created the directory with
+//!    different bits the ancestor records none;
 //! 4. otherwise the mode decides:
 //!    - two-way modes: a side that did not change takes the other side's content; where both
 //!      changed, a side that only deleted takes the other's content (modification beats
@@ -24,7 +28,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::change::{Change, Conflict, diff_at, merge_children};
-use crate::entry::{Entry, children, join_path, shallow_eq};
+use crate::entry::{Directory, Entry, children, join_path, shallow_eq};
 use crate::mode::Mode;
 
 /// The outcome of [`reconcile`].
@@ -146,11 +150,32 @@ impl Reconciler {
         beta: Option<&Entry>,
     ) {
         let mut ancestor = ancestor;
+        let bits = match (alpha, beta) {
+            (Some(Entry::Directory(alpha)), Some(Entry::Directory(beta))) => {
+                Some((alpha.permissions, beta.permissions))
+            }
+            _ => None,
+        };
         if !shallow_eq(ancestor, alpha) {
             // The ancestor's node is replaced by a slim copy; its old children no longer
-            // describe anything and the recursion re-adds the ones both sides agree on.
-            self.ancestor_change(path, ancestor, alpha.map(Entry::slim));
+            // describe anything and the recursion re-adds the ones both sides agree on. A
+            // directory the sides created with different bits gets none.
+            let new = match bits {
+                Some((alpha_bits, beta_bits)) => {
+                    let agreed = if alpha_bits == beta_bits { alpha_bits } else { None };
+                    Some(Entry::Directory(Directory::with_permissions(agreed)))
+                }
+                None => alpha.map(Entry::slim),
+            };
+            self.ancestor_change(path, ancestor, new);
             ancestor = None;
+        }
+        if let Some((alpha_bits, beta_bits)) = bits {
+            let ancestor_bits = match ancestor {
+                Some(Entry::Directory(directory)) => Some(directory.permissions),
+                _ => None,
+            };
+            self.directory_permissions(path, ancestor_bits, alpha_bits, beta_bits);
         }
         let (ancestor_children, alpha_children, beta_children) =
             (children(ancestor), children(alpha), children(beta));
@@ -162,6 +187,44 @@ impl Reconciler {
             }
             self.reconcile(&join_path(path, name), ancestor, alpha, beta);
         });
+    }
+
+    /// Reconciles the permission bits of a directory both sides hold at `path`;
+    /// `ancestor` is the ancestor's bits there if it holds that directory (and `None` if the
+    /// directory is new to it, in which case [`Reconciler::agreement`] has recorded it).
+    fn directory_permissions(
+        &mut self,
+        path: &str,
+        ancestor: Option<Option<u16>>,
+        alpha: Option<u16>,
+        beta: Option<u16>,
+    ) {
+        if alpha == beta {
+            if let Some(ancestor) = ancestor.filter(|bits| *bits != alpha) {
+                self.out.ancestor_changes.push(Change::permissions(path, ancestor, alpha));
+            }
+            return;
+        }
+        let alpha_changed = ancestor != Some(alpha);
+        let beta_changed = ancestor != Some(beta);
+        let to_beta = || Change::permissions(path, beta, alpha);
+        let bidirectional = self.mode.is_bidirectional();
+        match self.mode {
+            // Only alpha changed, or beta is a replica: beta takes alpha's bits.
+            _ if !alpha_changed && bidirectional => {
+                self.out.alpha_transitions.push(Change::permissions(path, alpha, beta));
+            }
+            _ if !beta_changed => self.out.beta_transitions.push(to_beta()),
+            Mode::OneWayReplica | Mode::TwoWayResolved => self.out.beta_transitions.push(to_beta()),
+            Mode::TwoWaySafe | Mode::OneWaySafe => {
+                let recorded = ancestor.flatten();
+                self.conflict(
+                    path,
+                    vec![Change::permissions(path, recorded, alpha)],
+                    vec![Change::permissions(path, recorded, beta)],
+                );
+            }
+        }
     }
 
     /// Two-way modes. At this point the sides disagree and neither is problematic here.

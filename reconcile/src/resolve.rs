@@ -10,7 +10,7 @@
 //! In the one-way modes alpha is never written, so only alpha can win (the caller refuses
 //! the other way).
 
-use crate::change::{Change, Conflict, apply_change};
+use crate::change::{Change, Conflict, apply_change, diff_at};
 use crate::entry::Entry;
 
 /// Why a conflict cannot be resolved this way.
@@ -34,8 +34,10 @@ pub enum ResolveError {
     },
 }
 
-/// The ancestor change that resolves `conflict` in favour of the side whose changes are not
-/// `loser_changes` (one of the conflict's two change lists).
+/// The ancestor changes that resolve `conflict` in favour of the side whose changes are not
+/// `loser_changes` (one of the conflict's two change lists): the difference between the
+/// ancestor's subtree at the conflict's root and the loser's version of it, so that a
+/// conflict about a directory's permission bits changes those bits and nothing inside.
 ///
 /// # Errors
 /// [`ResolveError`] when the loser's version holds unsynchronizable content, or when the
@@ -44,7 +46,7 @@ pub fn resolution(
     ancestor: Option<&Entry>,
     conflict: &Conflict,
     loser_changes: &[Change],
-) -> Result<Change, ResolveError> {
+) -> Result<Vec<Change>, ResolveError> {
     let root = &conflict.root;
     let stale = |detail: String| ResolveError::Stale { path: root.clone(), detail };
     let at_root = |tree: Option<&Entry>| tree.and_then(|tree| tree.get(root)).cloned();
@@ -63,13 +65,13 @@ pub fn resolution(
                 .and_then(|rest| rest.strip_prefix('/'))
                 .ok_or_else(|| stale(format!("{} lies outside the conflict", change.path)))?
         };
-        apply_change(&mut subtree, relative, change.new.clone())
-            .map_err(|error| stale(error.to_string()))?;
+        let relative = Change::new(relative, change.old.clone(), change.new.clone());
+        apply_change(&mut subtree, &relative).map_err(|error| stale(error.to_string()))?;
     }
     if subtree.as_ref().is_some_and(|entry| !entry.is_fully_synchronizable()) {
         return Err(ResolveError::Unsynchronizable { path: root.clone() });
     }
-    Ok(Change::new(root.clone(), old, subtree))
+    Ok(diff_at(root, old.as_ref(), subtree.as_ref()))
 }
 
 #[cfg(test)]
@@ -78,7 +80,7 @@ mod tests {
     use crate::{Digest, Mode, apply, reconcile};
 
     fn file(byte: u8) -> Entry {
-        Entry::File { digest: Digest([byte; 32]), executable: false }
+        Entry::file(Digest([byte; 32]), false)
     }
 
     fn directory(children: &[(&str, Entry)]) -> Entry {
@@ -99,8 +101,8 @@ mod tests {
         let mut resolved = Some(ancestor.clone());
         for conflict in &first.conflicts {
             let loser = if alpha_wins { &conflict.beta_changes } else { &conflict.alpha_changes };
-            let change = resolution(resolved.as_ref(), conflict, loser).expect("resolves");
-            resolved = apply(resolved, &[change]).expect("applies");
+            let changes = resolution(resolved.as_ref(), conflict, loser).expect("resolves");
+            resolved = apply(resolved, &changes).expect("applies");
         }
         let second = reconcile(resolved.as_ref(), Some(alpha), Some(beta), mode);
         (second.alpha_transitions, second.beta_transitions, second.conflicts.len())
@@ -167,9 +169,9 @@ mod tests {
         let beta = directory(&[("f", file(3)), ("g", file(9))]);
         let first = reconcile(Some(&ancestor), Some(&alpha), Some(&beta), Mode::TwoWaySafe);
         let conflict = &first.conflicts[0];
-        let change = resolution(Some(&ancestor), conflict, &conflict.beta_changes).expect("ok");
-        assert_eq!(change, Change::new("f", Some(file(1)), Some(file(3))));
-        let resolved = apply(Some(ancestor), &[change]).expect("applies");
+        let changes = resolution(Some(&ancestor), conflict, &conflict.beta_changes).expect("ok");
+        assert_eq!(changes, vec![Change::new("f", Some(file(1)), Some(file(3)))]);
+        let resolved = apply(Some(ancestor), &changes).expect("applies");
         // Beta edited again after the conflict was recorded: its new edit is not overwritten.
         let edited = directory(&[("f", file(4)), ("g", file(9))]);
         let second = reconcile(resolved.as_ref(), Some(&alpha), Some(&edited), Mode::TwoWaySafe);

@@ -173,6 +173,17 @@ impl Ownership {
                 )));
             }
         }
+        if mode == PermissionsMode::Posix
+            && let Some((what, bits)) =
+                [("file", self.file_mode), ("directory", self.directory_mode)]
+                    .into_iter()
+                    .find_map(|(what, bits)| Some((what, bits?)))
+        {
+            return Err(invalid(format!(
+                "invalid default {what} mode {bits:o}{whose}: in the posix permissions mode every \
+                 file and directory takes its bits from the other side"
+            )));
+        }
         if mode == PermissionsMode::Portable && self.file_mode.is_some_and(|bits| bits & 0o111 != 0)
         {
             return Err(invalid(format!(

@@ -191,11 +191,10 @@ impl mutagen_endpoint::Endpoint for Malicious {
     fn scan(
         &mut self,
     ) -> mutagen_endpoint::EndpointResult<std::sync::Arc<mutagen_endpoint::Snapshot>> {
-        let file = mutagen_reconcile::Entry::File {
-            digest: mutagen_reconcile::Digest([7; 32]),
-            executable: false,
-        };
-        let content = mutagen_reconcile::Entry::Directory([("../escape".to_owned(), file)].into());
+        let file = mutagen_reconcile::Entry::file(mutagen_reconcile::Digest([7; 32]), false);
+        let content = mutagen_reconcile::Entry::Directory(
+            [("../escape".to_owned(), file)].into_iter().collect(),
+        );
         Ok(std::sync::Arc::new(mutagen_endpoint::Snapshot {
             content: Some(content),
             ..Default::default()

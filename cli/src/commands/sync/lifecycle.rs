@@ -137,7 +137,8 @@ pub struct SyncFlags {
     #[arg(long, value_name = "MODE")]
     scan_mode_beta: Option<ScanMode>,
     /// What is synchronized of permissions: portable (the default: executability), manual
-    /// (nothing; the default modes apply as given)
+    /// (nothing; the default modes apply as given), posix (every permission bit of files
+    /// and directories, and setgid on directories, both ways)
     #[arg(long, value_name = "MODE")]
     permissions_mode: Option<PermissionsMode>,
     /// Permission bits of new files, in octal (default 644; in portable mode without execute bits, which follow each file)
