@@ -359,3 +359,28 @@ fn a_password_prompt_reaches_the_terminal_of_create() {
     env.ok(&["sync", "terminate", "pw"]);
     let _ = fs::remove_dir_all(synced.parent().expect("project"));
 }
+
+/// Permissions mode posix through the agent: the bits go out, and a remote `chmod` of a
+/// directory alone comes back through the remote watch and a snapshot delta.
+#[test]
+fn posix_bits_travel_through_the_agent_both_ways() {
+    let sshd = Sshd::start();
+    let env = env_for(&sshd);
+    let mode = |path: &Path| fs::metadata(path).ok().map(|m| m.permissions().mode() & 0o7777);
+    let alpha = env.path("alpha");
+    write(&alpha.join("d/f"), "f");
+    fs::set_permissions(alpha.join("d"), fs::Permissions::from_mode(0o2750)).expect("chmod");
+    fs::set_permissions(alpha.join("d/f"), fs::Permissions::from_mode(0o640)).expect("chmod");
+    fs::create_dir_all(env.path("remote")).expect("the remote root's parent");
+    let beta = env.path("remote/beta");
+    let url = remote(&sshd, "root", &beta.display().to_string());
+    env.ok(&["sync", "create", "alpha", &url, "--name", "posix", "--permissions-mode", "posix"]);
+    env.ok(&["sync", "flush", "posix"]);
+    assert_eq!((mode(&beta.join("d")), mode(&beta.join("d/f"))), (Some(0o2750), Some(0o640)));
+    fs::set_permissions(beta.join("d"), fs::Permissions::from_mode(0o700)).expect("chmod");
+    until(&env, "the remote directory's bits reach alpha", || {
+        mode(&alpha.join("d")) == Some(0o700)
+    });
+    assert_eq!(fs::read_to_string(alpha.join("d/f")).expect("f"), "f", "its contents stay");
+    assert_eq!(mode(&alpha.join("d/f")), Some(0o640));
+}

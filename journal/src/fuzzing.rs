@@ -104,6 +104,25 @@ pub fn journal_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 changes: vec![
                     Change::new("", None, Some(Entry::Directory(Default::default()))),
                     Change::new("f", None, Some(file)),
+                    // Permissions mode posix: bits on a directory and a file, and a change of
+                    // the directory's bits alone.
+                    Change::new(
+                        "d",
+                        None,
+                        Some(Entry::Directory(mutagen_reconcile::Directory {
+                            children: [(
+                                "x".to_owned(),
+                                Entry::File {
+                                    digest: Digest([8; 32]),
+                                    executable: false,
+                                    permissions: Some(0o640),
+                                },
+                            )]
+                            .into(),
+                            permissions: Some(0o2750),
+                        })),
+                    ),
+                    Change::permissions("d", Some(0o2750), Some(0o700)),
                 ],
             },
         },

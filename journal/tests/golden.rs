@@ -175,6 +175,22 @@ fn events(format: Format) -> Vec<(&'static str, Event)> {
                 changes: vec![Change::new("c", None, file(4))],
             },
         ));
+        // Permissions mode posix: entries with bits, and a change of a directory's bits.
+        let bits =
+            Entry::File { digest: Digest([5; 32]), executable: true, permissions: Some(0o750) };
+        let directory = mutagen_reconcile::Directory {
+            children: BTreeMap::from([("run".to_owned(), bits)]),
+            permissions: Some(0o2775),
+        };
+        events.push((
+            "ancestor-updated",
+            Event::AncestorUpdated {
+                changes: vec![
+                    Change::new("p", None, Some(Entry::Directory(directory))),
+                    Change::permissions("q", Some(0o755), Some(0o700)),
+                ],
+            },
+        ));
     }
     events
 }

@@ -174,6 +174,23 @@ pub fn daemon_seeds() -> Vec<(&'static str, Vec<u8>)> {
     };
     let file = Entry::file(digest, false);
     let link = Entry::SymbolicLink { target: "f".into() };
+    // Permissions mode posix: a root with bits, then a change of its bits alone.
+    let posix = vec![
+        Request::Initialize(EndpointOptions {
+            permissions_mode: mutagen_core::PermissionsMode::Posix,
+            ..options.clone()
+        }),
+        Request::Scan { base: None },
+        Request::Transition(vec![Change::new(
+            "",
+            None,
+            Some(Entry::Directory(mutagen_reconcile::Directory::with_permissions(Some(0o2750)))),
+        )]),
+        Request::Scan { base: Some(1) },
+        Request::Transition(vec![Change::permissions("", Some(0o2750), Some(0o700))]),
+        Request::Scan { base: Some(2) },
+        Request::Shutdown,
+    ];
     let session = vec![
         Request::Initialize(options),
         Request::Ping,
@@ -233,5 +250,6 @@ pub fn daemon_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("session", stream(Compression::None, &session)),
         ("session-zstd", stream(Compression::Zstd, &session)),
         ("escape", stream(Compression::None, &escape)),
+        ("posix", stream(Compression::None, &posix)),
     ]
 }

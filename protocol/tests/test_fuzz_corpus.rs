@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use mutagen_endpoint::Transmission;
-use mutagen_protocol::messages::Response;
+use mutagen_protocol::messages::{Response, SnapshotTransfer};
+use mutagen_reconcile::{Directory, Entry};
 
 fn replay(target: &str, body: fn(&[u8])) -> usize {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
@@ -75,6 +76,20 @@ fn daemon_seeds_are_current_and_reach_the_handler() {
                     .iter()
                     .any(|answer| matches!(answer, Response::Transmission(Transmission::Data(_))));
                 assert!(!sent, "{name}: content was sent: {answers:?}");
+            }
+            // Permissions mode posix: the root gets its bits, then a change of them alone,
+            // which the next delta carries as a childless directory.
+            "posix" => {
+                assert_eq!(transitions.len(), 2, "{name}: {answers:?}");
+                for result in &transitions {
+                    assert!(result.problems.is_empty(), "{name}: {result:?}");
+                }
+                let bits_alone = Some(Entry::Directory(Directory::with_permissions(Some(0o700))));
+                let carried = answers.iter().any(|answer| {
+                    matches!(answer, Response::Scanned { snapshot: SnapshotTransfer::Delta { changes, .. }, .. }
+                        if *changes == [(String::new(), bits_alone.clone())])
+                });
+                assert!(carried, "{name}: {answers:?}");
             }
             _ => unreachable!(),
         }

@@ -128,6 +128,35 @@ fn requests_and_responses() -> Vec<(&'static str, Vec<u8>)> {
                 watch_problem: Some("polling".into()),
             }),
         ),
+        (
+            "response-scanned-delta-posix",
+            frame(&Response::Scanned {
+                snapshot: SnapshotTransfer::Delta {
+                    base: 2,
+                    generation: 3,
+                    changes: vec![
+                        (
+                            "bin".into(),
+                            Some(Entry::Directory(Directory::with_permissions(Some(0o2750)))),
+                        ),
+                        (
+                            "a.txt".into(),
+                            Some(Entry::File {
+                                digest: Digest([4; 32]),
+                                executable: false,
+                                permissions: Some(0o640),
+                            }),
+                        ),
+                    ],
+                    directories: 2,
+                    files: 2,
+                    symbolic_links: 0,
+                    total_file_size: 98,
+                    problems: Vec::new(),
+                },
+                watch_problem: None,
+            }),
+        ),
         ("response-staged", frame(&Response::Staged(requests()))),
         ("response-transmission", frame(&Response::Transmission(Transmission::End))),
         ("response-supplied", frame(&Response::Supplied)),
