@@ -50,6 +50,14 @@ fn files_merge_in_order_and_ignores_concatenate() {
     assert_eq!(forward.socket_options().mode, 0o660);
     assert_eq!(forward.socket_options().overwrite, OverwriteMode::Leave);
 
+    // Permissions mode posix from YAML; a mode that does not exist names the key.
+    let posix = write("posix.yml", "sync:\n  defaults:\n    permissions:\n      mode: posix\n");
+    let (sync, _) = load_files(false, &[posix]).expect("posix");
+    assert_eq!(sync.configuration().permissions_mode, mutagen_core::PermissionsMode::Posix);
+    let unix = write("unix.yml", "sync:\n  defaults:\n    permissions:\n      mode: unix\n");
+    let message = error(load_files(false, &[unix]));
+    assert!(message.contains("unix.yml") && message.contains("permissions.mode"), "{message}");
+
     // A missing -c file is an error naming it; an empty file is no settings.
     let missing = dir.path().join("missing.yml");
     let message = error(load_files(false, std::slice::from_ref(&missing)));
