@@ -119,6 +119,26 @@ impl DaemonEnv {
         text.trim().parse().ok()
     }
 
+    /// The permission bits of a path under the environment, if it exists.
+    pub fn mode(&self, relative: &str) -> Option<u32> {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(self.path(relative)).ok().map(|m| m.permissions().mode() & 0o7777)
+    }
+
+    /// Sets the permission bits of a path under the environment.
+    pub fn set_mode(&self, relative: &str, bits: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(self.path(relative), fs::Permissions::from_mode(bits)).expect("chmod");
+    }
+
+    /// The roots of a session's conflicts, as `sync list` reports them.
+    pub fn conflicts(&self, name: &str) -> Vec<String> {
+        let sessions = self.sessions();
+        let session = sessions.iter().find(|s| s["name"] == name).expect("the session");
+        let conflicts = session["conflicts"].as_array().expect("conflicts");
+        conflicts.iter().map(|c| c["root"].as_str().expect("root").to_owned()).collect()
+    }
+
     /// Waits until `done`, for at most `patience`; then fails with the long listing and the
     /// daemon log.
     pub fn until(&self, what: &str, patience: Duration, mut done: impl FnMut() -> bool) {

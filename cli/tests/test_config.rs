@@ -306,10 +306,8 @@ fn permissions_follow_the_defaults_and_the_mode() {
 #[test]
 fn posix_permissions_travel_both_ways_and_disagreements_are_conflicts() {
     let env = DaemonEnv::new();
-    let mode = |path: &str| fs::metadata(env.path(path)).expect(path).permissions().mode() & 0o7777;
-    let set_mode = |path: &str, bits: u32| {
-        fs::set_permissions(env.path(path), fs::Permissions::from_mode(bits)).expect("chmod");
-    };
+    let mode = |path: &str| env.mode(path).expect(path);
+    let set_mode = |path: &str, bits: u32| env.set_mode(path, bits);
     for (path, content) in [("shared/run", "#!/bin/sh"), ("secret", "s"), ("ro/file", "r")] {
         write(&env.path(&format!("alpha/{path}")), content);
     }
@@ -349,7 +347,7 @@ fn posix_permissions_travel_both_ways_and_disagreements_are_conflicts() {
     set_mode("beta/shared", 0o770);
     env.ok(&["sync", "flush", "posix"]);
     assert_eq!((mode("alpha/secret"), mode("alpha/shared")), (0o640, 0o770));
-    assert!(conflicts(&env, "posix").is_empty());
+    assert!(env.conflicts("posix").is_empty());
 
     // Both sides change the same bits differently: conflicts, and nothing is overwritten.
     // A conflict about a directory's bits blocks nothing inside it.
@@ -360,7 +358,7 @@ fn posix_permissions_travel_both_ways_and_disagreements_are_conflicts() {
     write(&env.path("beta/shared/run"), "#!/bin/sh\necho beta");
     set_mode("beta/shared/run", 0o750);
     env.ok(&["sync", "flush", "posix"]);
-    assert_eq!(conflicts(&env, "posix"), ["secret", "shared"]);
+    assert_eq!(env.conflicts("posix"), ["secret", "shared"]);
     assert_eq!((mode("alpha/secret"), mode("beta/secret")), (0o604, 0o660));
     assert_eq!((mode("alpha/shared"), mode("beta/shared")), (0o2750, 0o700));
     let run = fs::read_to_string(env.path("alpha/shared/run")).expect("run");
@@ -371,34 +369,21 @@ fn posix_permissions_travel_both_ways_and_disagreements_are_conflicts() {
     env.ok(&["sync", "resolve", "posix", "--all", "--alpha-wins"]);
     assert_eq!((mode("beta/secret"), mode("beta/shared")), (0o604, 0o2750));
     assert_eq!((mode("alpha/secret"), mode("alpha/shared")), (0o604, 0o2750));
-    assert!(conflicts(&env, "posix").is_empty());
+    assert!(env.conflicts("posix").is_empty());
     let history = env.ok(&["sync", "history", "posix", "--path", "shared"]);
     assert!(history.contains("2750"), "{history}");
-}
-
-fn conflicts(env: &DaemonEnv, name: &str) -> Vec<String> {
-    let sessions = env.sessions();
-    let session = sessions.iter().find(|s| s["name"] == name).expect("the session");
-    session["conflicts"]
-        .as_array()
-        .expect("conflicts")
-        .iter()
-        .map(|c| c["root"].as_str().expect("root").to_owned())
-        .collect()
 }
 
 #[test]
 fn a_watched_posix_session_carries_a_chmod_alone() {
     let env = DaemonEnv::new();
-    let mode =
-        |path: &str| fs::metadata(env.path(path)).ok().map(|m| m.permissions().mode() & 0o7777);
     write(&env.path("alpha/d/f"), "f");
     env.ok(&["sync", "create", "alpha", "beta", "--name", "w", "--permissions-mode", "posix"]);
     env.ok(&["sync", "flush", "w"]);
     // No flush: the watch sees the metadata change, as it sees an edit.
-    fs::set_permissions(env.path("alpha/d/f"), fs::Permissions::from_mode(0o600)).expect("chmod");
-    fs::set_permissions(env.path("alpha/d"), fs::Permissions::from_mode(0o2700)).expect("chmod");
+    env.set_mode("alpha/d/f", 0o600);
+    env.set_mode("alpha/d", 0o2700);
     env.until("the bits reach beta", Duration::from_secs(20), || {
-        mode("beta/d/f") == Some(0o600) && mode("beta/d") == Some(0o2700)
+        env.mode("beta/d/f") == Some(0o600) && env.mode("beta/d") == Some(0o2700)
     });
 }

@@ -507,16 +507,6 @@ fn session_with(env: &DaemonEnv, name: &str, mode: &str, files: &[(&str, &str)])
     env.ok(&["sync", "flush", name]);
 }
 
-fn conflicts(env: &DaemonEnv, name: &str) -> Vec<String> {
-    let sessions = env.sessions();
-    session(&sessions, name)["conflicts"]
-        .as_array()
-        .expect("conflicts")
-        .iter()
-        .map(|c| c["root"].as_str().expect("root").to_owned())
-        .collect()
-}
-
 #[test]
 fn conflicts_are_resolved_from_the_command_line_without_overwriting_later_edits() {
     let env = DaemonEnv::new();
@@ -529,7 +519,7 @@ fn conflicts_are_resolved_from_the_command_line_without_overwriting_later_edits(
         write(&env.path(&format!("ff-{side}/{path}")), format!("{side}'s {path}"));
     }
     env.ok(&["sync", "flush", "ff"]);
-    assert_eq!(conflicts(&env, "ff"), ["a.txt", "b.txt"]);
+    assert_eq!(env.conflicts("ff"), ["a.txt", "b.txt"]);
     let run = env.run(&["sync", "resolve", "ff", "nowhere.txt", "--beta-wins"]);
     assert!(
         run.code == 1 && run.stderr.contains("no conflict at \"nowhere.txt\""),
@@ -539,7 +529,7 @@ fn conflicts_are_resolved_from_the_command_line_without_overwriting_later_edits(
     env.ok(&["sync", "resolve", "ff", "./a.txt", "--beta-wins"]);
     assert_eq!(read("ff-alpha/a.txt").as_deref(), Some("beta's a.txt"));
     assert_eq!(read("ff-beta/a.txt").as_deref(), Some("beta's a.txt"));
-    assert_eq!(conflicts(&env, "ff"), ["b.txt"], "the other conflict stays");
+    assert_eq!(env.conflicts("ff"), ["b.txt"], "the other conflict stays");
     // The loser edits again before the resolution takes effect: its edit is not overwritten.
     env.ok(&["sync", "pause", "ff"]);
     env.ok(&["sync", "resolve", "ff", "--all", "--alpha-wins"]);
@@ -547,10 +537,10 @@ fn conflicts_are_resolved_from_the_command_line_without_overwriting_later_edits(
     env.ok(&["sync", "resume", "ff"]);
     env.ok(&["sync", "flush", "ff"]);
     assert_eq!(read("ff-beta/b.txt").as_deref(), Some("beta's later edit"));
-    assert_eq!(conflicts(&env, "ff"), ["b.txt"], "the conflict came back");
+    assert_eq!(env.conflicts("ff"), ["b.txt"], "the conflict came back");
     env.ok(&["sync", "resolve", "ff", "--all", "--alpha-wins"]);
     assert_eq!(read("ff-beta/b.txt").as_deref(), Some("alpha's b.txt"));
-    assert!(conflicts(&env, "ff").is_empty());
+    assert!(env.conflicts("ff").is_empty());
     let history = env.ok(&["sync", "history", "ff"]);
     assert!(
         history.contains("conflict-resolved") && history.contains("beta wins at a.txt"),
@@ -564,7 +554,7 @@ fn conflicts_are_resolved_from_the_command_line_without_overwriting_later_edits(
     write(&env.path("fd-alpha/x/inner"), "now a directory");
     write(&env.path("fd-beta/x"), "beta's edit");
     env.ok(&["sync", "flush", "fd"]);
-    assert_eq!(conflicts(&env, "fd"), ["x"]);
+    assert_eq!(env.conflicts("fd"), ["x"]);
     env.ok(&["sync", "resolve", "fd", "x", "--alpha-wins"]);
     assert_eq!(read("fd-beta/x/inner").as_deref(), Some("now a directory"));
 
@@ -573,7 +563,7 @@ fn conflicts_are_resolved_from_the_command_line_without_overwriting_later_edits(
     write(&env.path("dm-alpha/d/f"), "alpha's edit");
     write(&env.path("dm-beta/d/f"), "beta's edit");
     env.ok(&["sync", "flush", "dm"]);
-    assert_eq!(conflicts(&env, "dm"), ["d/f"]);
+    assert_eq!(env.conflicts("dm"), ["d/f"]);
     let run = env.run(&["sync", "resolve", "dm", "--all", "--beta-wins"]);
     assert!(run.code == 1 && run.stderr.contains("only --alpha-wins"), "{}", run.stderr);
     env.ok(&["sync", "resolve", "dm", "--all", "--alpha-wins"]);
@@ -585,7 +575,7 @@ fn conflicts_are_resolved_from_the_command_line_without_overwriting_later_edits(
     fs::remove_dir_all(env.path("del-alpha/gone")).expect("rm");
     write(&env.path("del-beta/gone/f"), "beta's edit");
     env.ok(&["sync", "flush", "del"]);
-    assert!(conflicts(&env, "del").is_empty());
+    assert!(env.conflicts("del").is_empty());
     assert_eq!(read("del-alpha/gone/f").as_deref(), Some("beta's edit"));
     let run = env.run(&["sync", "resolve", "del", "--all", "--alpha-wins"]);
     assert!(run.code == 1 && run.stderr.contains("no conflicts"), "{}", run.stderr);

@@ -232,20 +232,24 @@ fn directory_at<'a>(
     tree: &'a mut Option<Entry>,
     path: &str,
 ) -> Result<&'a mut Directory, ApplyError> {
-    let missing = || ApplyError::MissingDirectory { path: path.to_owned() };
-    let mut entry = tree.as_mut().ok_or_else(missing)?;
+    match entry_at(tree, path) {
+        Some(Entry::Directory(directory)) => Ok(directory),
+        _ => Err(ApplyError::MissingDirectory { path: path.to_owned() }),
+    }
+}
+
+/// Returns the entry at `path` in `tree` (`""` is the root).
+fn entry_at<'a>(tree: &'a mut Option<Entry>, path: &str) -> Option<&'a mut Entry> {
+    let mut entry = tree.as_mut()?;
     if !path.is_empty() {
         for component in path.split('/') {
             entry = match entry {
-                Entry::Directory(contents) => contents.get_mut(component).ok_or_else(missing)?,
-                _ => return Err(missing()),
+                Entry::Directory(contents) => contents.get_mut(component)?,
+                _ => return None,
             };
         }
     }
-    match entry {
-        Entry::Directory(directory) => Ok(directory),
-        _ => Err(missing()),
-    }
+    Some(entry)
 }
 
 /// Sets the content at `path` in `tree` to `new` (`None` removes it), whatever it is, and
@@ -260,15 +264,7 @@ pub fn replace_at(
     }
     let missing = || ApplyError::MissingParent { path: path.to_owned() };
     let (parent_path, name) = path.rsplit_once('/').unwrap_or(("", path));
-    let mut parent = tree.as_mut().ok_or_else(missing)?;
-    if !parent_path.is_empty() {
-        for component in parent_path.split('/') {
-            parent = match parent {
-                Entry::Directory(contents) => contents.get_mut(component).ok_or_else(missing)?,
-                _ => return Err(missing()),
-            };
-        }
-    }
+    let parent = entry_at(tree, parent_path).ok_or_else(missing)?;
     let Entry::Directory(contents) = parent else {
         return Err(missing());
     };
