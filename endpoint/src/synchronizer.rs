@@ -27,7 +27,7 @@ use mutagen_reconcile::{
 use serde::{Deserialize, Serialize};
 
 use crate::endpoint::{
-    Endpoint, EndpointError, Snapshot, StageRequest, TransitionResult, Transmission,
+    Endpoint, EndpointError, EndpointResult, Snapshot, StageRequest, TransitionResult, Transmission,
 };
 use crate::transition::staged_files;
 
@@ -649,6 +649,13 @@ fn explain_oversized(
     other_missing
 }
 
+/// How many batches of transmissions a supplier may get ahead of its receiver.
+const SUPPLY_QUEUE: usize = 4;
+/// The data in a batch of transmissions, beyond which it is sent.
+const BATCH_BYTES: usize = 1 << 20;
+/// The transmissions in a batch, beyond which it is sent (three per small file).
+const BATCH_TRANSMISSIONS: usize = 384;
+
 /// Stages on `receiver` what its `changes` need, supplied by `supplier`; files larger than
 /// `largest` (when not 0) are left out, and returned by digest with their size.
 fn stage(
@@ -678,13 +685,12 @@ fn stage(
         Side::Alpha => Side::Beta,
         Side::Beta => Side::Alpha,
     };
-    let mut receive_error = None;
     let mut unavailable = 0;
     let mut progress =
         StagingProgress { expected_files: needed.len() as u64, ..StagingProgress::default() };
     // While a file too large to stage is being supplied, its data goes nowhere.
     let mut skipping = false;
-    let supplied = supplier.supply(&needed, &mut |transmission| {
+    let mut receive = |transmission: Transmission| -> EndpointResult<()> {
         if let Transmission::Begin { request, size } = &transmission
             && largest > 0
             && *size > largest
@@ -694,9 +700,7 @@ fn stage(
             unavailable += 1;
             progress.received_files += 1;
             let error = "larger than the maximum staging file size".to_owned();
-            return receiver
-                .receive(Transmission::Unavailable { request: request.clone(), error })
-                .inspect_err(|_| receive_error = Some(side));
+            return receiver.receive(Transmission::Unavailable { request: request.clone(), error });
         }
         if skipping {
             skipping =
@@ -717,15 +721,47 @@ fn stage(
             }
             Transmission::Blocks { .. } => {}
         }
-        receiver.receive(transmission).inspect_err(|_| receive_error = Some(side))
+        receiver.receive(transmission)
+    };
+    // The supplier reads on a thread of its own while the receiver writes here: the two
+    // endpoints' system calls (or round trips) overlap, as rsync's sender and receiver do.
+    // Transmissions travel in batches (a batch per thread wake-up rather than one per file,
+    // which on a busy machine costs a scheduling delay each); the queue holds at most
+    // SUPPLY_QUEUE batches of about BATCH_BYTES each (one 1 MiB chunk may exceed it).
+    let (sender, batches) = crossbeam_channel::bounded::<Vec<Transmission>>(SUPPLY_QUEUE);
+    let (supplied, received) = std::thread::scope(|scope| {
+        let supplying = scope.spawn(|| {
+            let sender = sender;
+            // The receiving side stopped (its error is the one reported).
+            let stopped = |_| EndpointError::Protocol("the receiving endpoint stopped".to_owned());
+            let (mut batch, mut bytes) = (Vec::new(), 0);
+            supplier.supply(&needed, &mut |transmission| {
+                if let Transmission::Data(data) = &transmission {
+                    bytes += data.len();
+                }
+                batch.push(transmission);
+                if bytes >= BATCH_BYTES || batch.len() >= BATCH_TRANSMISSIONS {
+                    bytes = 0;
+                    sender.send(std::mem::take(&mut batch)).map_err(stopped)?;
+                }
+                Ok(())
+            })?;
+            if !batch.is_empty() {
+                sender.send(batch).map_err(stopped)?;
+            }
+            Ok(())
+        });
+        let received = batches.iter().flatten().try_for_each(&mut receive);
+        let transmissions = batches;
+        // Stops a supplier still sending after a receive error.
+        drop(transmissions);
+        (supplying.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), received)
     });
     report.staged_files = progress.received_files - unavailable;
     report.staged_bytes = progress.received_bytes;
     observer(Progress::Staged { side, files: report.staged_files, bytes: report.staged_bytes });
-    supplied.map_err(|source| match receive_error {
-        Some(side) => CycleError::Endpoint { side, operation: "stage", source },
-        None => CycleError::Endpoint { side: other, operation: "supply", source },
-    })?;
+    received.map_err(|source| CycleError::Endpoint { side, operation: "stage", source })?;
+    supplied.map_err(|source| CycleError::Endpoint { side: other, operation: "supply", source })?;
     Ok(oversized)
 }
 

@@ -4,4 +4,5 @@ mod test_dependencies;
 mod test_local_sync;
 mod test_safety;
 mod test_ssh_transport;
+mod test_staging;
 mod test_watch;
