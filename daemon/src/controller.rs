@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use mutagen_endpoint::{
-    Allowances, CycleReport, Endpoint, Limits, Phase, Progress, Side, Synchronizer,
+    Allowances, CycleReport, Endpoint, Limits, Memo, Phase, Progress, Side, Synchronizer,
 };
 use mutagen_journal::{Event, JournalError, Record, SessionLog, SessionState};
 use mutagen_session::WatchMode;
@@ -80,6 +80,9 @@ struct Engine {
     alpha: Option<Box<dyn Endpoint>>,
     /// Beta's endpoint while connected.
     beta: Option<Box<dyn Endpoint>>,
+    /// The last cycle's memo, if it settled (see `Synchronizer::remembering`). Recording
+    /// what changes the ancestor (a resolution, a reset) drops it.
+    memo: Option<Memo>,
 }
 
 impl Engine {
@@ -105,6 +108,15 @@ impl Engine {
 
     /// Appends a record and folds it into the state.
     fn record(&mut self, event: Event) -> Result<(), JournalError> {
+        // What changes the ancestor outside a cycle makes the last cycle's memo stale.
+        let changes_ancestor = match &event {
+            Event::ConflictResolved { .. } | Event::Reset => true,
+            Event::AncestorUpdated { changes } => !changes.is_empty(),
+            _ => false,
+        };
+        if changes_ancestor {
+            self.memo = None;
+        }
         let record = Record::now(self.state.cycle, event);
         let number = self.log.append(&record)?;
         SessionState::step_applied(&mut self.state, &record).map_err(|e| JournalError::Corrupt {
@@ -164,7 +176,7 @@ pub fn spawn(
     let info = Arc::new(Mutex::new(describe(&state, Status::Disconnected, [false, false])));
     let (sender, commands) = mpsc::unbounded_channel();
     let controller = Controller {
-        engine: Some(Engine { log, state, alpha: None, beta: None }),
+        engine: Some(Engine { log, state, alpha: None, beta: None, memo: None }),
         connector,
         cancellers: [None, None],
         remote: [false, false],
@@ -1042,8 +1054,9 @@ fn run_cycle(
     .limiting(Limits {
         entries: configuration.max_entry_count,
         staging_file_size: configuration.max_staging_file_size,
-    });
-    let Engine { log, state, alpha: Some(alpha), beta: Some(beta) } = engine else {
+    })
+    .remembering(engine.memo.take());
+    let Engine { log, state, alpha: Some(alpha), beta: Some(beta), .. } = engine else {
         return Outcome::Failed("the endpoints are not connected".to_owned());
     };
     let (alpha, beta) = (alpha.as_mut(), beta.as_mut());
@@ -1131,6 +1144,7 @@ fn run_cycle(
         }
     });
     let halted = synchronizer.halted();
+    let memo = synchronizer.memo().cloned();
     let ancestor = synchronizer.into_ancestor();
     engine.state.ancestor = ancestor;
     if let Some(error) = write_error {
@@ -1162,6 +1176,7 @@ fn run_cycle(
     if !journaling && is_quiet(&engine.state, &report) {
         // Nothing is journaled, so the cycle number goes back to what the journal says.
         engine.state.cycle -= 1;
+        engine.memo = memo;
         return Outcome::Quiet;
     }
     if !journaling && is_repeat(&engine.state, &report) {
@@ -1169,7 +1184,10 @@ fn run_cycle(
         return Outcome::Repeated;
     }
     match commit(engine, pending, report) {
-        Ok(again) => Outcome::Committed { again },
+        Ok(again) => {
+            engine.memo = memo;
+            Outcome::Committed { again }
+        }
         Err(error) => Outcome::Failed(format!("unable to write the journal: {error}")),
     }
 }

@@ -185,6 +185,14 @@ pub trait Endpoint: Send {
         false
     }
 
+    /// A number for the content of the snapshot the latest `scan` returned: two scans that
+    /// return the same number returned the same content. Numbers come from
+    /// [`next_version`], so no two endpoints of a process ever share one. `None` (the
+    /// default): unknown, and every cycle reconciles.
+    fn version(&self) -> Option<u64> {
+        None
+    }
+
     /// Prepares to receive the files in `requests` and returns the ones that must be supplied
     /// by the other endpoint (the rest were already staged or found locally by digest).
     fn stage(&mut self, requests: Vec<StageRequest>) -> EndpointResult<Vec<StageRequest>>;
@@ -204,4 +212,10 @@ pub trait Endpoint: Send {
 
     /// Releases resources (staged files, handles).
     fn shutdown(&mut self) -> EndpointResult<()>;
+}
+
+/// Returns a number no caller of this process got before (see [`Endpoint::version`]).
+pub fn next_version() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -42,13 +42,14 @@ mod fsutil;
 mod gitignore;
 
 pub use endpoint::{
-    Endpoint, EndpointError, EndpointResult, Snapshot, StageRequest, TransitionResult, Transmission,
+    Endpoint, EndpointError, EndpointResult, Snapshot, StageRequest, TransitionResult,
+    Transmission, next_version,
 };
 pub use local_endpoint::{LocalEndpoint, LocalOptions};
 pub use mutagen_core::ignore;
 pub use mutagen_core::{IgnoreError, IgnoreSyntax, Ignorer, StageMode};
 pub use scan::{ScanOptions, SymlinkMode};
 pub use synchronizer::{
-    Allowances, CycleError, CycleReport, HaltReason, Limits, Phase, Progress, Side, SideReport,
-    StagingProgress, Synchronizer,
+    Allowances, CycleError, CycleReport, HaltReason, Limits, Memo, Phase, Progress, Side,
+    SideReport, StagingProgress, Synchronizer,
 };

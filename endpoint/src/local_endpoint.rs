@@ -80,6 +80,9 @@ pub struct LocalEndpoint {
     view: Option<Arc<Snapshot>>,
     /// Whether `view` changed since the last `scan` handed it out.
     changed: bool,
+    /// The view's [`Endpoint::version`]: a new one whenever its content changes (its own
+    /// transitions included).
+    version: u64,
     /// Whether a scan happened since the last transition (so `cache` describes this cycle).
     scanned: bool,
     staging: Staging,
@@ -108,6 +111,7 @@ impl LocalEndpoint {
             cache: Cache::default(),
             view: None,
             changed: false,
+            version: crate::endpoint::next_version(),
             scanned: false,
             staging,
             watcher: None,
@@ -192,6 +196,9 @@ impl LocalEndpoint {
         match rescanned {
             Some(rescan) => {
                 self.changed |= rescan.changed;
+                if rescan.changed {
+                    self.version = crate::endpoint::next_version();
+                }
                 self.view = Some(Arc::new(rescan.snapshot));
                 Ok(())
             }
@@ -206,7 +213,10 @@ impl LocalEndpoint {
         self.cache = output.cache;
         let previous = self.view.take();
         // No previous view: nothing to compare with, so assume a change.
-        self.changed |= previous.is_none_or(|view| view.content != output.snapshot.content);
+        if previous.is_none_or(|view| view.content != output.snapshot.content) {
+            self.changed = true;
+            self.version = crate::endpoint::next_version();
+        }
         self.view = Some(Arc::new(output.snapshot));
         Ok(())
     }
@@ -219,6 +229,7 @@ impl LocalEndpoint {
             return;
         }
         let Some(view) = &mut self.view else { return };
+        self.version = crate::endpoint::next_version();
         // The cycle's own reference is gone by now, so this does not copy.
         let view = Arc::make_mut(view);
         for (change, result) in replaced.iter().zip(results) {
@@ -351,6 +362,10 @@ impl Endpoint for LocalEndpoint {
 
     fn trusted(&self) -> bool {
         true
+    }
+
+    fn version(&self) -> Option<u64> {
+        Some(self.version)
     }
 
     fn scan(&mut self) -> EndpointResult<Arc<Snapshot>> {

@@ -302,6 +302,19 @@ pub struct Synchronizer {
     /// Configuration, not state: never saved.
     #[serde(skip)]
     limits: Limits,
+    /// The last cycle, if it settled: what a cycle over the same content would find again.
+    #[serde(skip)]
+    memo: Option<Memo>,
+}
+
+/// A settled cycle: the endpoints' [`Endpoint::version`]s it reconciled and the conflicts it
+/// found. A cycle whose scans return the same versions reconciles the same three trees
+/// (nothing changed the ancestor: the cycle settled), so it finds the same nothing to do
+/// and the same conflicts, without walking the trees again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Memo {
+    versions: [u64; 2],
+    conflicts: Vec<Conflict>,
 }
 
 impl Synchronizer {
@@ -338,6 +351,20 @@ impl Synchronizer {
         self
     }
 
+    /// Continues from the memo of the previous cycle (see [`Synchronizer::memo`]). A caller
+    /// that rebuilds the synchronizer for every cycle passes it on, and drops it whenever it
+    /// changes the ancestor itself (a resolution, a reset).
+    #[must_use]
+    pub fn remembering(mut self, memo: Option<Memo>) -> Synchronizer {
+        self.memo = memo;
+        self
+    }
+
+    /// Returns the memo of the last cycle, if it settled.
+    pub fn memo(&self) -> Option<&Memo> {
+        self.memo.as_ref()
+    }
+
     /// Returns the mode.
     pub fn mode(&self) -> Mode {
         self.mode
@@ -368,6 +395,7 @@ impl Synchronizer {
     pub fn reset(&mut self) {
         self.ancestor = None;
         self.halted = None;
+        self.memo = None;
     }
 
     /// Runs one cycle.
@@ -391,8 +419,18 @@ impl Synchronizer {
             return Err(CycleError::Halted(reason));
         }
         observer(Progress::Phase(Phase::Scanning));
+        let memo = self.memo.take();
         let (alpha_snapshot, beta_snapshot, mut report) = scan_both(alpha, beta)?;
         observer(Progress::Scanned(&report));
+        let versions = match [alpha.version(), beta.version()] {
+            [Some(alpha), Some(beta)] => Some([alpha, beta]),
+            _ => None,
+        };
+        if let Some(memo) = memo.filter(|memo| Some(memo.versions) == versions) {
+            report.conflicts.clone_from(&memo.conflicts);
+            self.memo = Some(memo);
+            return Ok(report);
+        }
         let counts = [&alpha_snapshot, &beta_snapshot]
             .map(|snapshot| snapshot.directories + snapshot.files + snapshot.symbolic_links);
         let (alpha_content, beta_content) = (&alpha_snapshot.content, &beta_snapshot.content);
@@ -412,6 +450,7 @@ impl Synchronizer {
         // Endpoints may share their snapshots with their own view of the root, which their
         // transitions update: release them so that no copy is made.
         drop((alpha_snapshot, beta_snapshot));
+        let settled = reconciliation.is_settled();
         report.conflicts = reconciliation.conflicts;
         let transitions =
             reconciliation.alpha_transitions.iter().chain(&reconciliation.beta_transitions);
@@ -484,7 +523,12 @@ impl Synchronizer {
         report.ancestor_changes = self.update_ancestor(ancestor_delta)?;
         match first_error {
             Some(error) => Err(error),
-            None => Ok(report),
+            None => {
+                if let Some(versions) = versions.filter(|_| settled) {
+                    self.memo = Some(Memo { versions, conflicts: report.conflicts.clone() });
+                }
+                Ok(report)
+            }
         }
     }
 

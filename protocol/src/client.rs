@@ -147,6 +147,8 @@ pub struct RemoteEndpoint {
     round_trip: Duration,
     /// The last snapshot received and its generation (deltas apply to it).
     snapshot: Option<(u64, Arc<Snapshot>)>,
+    /// Its [`Endpoint::version`]: a new one for a whole snapshot or a delta with changes.
+    version: u64,
     /// Bytes written to and read from the agent (frames), for measurements.
     traffic: Arc<Traffic>,
     silence: Duration,
@@ -224,6 +226,7 @@ impl RemoteEndpoint {
             broken: false,
             round_trip: Duration::ZERO,
             snapshot: None,
+            version: mutagen_endpoint::next_version(),
             traffic,
             silence: SILENCE,
             stderr,
@@ -458,6 +461,10 @@ impl Endpoint for RemoteEndpoint {
         self.watch_problem.clone()
     }
 
+    fn version(&self) -> Option<u64> {
+        Some(self.version)
+    }
+
     fn scan(&mut self) -> EndpointResult<Arc<Snapshot>> {
         let held = self.snapshot.take();
         let base = held.as_ref().map(|(generation, _)| *generation);
@@ -466,6 +473,7 @@ impl Endpoint for RemoteEndpoint {
                 self.watch_problem = watch_problem;
                 let (generation, snapshot) = match snapshot {
                     SnapshotTransfer::Full { generation, snapshot } => {
+                        self.version = mutagen_endpoint::next_version();
                         (generation, Arc::new(snapshot))
                     }
                     SnapshotTransfer::Delta {
@@ -488,6 +496,9 @@ impl Endpoint for RemoteEndpoint {
                         debug_assert_eq!(held_generation, base);
                         // The synchronizer released its copy after the last cycle: no clone.
                         let updated = Arc::make_mut(&mut snapshot);
+                        if !changes.is_empty() {
+                            self.version = mutagen_endpoint::next_version();
+                        }
                         for (path, new) in changes {
                             // A directory where a directory was: only its bits changed (a
                             // difference never replaces a directory with a directory).

@@ -201,3 +201,40 @@ fn an_observer_sees_the_phases_in_order_and_every_staged_file() {
     assert_eq!(totals, Some((Side::Beta, 5, report.beta.staged_bytes)));
     assert_eq!(report.beta.staged_bytes, (1000..1005).sum::<usize>() as u64);
 }
+
+/// A settled cycle leaves a memo; a cycle over the same content reuses it (its conflicts
+/// included) instead of reconciling again, and any change, on disk or by the endpoints' own
+/// transitions, makes the next cycle reconcile.
+#[test]
+fn settled_cycles_are_remembered_and_any_change_forgets_them() {
+    for watched in [false, true] {
+        let mut pair =
+            if watched { Pair::watched(Mode::TwoWaySafe) } else { Pair::new(Mode::TwoWaySafe) };
+        write(&pair.alpha, "a", "a");
+        write(&pair.alpha, "c", "base");
+        pair.converge();
+        assert!(pair.synchronizer.memo().is_some(), "watched: {watched}");
+        let remembered = pair.synchronizer.memo().cloned();
+        pair.cycle();
+        assert_eq!(pair.synchronizer.memo().cloned(), remembered, "the same content: reused");
+
+        // A change on disk is reconciled and propagated, then remembered again.
+        write(&pair.alpha, "b", "b");
+        pair.converge();
+        assert_eq!(fs::read_to_string(pair.beta.join("b")).expect("b"), "b");
+        assert_ne!(pair.synchronizer.memo().cloned(), remembered);
+
+        // A conflict is reported on every cycle, reused or not.
+        write(&pair.alpha, "c", "alpha's");
+        write(&pair.beta, "c", "beta's");
+        let first = pair.cycle();
+        assert_eq!(first.conflicts.len(), 1, "watched: {watched}");
+        let again = pair.cycle();
+        assert_eq!(again.conflicts, first.conflicts);
+        assert!(pair.synchronizer.memo().is_some());
+        // Settling it by hand changes the content, which the next cycle reconciles.
+        write(&pair.beta, "c", "alpha's");
+        let settled = pair.cycle();
+        assert!(settled.conflicts.is_empty(), "watched: {watched}: {settled:?}");
+    }
+}
