@@ -236,9 +236,17 @@ struct Updater<'a, 's> {
 impl Updater<'_, '_> {
     /// Whether a dirty directory lies strictly below `path`.
     fn dirty_below(&self, path: &str) -> bool {
-        let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
+        if path.is_empty() {
+            return self.dirty.iter().any(|dirty| !dirty.is_empty());
+        }
+        // Paths below `path` are the ones from `path/` on that start with it; a sibling such
+        // as `path-2` sorts between `path` and `path/`, so the range starts at `path/`.
+        let prefix = format!("{path}/");
         self.dirty
-            .range::<str, _>((std::ops::Bound::Excluded(path), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
             .next()
             .is_some_and(|next| next.starts_with(&prefix))
     }

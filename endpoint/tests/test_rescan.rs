@@ -10,8 +10,10 @@ use mutagen_endpoint::scan::{Cache, PermissionsMode, ScanOptions, rescan, scan};
 use mutagen_reconcile::Entry;
 use proptest::prelude::*;
 
-/// Paths the operations pick from; parents come before children.
-const PATHS: [&str; 9] = ["a", "b", "c", "a/x", "a/y", "b/z", "a/x/deep", "a/x/deep/leaf", "c/q"];
+/// Paths the operations pick from; parents come before children. `a-b` and `a.c` sort
+/// between `a` and `a/x` as strings.
+const PATHS: [&str; 11] =
+    ["a", "b", "c", "a-b", "a.c", "a/x", "a/y", "b/z", "a/x/deep", "a/x/deep/leaf", "c/q"];
 
 #[derive(Clone, Debug)]
 enum Operation {
@@ -200,4 +202,26 @@ fn a_chmod_alone_is_a_change_in_posix_mode() {
         };
         assert_eq!(bits_now, Some(bits as u16), "{path}");
     }
+}
+
+/// A dirty directory below `a` is found even when a dirty sibling of `a` sorts between `a`
+/// and `a/` (`a-b`: `-` comes before `/`).
+#[test]
+fn a_dirty_directory_is_found_past_a_sibling_that_sorts_before_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    for directory in ["a/x", "a-b"] {
+        fs::create_dir_all(root.join(directory)).expect("mkdir");
+    }
+    let options = ScanOptions::default();
+    let before = scan(&root, &options, &Cache::default()).expect("scan");
+    fs::write(root.join("a/x/new"), b"n").expect("write");
+    fs::write(root.join("a-b/new"), b"n").expect("write");
+    let dirty = BTreeSet::from(["a/x".to_owned(), "a-b".to_owned()]);
+    let mut cache = before.cache.clone();
+    let rescanned =
+        rescan(&root, &options, before.snapshot, &mut cache, &dirty, &BTreeSet::new(), &|_| {})
+            .expect("rescanned");
+    let full = scan(&root, &options, &Cache::default()).expect("scan");
+    assert_eq!(rescanned.snapshot, full.snapshot);
 }
