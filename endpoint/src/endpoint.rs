@@ -4,6 +4,7 @@
 //! SSH or in a container) implements the same trait by sending one request message per call and
 //! reading the response, so the controller never knows where an endpoint lives.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use mutagen_reconcile::{Change, Digest, Entry, Problem};
@@ -190,6 +191,14 @@ pub trait Endpoint: Send {
     /// [`next_version`], so no two endpoints of a process ever share one. `None` (the
     /// default): unknown, and every cycle reconciles.
     fn version(&self) -> Option<u64> {
+        None
+    }
+
+    /// The directories (`""` the root) whose listing may differ between the snapshot the
+    /// latest `scan` returned and the one the scan before it returned: every entry that
+    /// differs (its own bits and kind included) lies in one of them. `None` (the default):
+    /// unknown, and a cycle reconciles the whole trees.
+    fn changed_directories(&self) -> Option<&BTreeSet<String>> {
         None
     }
 

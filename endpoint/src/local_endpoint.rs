@@ -1,6 +1,6 @@
 //! [`LocalEndpoint`]: the in-process endpoint over a directory on this machine.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -83,6 +83,11 @@ pub struct LocalEndpoint {
     /// The view's [`Endpoint::version`]: a new one whenever its content changes (its own
     /// transitions included).
     version: u64,
+    /// The directories read again since the last `scan` (`None`: unknown, after a full scan
+    /// that found a change or this endpoint's own transitions).
+    reread: Option<BTreeSet<String>>,
+    /// What `reread` was when the last `scan` returned ([`Endpoint::changed_directories`]).
+    scan_changes: Option<BTreeSet<String>>,
     /// Whether a scan happened since the last transition (so `cache` describes this cycle).
     scanned: bool,
     staging: Staging,
@@ -112,6 +117,8 @@ impl LocalEndpoint {
             view: None,
             changed: false,
             version: crate::endpoint::next_version(),
+            reread: None,
+            scan_changes: None,
             scanned: false,
             staging,
             watcher: None,
@@ -198,6 +205,9 @@ impl LocalEndpoint {
                 self.changed |= rescan.changed;
                 if rescan.changed {
                     self.version = crate::endpoint::next_version();
+                    if let Some(reread) = &mut self.reread {
+                        reread.extend(rescan.read);
+                    }
                 }
                 self.view = Some(Arc::new(rescan.snapshot));
                 Ok(())
@@ -216,6 +226,7 @@ impl LocalEndpoint {
         if previous.is_none_or(|view| view.content != output.snapshot.content) {
             self.changed = true;
             self.version = crate::endpoint::next_version();
+            self.reread = None;
         }
         self.view = Some(Arc::new(output.snapshot));
         Ok(())
@@ -230,6 +241,7 @@ impl LocalEndpoint {
         }
         let Some(view) = &mut self.view else { return };
         self.version = crate::endpoint::next_version();
+        self.reread = None;
         // The cycle's own reference is gone by now, so this does not copy.
         let view = Arc::make_mut(view);
         for (change, result) in replaced.iter().zip(results) {
@@ -368,8 +380,13 @@ impl Endpoint for LocalEndpoint {
         Some(self.version)
     }
 
+    fn changed_directories(&self) -> Option<&BTreeSet<String>> {
+        self.scan_changes.as_ref()
+    }
+
     fn scan(&mut self) -> EndpointResult<Arc<Snapshot>> {
         self.refresh(true)?;
+        self.scan_changes = self.reread.replace(BTreeSet::new());
         self.changed = false;
         self.scanned = true;
         Ok(self.view.clone().unwrap_or_default())

@@ -152,6 +152,10 @@ pub struct Rescan {
     pub snapshot: Snapshot,
     /// Whether it differs from the previous content.
     pub changed: bool,
+    /// The directories whose listing was read again (`""` the root, also when only the
+    /// root's own bits changed): every entry that differs from the previous content lies in
+    /// one of them.
+    pub read: BTreeSet<String>,
 }
 
 /// Rescans only the directories in `dirty` (root-relative, "" for the root), taking every
@@ -193,6 +197,7 @@ pub fn rescan(
         created,
         watch_new,
         purged: RefCell::default(),
+        read: RefCell::default(),
         changed: Cell::new(false),
         ignores_changed: Cell::new(false),
     };
@@ -203,8 +208,10 @@ pub fn rescan(
     let content = scanner.with_permissions(content, &stat);
     if content.permissions != previous_permissions {
         updater.changed.set(true);
+        updater.read.borrow_mut().insert(String::new());
     }
     let (purged, changed) = (updater.purged.into_inner(), updater.changed.get());
+    let read = updater.read.into_inner();
     let records = scanner.records.into_inner().unwrap_or_else(|poison| poison.into_inner());
     for path in purged {
         cache.records.remove(&path);
@@ -216,7 +223,7 @@ pub fn rescan(
         // The same entries (same digests, so the same sizes): the same counts.
         Snapshot { content: Some(Entry::Directory(content)), ..counts }
     };
-    Some(Rescan { snapshot, changed })
+    Some(Rescan { snapshot, changed, read })
 }
 
 /// The state of one accelerated rescan.
@@ -228,6 +235,8 @@ struct Updater<'a, 's> {
     watch_new: &'a dyn Fn(&Path),
     /// Paths of files that are gone (their cache records go too).
     purged: RefCell<Vec<String>>,
+    /// The directories whose listing was read again.
+    read: RefCell<BTreeSet<String>>,
     changed: Cell<bool>,
     /// Whether some `.gitignore` changed.
     ignores_changed: Cell<bool>,
@@ -283,6 +292,7 @@ impl Updater<'_, '_> {
             }
             return Ok(old);
         }
+        self.read.borrow_mut().insert(path.to_owned());
         let names = match fsutil::read_names(dir) {
             Ok(names) => names,
             Err(error) => {

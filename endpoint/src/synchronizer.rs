@@ -426,9 +426,9 @@ impl Synchronizer {
             [Some(alpha), Some(beta)] => Some([alpha, beta]),
             _ => None,
         };
-        if let Some(memo) = memo.filter(|memo| Some(memo.versions) == versions) {
+        if let Some(memo) = memo.as_ref().filter(|memo| Some(memo.versions) == versions) {
             report.conflicts.clone_from(&memo.conflicts);
-            self.memo = Some(memo);
+            self.memo = Some(memo.clone());
             return Ok(report);
         }
         let counts = [&alpha_snapshot, &beta_snapshot]
@@ -441,12 +441,26 @@ impl Synchronizer {
             report.allowed.push(HaltReason::RootEmptied);
         }
         observer(Progress::Phase(Phase::Reconciling));
-        let reconciliation = reconcile(
-            self.ancestor.as_ref(),
-            alpha_content.as_ref(),
-            beta_content.as_ref(),
-            self.mode,
-        );
+        // After a settled cycle, what changed since lies in the directories the endpoints
+        // read again: only the way to those is walked.
+        let dirty = match (&memo, alpha.changed_directories(), beta.changed_directories()) {
+            (Some(memo), Some(alpha), Some(beta)) => {
+                Some((memo, alpha.union(beta).cloned().collect::<BTreeSet<String>>()))
+            }
+            _ => None,
+        };
+        let (ancestor, mode) = (self.ancestor.as_ref(), self.mode);
+        let reconciliation = match &dirty {
+            Some((memo, dirty)) => mutagen_reconcile::reconcile_dirty(
+                ancestor,
+                alpha_content.as_ref(),
+                beta_content.as_ref(),
+                mode,
+                dirty,
+                &memo.conflicts,
+            ),
+            None => reconcile(ancestor, alpha_content.as_ref(), beta_content.as_ref(), mode),
+        };
         // Endpoints may share their snapshots with their own view of the root, which their
         // transitions update: release them so that no copy is made.
         drop((alpha_snapshot, beta_snapshot));

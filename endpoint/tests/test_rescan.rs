@@ -158,6 +158,12 @@ proptest! {
         prop_assert_eq!(&rescanned.snapshot, &full.snapshot);
         prop_assert_eq!(&cache, &full.cache);
         prop_assert_eq!(rescanned.changed, before.snapshot != full.snapshot);
+        // Every change lies in a directory the rescan read again (what a guided reconcile
+        // visits).
+        for change in mutagen_reconcile::diff(before.snapshot.content.as_ref(), full.snapshot.content.as_ref()) {
+            let parent = if change.path.is_empty() { String::new() } else { parent(&change.path) };
+            prop_assert!(rescanned.read.contains(&parent), "{} outside {:?}", change.path, rescanned.read);
+        }
         // Every directory that is new since the first scan, below a directory that is not,
         // was handed to the watcher before it was read (its own subdirectories are covered
         // by its recursive watch).

@@ -18,7 +18,7 @@
 //! requests in order with no more data than announced, and delta signatures must be sane.
 //! Staged content is verified by digest by the receiving endpoint before it is placed.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io::{BufWriter, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -149,6 +149,9 @@ pub struct RemoteEndpoint {
     snapshot: Option<(u64, Arc<Snapshot>)>,
     /// Its [`Endpoint::version`]: a new one for a whole snapshot or a delta with changes.
     version: u64,
+    /// The parents of the paths the last delta changed ([`Endpoint::changed_directories`];
+    /// `None` after a whole snapshot).
+    delta_directories: Option<BTreeSet<String>>,
     /// Bytes written to and read from the agent (frames), for measurements.
     traffic: Arc<Traffic>,
     silence: Duration,
@@ -227,6 +230,7 @@ impl RemoteEndpoint {
             round_trip: Duration::ZERO,
             snapshot: None,
             version: mutagen_endpoint::next_version(),
+            delta_directories: None,
             traffic,
             silence: SILENCE,
             stderr,
@@ -465,6 +469,10 @@ impl Endpoint for RemoteEndpoint {
         Some(self.version)
     }
 
+    fn changed_directories(&self) -> Option<&BTreeSet<String>> {
+        self.delta_directories.as_ref()
+    }
+
     fn scan(&mut self) -> EndpointResult<Arc<Snapshot>> {
         let held = self.snapshot.take();
         let base = held.as_ref().map(|(generation, _)| *generation);
@@ -474,6 +482,7 @@ impl Endpoint for RemoteEndpoint {
                 let (generation, snapshot) = match snapshot {
                     SnapshotTransfer::Full { generation, snapshot } => {
                         self.version = mutagen_endpoint::next_version();
+                        self.delta_directories = None;
                         (generation, Arc::new(snapshot))
                     }
                     SnapshotTransfer::Delta {
@@ -499,6 +508,11 @@ impl Endpoint for RemoteEndpoint {
                         if !changes.is_empty() {
                             self.version = mutagen_endpoint::next_version();
                         }
+                        let parent = |path: &str| {
+                            path.rsplit_once('/').map_or("", |(parent, _)| parent).to_owned()
+                        };
+                        self.delta_directories =
+                            Some(changes.iter().map(|(path, _)| parent(path)).collect());
                         for (path, new) in changes {
                             // A directory where a directory was: only its bits changed (a
                             // difference never replaces a directory with a directory).

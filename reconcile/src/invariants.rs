@@ -162,10 +162,52 @@ fn check_symmetry(
 }
 
 /// Builds an input from bytes (see [`build`]) and checks it; inputs too short to build are
-/// accepted.
+/// accepted. With the bytes left, also checks [`reconcile_dirty`] (see [`check_dirty`]).
 pub fn check_bytes(data: &[u8]) -> Result<(), String> {
-    let (ancestor, alpha, beta, mode) = build(data);
-    check(ancestor.as_ref(), alpha.as_ref(), beta.as_ref(), mode)
+    let mut bytes = Bytes(data, false);
+    let (ancestor, alpha, beta, mode) = bytes.input();
+    check(ancestor.as_ref(), alpha.as_ref(), beta.as_ref(), mode)?;
+    check_dirty(&mut bytes, ancestor, alpha, beta, mode)
+}
+
+/// 6. Guided reconciliation: from the settled state a cycle over the input leads to, both
+///    sides change at random (the rest of the bytes); [`reconcile_dirty`] over the parents
+///    of what changed, with the settled conflicts, returns exactly what [`reconcile`] does.
+fn check_dirty(
+    bytes: &mut Bytes<'_>,
+    ancestor: Option<Entry>,
+    alpha: Option<Entry>,
+    beta: Option<Entry>,
+    mode: Mode,
+) -> Result<(), String> {
+    // One cycle settles (convergence, checked above).
+    let first = reconcile(ancestor.as_ref(), alpha.as_ref(), beta.as_ref(), mode);
+    let alpha = apply_transitions(alpha.as_ref(), &first.alpha_transitions)?;
+    let beta = apply_transitions(beta.as_ref(), &first.beta_transitions)?;
+    let mut ancestor = apply_transitions(ancestor.as_ref(), &first.ancestor_changes)?;
+    for change in first.alpha_transitions.iter().chain(&first.beta_transitions) {
+        apply_change(&mut ancestor, change).map_err(|e| format!("ancestor update: {e}"))?;
+    }
+    let settled = reconcile(ancestor.as_ref(), alpha.as_ref(), beta.as_ref(), mode);
+    let new_alpha = bytes.mutate(alpha.as_ref(), 0);
+    let new_beta = bytes.mutate(beta.as_ref(), 0);
+    let mut dirty = std::collections::BTreeSet::new();
+    for change in crate::change::diff(alpha.as_ref(), new_alpha.as_ref())
+        .into_iter()
+        .chain(crate::change::diff(beta.as_ref(), new_beta.as_ref()))
+    {
+        let parent = change.path.rsplit_once('/').map_or("", |(parent, _)| parent);
+        dirty.insert(if change.path.is_empty() { String::new() } else { parent.to_owned() });
+    }
+    let (a, x, y) = (ancestor.as_ref(), new_alpha.as_ref(), new_beta.as_ref());
+    let whole = reconcile(a, x, y, mode);
+    let guided = crate::reconcile::reconcile_dirty(a, x, y, mode, &dirty, &settled.conflicts);
+    if guided != whole {
+        return Err(format!(
+            "guided reconciliation over {dirty:?} differs:\n{guided:?}\nwhole:\n{whole:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// Builds `(ancestor, alpha, beta, mode)` from bytes.
@@ -177,15 +219,22 @@ pub fn check_bytes(data: &[u8]) -> Result<(), String> {
 /// replaced, extended, bits changed), which is how real sides relate to their ancestor.
 /// Running out of bytes keeps the rest unchanged.
 pub fn build(data: &[u8]) -> (Option<Entry>, Option<Entry>, Option<Entry>, Mode) {
-    let mut bytes = Bytes(data, false);
-    let first = bytes.next();
-    let mode = Mode::ALL[usize::from(first) % 4];
-    bytes.1 = first & 4 != 0;
-    // The ancestor only ever holds synchronizable content.
-    let ancestor = bytes.tree(0).and_then(|tree| tree.synchronizable());
-    let alpha = bytes.mutate(ancestor.as_ref(), 0);
-    let beta = bytes.mutate(ancestor.as_ref(), 0);
-    (ancestor, alpha, beta, mode)
+    Bytes(data, false).input()
+}
+
+impl Bytes<'_> {
+    /// See [`build`].
+    fn input(&mut self) -> (Option<Entry>, Option<Entry>, Option<Entry>, Mode) {
+        let bytes = self;
+        let first = bytes.next();
+        let mode = Mode::ALL[usize::from(first) % 4];
+        bytes.1 = first & 4 != 0;
+        // The ancestor only ever holds synchronizable content.
+        let ancestor = bytes.tree(0).and_then(|tree| tree.synchronizable());
+        let alpha = bytes.mutate(ancestor.as_ref(), 0);
+        let beta = bytes.mutate(ancestor.as_ref(), 0);
+        (ancestor, alpha, beta, mode)
+    }
 }
 
 const MAX_DEPTH: usize = 3;

@@ -38,5 +38,5 @@ pub use entry::{
     FILE_PERMISSION_BITS, directory_permissions, format_permissions, join_path, validate_name,
 };
 pub use mode::{Mode, ParseModeError};
-pub use reconcile::{Reconciliation, reconcile};
+pub use reconcile::{Reconciliation, reconcile, reconcile_dirty};
 pub use resolve::{ResolveError, resolution};

@@ -67,6 +67,82 @@ pub fn reconcile(
     reconciler.out
 }
 
+/// Like [`reconcile`], for trees that differ from those of an earlier reconciliation that
+/// settled (no ancestor change, no transition; its conflicts `settled_conflicts`) only in
+/// `dirty`: root-relative directories (`""` the root) whose listing may have changed on
+/// either side, a changed entry's own bits and kind included. Every path whose entry changed
+/// has its parent in `dirty` (the root: `""` itself).
+///
+/// Only the directories on the way to a dirty one are visited, and each dirty directory (or
+/// a node on the way that is not a directory in all three trees) is reconciled whole; the
+/// settled conflicts outside those are still true and are kept. The result equals what
+/// [`reconcile`] returns, at a cost that grows with what changed rather than with the trees
+/// (the property tests check both).
+pub fn reconcile_dirty(
+    ancestor: Option<&Entry>,
+    alpha: Option<&Entry>,
+    beta: Option<&Entry>,
+    mode: Mode,
+    dirty: &std::collections::BTreeSet<String>,
+    settled_conflicts: &[Conflict],
+) -> Reconciliation {
+    let mut reconciler = Reconciler { mode, out: Reconciliation::default() };
+    let mut whole = Vec::new();
+    guided(&mut reconciler, dirty, &mut whole, "", [ancestor, alpha, beta]);
+    let mut out = reconciler.out;
+    let inside = |root: &str| {
+        whole.iter().any(|region: &String| {
+            region.is_empty()
+                || root == region
+                || root.strip_prefix(region.as_str()).is_some_and(|rest| rest.starts_with('/'))
+        })
+    };
+    out.conflicts.extend(settled_conflicts.iter().filter(|c| !inside(&c.root)).cloned());
+    // In the order of a whole walk: depth first, parents first, siblings by name.
+    out.conflicts.sort_by(|a, b| a.root.split('/').cmp(b.root.split('/')));
+    out
+}
+
+/// Visits `path` for [`reconcile_dirty`]; `whole` collects the paths reconciled whole.
+fn guided(
+    reconciler: &mut Reconciler,
+    dirty: &std::collections::BTreeSet<String>,
+    whole: &mut Vec<String>,
+    path: &str,
+    [ancestor, alpha, beta]: [Option<&Entry>; 3],
+) {
+    // The dirty paths strictly below `path`: from `path/` on (a sibling such as `path-2`
+    // sorts between `path` and `path/`), as long as they start with it.
+    let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
+    let below = || {
+        dirty
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|dirty| dirty.starts_with(&prefix))
+            .filter(|dirty| !dirty.is_empty())
+    };
+    if dirty.contains(path) || (below().next().is_some() && !all_directories(ancestor, alpha, beta))
+    {
+        whole.push(path.to_owned());
+        reconciler.reconcile(path, ancestor, alpha, beta);
+        return;
+    }
+    // The children on the way to a dirty directory, in name order, once each.
+    let mut names: Vec<&str> = below()
+        .map(|dirty| dirty[prefix.len()..].split('/').next().unwrap_or_default())
+        .filter(|name| !name.is_empty())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let maps = [children(ancestor), children(alpha), children(beta)];
+    for name in names {
+        let entries = maps.map(|map| map.and_then(|map| map.get(name)));
+        guided(reconciler, dirty, whole, &join_path(path, name), entries);
+    }
+}
+
 fn all_directories(ancestor: Option<&Entry>, alpha: Option<&Entry>, beta: Option<&Entry>) -> bool {
     [ancestor, alpha, beta].iter().all(|entry| matches!(entry, Some(Entry::Directory(_))))
 }

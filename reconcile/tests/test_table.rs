@@ -475,3 +475,25 @@ fn blocking_unsynchronizable_content_is_reported() {
     assert_eq!(conflict.beta_changes[0].path, "x/u");
     assert_eq!(conflict.beta_changes[0].new, U());
 }
+
+/// Guided reconciliation visits the way to each dirty directory in name order, also where a
+/// sibling's name sorts between a directory's and its slash (`a-b` beside `a/x`).
+#[test]
+fn guided_reconciliation_keeps_the_order_of_a_whole_walk() {
+    let tree =
+        |n: u8| d([("a", d([("x", d([("f", f(n))]))])), ("a-b", d([("g", f(n))])), ("c", f(1))]);
+    let (ancestor, alpha, beta) = (tree(1), tree(2), tree(1));
+    let dirty: BTreeSet<String> = ["a/x".to_owned(), "a-b".to_owned()].into();
+    let whole = reconcile(ancestor.as_ref(), alpha.as_ref(), beta.as_ref(), Mode::TwoWaySafe);
+    let guided = mutagen_reconcile::reconcile_dirty(
+        ancestor.as_ref(),
+        alpha.as_ref(),
+        beta.as_ref(),
+        Mode::TwoWaySafe,
+        &dirty,
+        &[],
+    );
+    assert_eq!(guided, whole);
+    let paths: Vec<&str> = guided.beta_transitions.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(paths, ["a/x/f", "a-b/g"]);
+}
