@@ -1181,6 +1181,7 @@ fn run_cycle(
     }
     if !journaling && is_repeat(&engine.state, &report) {
         engine.state.cycle -= 1;
+        engine.memo = memo;
         return Outcome::Repeated;
     }
     match commit(engine, pending, report) {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mutagen_reconcile::{Change, Entry, apply_change, join_path, replace_at};
+use mutagen_reconcile::{Change, Entry, apply_change, join_path, parent_path, replace_at};
 
 use crate::endpoint::{
     Endpoint, EndpointError, EndpointResult, Snapshot, StageRequest, TransitionResult, Transmission,
@@ -241,7 +241,10 @@ impl LocalEndpoint {
         }
         let Some(view) = &mut self.view else { return };
         self.version = crate::endpoint::next_version();
-        self.reread = None;
+        // What the transitions replaced lies in their paths' parents.
+        if let Some(reread) = &mut self.reread {
+            reread.extend(replaced.iter().map(|change| parent_path(&change.path).to_owned()));
+        }
         // The cycle's own reference is gone by now, so this does not copy.
         let view = Arc::make_mut(view);
         for (change, result) in replaced.iter().zip(results) {

@@ -307,14 +307,22 @@ pub struct Synchronizer {
     memo: Option<Memo>,
 }
 
-/// A settled cycle: the endpoints' [`Endpoint::version`]s it reconciled and the conflicts it
-/// found. A cycle whose scans return the same versions reconciles the same three trees
-/// (nothing changed the ancestor: the cycle settled), so it finds the same nothing to do
-/// and the same conflicts, without walking the trees again.
+/// What the next cycle may take from the last settled one.
+///
+/// A settled reconciliation (no ancestor change, no transition) over three trees `T0` found
+/// `conflicts`. As long as the trees differ from `T0` only in known directories, a cycle
+/// reconciles only the way to those ([`mutagen_reconcile::reconcile_dirty`]): the
+/// directories the endpoints read again since their previous scan, and `carry`, what
+/// differed already in the cycles since `T0` (what they found changed, the ancestor's
+/// changes). When the last cycle settled (`carry` is then empty) and the endpoints'
+/// [`Endpoint::version`]s are still `versions`, the trees are `T0`: the cycle finds the same
+/// nothing to do and the same conflicts without walking them at all.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Memo {
     versions: [u64; 2],
+    settled: bool,
     conflicts: Vec<Conflict>,
+    carry: BTreeSet<String>,
 }
 
 impl Synchronizer {
@@ -426,7 +434,9 @@ impl Synchronizer {
             [Some(alpha), Some(beta)] => Some([alpha, beta]),
             _ => None,
         };
-        if let Some(memo) = memo.as_ref().filter(|memo| Some(memo.versions) == versions) {
+        if let Some(memo) =
+            memo.as_ref().filter(|memo| memo.settled && Some(memo.versions) == versions)
+        {
             report.conflicts.clone_from(&memo.conflicts);
             self.memo = Some(memo.clone());
             return Ok(report);
@@ -445,7 +455,9 @@ impl Synchronizer {
         // read again: only the way to those is walked.
         let dirty = match (&memo, alpha.changed_directories(), beta.changed_directories()) {
             (Some(memo), Some(alpha), Some(beta)) => {
-                Some((memo, alpha.union(beta).cloned().collect::<BTreeSet<String>>()))
+                let mut dirty = memo.carry.clone();
+                dirty.extend(alpha.iter().chain(beta).cloned());
+                Some((memo, dirty))
             }
             _ => None,
         };
@@ -538,9 +550,24 @@ impl Synchronizer {
         match first_error {
             Some(error) => Err(error),
             None => {
-                if let Some(versions) = versions.filter(|_| settled) {
-                    self.memo = Some(Memo { versions, conflicts: report.conflicts.clone() });
-                }
+                self.memo = match (versions, dirty) {
+                    (Some(versions), _) if settled => Some(Memo {
+                        versions,
+                        settled,
+                        conflicts: report.conflicts.clone(),
+                        carry: BTreeSet::new(),
+                    }),
+                    // Not settled: the trees still differ from the settled ones where they
+                    // did, and now also where the ancestor changed (the sides' own changes
+                    // come with their next scans).
+                    (Some(versions), Some((memo, mut carry))) => {
+                        for change in &report.ancestor_changes {
+                            carry.insert(mutagen_reconcile::parent_path(&change.path).to_owned());
+                        }
+                        Some(Memo { versions, settled, conflicts: memo.conflicts.clone(), carry })
+                    }
+                    _ => None,
+                };
                 Ok(report)
             }
         }

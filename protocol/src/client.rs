@@ -508,11 +508,12 @@ impl Endpoint for RemoteEndpoint {
                         if !changes.is_empty() {
                             self.version = mutagen_endpoint::next_version();
                         }
-                        let parent = |path: &str| {
-                            path.rsplit_once('/').map_or("", |(parent, _)| parent).to_owned()
-                        };
-                        self.delta_directories =
-                            Some(changes.iter().map(|(path, _)| parent(path)).collect());
+                        self.delta_directories = Some(
+                            changes
+                                .iter()
+                                .map(|(path, _)| mutagen_reconcile::parent_path(path).to_owned())
+                                .collect(),
+                        );
                         for (path, new) in changes {
                             // A directory where a directory was: only its bits changed (a
                             // difference never replaces a directory with a directory).

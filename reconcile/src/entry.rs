@@ -346,6 +346,12 @@ pub fn join_path(parent: &str, name: &str) -> String {
     }
 }
 
+/// Returns the directory whose listing holds `path`: its parent, `""` for a child of the
+/// root and for the root itself.
+pub fn parent_path(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(parent, _)| parent)
+}
+
 /// Returns whether two optional entries are shallow-equal (see [`Entry::shallow_eq`]).
 pub fn shallow_eq(a: Option<&Entry>, b: Option<&Entry>) -> bool {
     match (a, b) {

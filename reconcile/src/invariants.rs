@@ -196,8 +196,7 @@ fn check_dirty(
         .into_iter()
         .chain(crate::change::diff(beta.as_ref(), new_beta.as_ref()))
     {
-        let parent = change.path.rsplit_once('/').map_or("", |(parent, _)| parent);
-        dirty.insert(if change.path.is_empty() { String::new() } else { parent.to_owned() });
+        dirty.insert(crate::entry::parent_path(&change.path).to_owned());
     }
     let (a, x, y) = (ancestor.as_ref(), new_alpha.as_ref(), new_beta.as_ref());
     let whole = reconcile(a, x, y, mode);
