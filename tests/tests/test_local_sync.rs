@@ -238,3 +238,47 @@ fn settled_cycles_are_remembered_and_any_change_forgets_them() {
         assert!(settled.conflicts.is_empty(), "watched: {watched}: {settled:?}");
     }
 }
+
+/// Many rounds of changes on both sides, each followed by cycles to convergence, in watched
+/// and polled pairs: the guided cycles (after a settled one, and after one that
+/// transitioned) must leave both roots equal every time, as whole reconciliations would.
+#[test]
+fn rounds_of_changes_on_both_sides_always_converge() {
+    for watched in [false, true] {
+        let mut pair =
+            if watched { Pair::watched(Mode::TwoWaySafe) } else { Pair::new(Mode::TwoWaySafe) };
+        write(&pair.alpha, "seed", "s");
+        pair.converge();
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |bound: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % bound
+        };
+        for round in 0..40 {
+            for _ in 0..1 + next(4) {
+                // Each side works in its own directories, so that no change conflicts.
+                let (root, side) =
+                    if next(2) == 0 { (&pair.alpha, "a") } else { (&pair.beta, "b") };
+                let path = format!("{side}{}/{side}{}", next(3), next(3));
+                let target = root.join(&path);
+                match next(4) {
+                    0 | 1 => write(root, &path, format!("round {round}")),
+                    2 => {
+                        let _ = fs::remove_file(&target);
+                    }
+                    _ => {
+                        let _ = fs::remove_dir_all(target.parent().expect("parent"));
+                    }
+                }
+            }
+            pair.converge();
+            assert_eq!(
+                read_tree(&pair.alpha),
+                read_tree(&pair.beta),
+                "round {round}, watched: {watched}"
+            );
+        }
+    }
+}
