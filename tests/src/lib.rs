@@ -109,6 +109,11 @@ impl Pair {
         Pair::with_options(mode, ScanOptions::default(), true)
     }
 
+    /// [`Pair::watched`] if `watched`, else [`Pair::new`].
+    pub fn watched_if(mode: Mode, watched: bool) -> Pair {
+        Pair::with_options(mode, ScanOptions::default(), watched)
+    }
+
     /// Like [`Pair::new`], with scan options (ignores, symbolic link mode).
     pub fn with_scan(mode: Mode, scan: ScanOptions) -> Pair {
         Pair::with_options(mode, scan, false)

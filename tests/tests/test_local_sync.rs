@@ -208,8 +208,7 @@ fn an_observer_sees_the_phases_in_order_and_every_staged_file() {
 #[test]
 fn settled_cycles_are_remembered_and_any_change_forgets_them() {
     for watched in [false, true] {
-        let mut pair =
-            if watched { Pair::watched(Mode::TwoWaySafe) } else { Pair::new(Mode::TwoWaySafe) };
+        let mut pair = Pair::watched_if(Mode::TwoWaySafe, watched);
         write(&pair.alpha, "a", "a");
         write(&pair.alpha, "c", "base");
         pair.converge();
@@ -245,8 +244,7 @@ fn settled_cycles_are_remembered_and_any_change_forgets_them() {
 #[test]
 fn rounds_of_changes_on_both_sides_always_converge() {
     for watched in [false, true] {
-        let mut pair =
-            if watched { Pair::watched(Mode::TwoWaySafe) } else { Pair::new(Mode::TwoWaySafe) };
+        let mut pair = Pair::watched_if(Mode::TwoWaySafe, watched);
         write(&pair.alpha, "seed", "s");
         pair.converge();
         let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
