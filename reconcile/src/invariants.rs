@@ -162,7 +162,8 @@ fn check_symmetry(
 }
 
 /// Builds an input from bytes (see [`build`]) and checks it; inputs too short to build are
-/// accepted. With the bytes left, also checks [`reconcile_dirty`] (see [`check_dirty`]).
+/// accepted. With the bytes left, also checks [`crate::reconcile_dirty`] against
+/// [`reconcile`], from the settled state a cycle over the input leads to.
 pub fn check_bytes(data: &[u8]) -> Result<(), String> {
     let mut bytes = Bytes(data, false);
     let (ancestor, alpha, beta, mode) = bytes.input();
