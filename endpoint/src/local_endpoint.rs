@@ -253,9 +253,10 @@ impl LocalEndpoint {
                 forget_removed(&mut self.cache, path, old, result.as_ref());
             }
             // A change of a directory's bits reports the bits it has now (and no children).
-            let now = Change { path: path.clone(), old: change.old.clone(), new: result.clone() };
             let applied = if change.is_permissions_only() {
-                apply_change(&mut view.content, &now).map(drop)
+                let bits = mutagen_reconcile::directory_permissions(result.as_ref());
+                apply_change(&mut view.content, &Change::permissions(path.clone(), None, bits))
+                    .map(drop)
             } else {
                 replace_at(&mut view.content, path, result.clone()).map(drop)
             };

@@ -837,9 +837,8 @@ fn stage(
             Ok(())
         });
         let received = batches.iter().flatten().try_for_each(&mut receive);
-        let transmissions = batches;
         // Stops a supplier still sending after a receive error.
-        drop(transmissions);
+        drop(batches);
         (supplying.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), received)
     });
     report.staged_files = progress.received_files - unavailable;

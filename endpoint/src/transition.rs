@@ -89,14 +89,23 @@ impl Default for Modes {
 }
 
 impl Modes {
-    /// The bits of a new file.
-    fn new_file(&self, executable: bool) -> u32 {
-        if self.manual { self.file } else { with_executability(self.file, executable) }
+    /// The bits of a new file: its own `permissions` (mode posix), else the default mode.
+    fn new_file(&self, executable: bool, permissions: Option<u16>) -> u32 {
+        match permissions {
+            Some(bits) => u32::from(bits & FILE_PERMISSION_BITS),
+            None if self.manual => self.file,
+            None => with_executability(self.file, executable),
+        }
     }
 
-    /// The bits of a file that replaces one with `existing` bits.
-    fn replacing(&self, existing: u32, executable: bool) -> u32 {
-        if self.manual { existing & 0o7777 } else { with_executability(existing, executable) }
+    /// The bits of a file that replaces one with `existing` bits: its own `permissions`
+    /// (mode posix), else the existing bits (with executability set as the source's).
+    fn replacing(&self, existing: u32, executable: bool, permissions: Option<u16>) -> u32 {
+        match permissions {
+            Some(bits) => u32::from(bits & FILE_PERMISSION_BITS),
+            None if self.manual => existing & 0o7777,
+            None => with_executability(existing, executable),
+        }
     }
 
     /// Gives our own staged file the configured owner and group, if any.
@@ -295,10 +304,7 @@ impl Transitioner<'_> {
                 return unchanged.clone();
             }
         };
-        let mode = match permissions {
-            Some(bits) => u32::from(bits & FILE_PERMISSION_BITS),
-            None => self.modes.replacing(stat.st_mode, executable),
-        };
+        let mode = self.modes.replacing(stat.st_mode, executable, permissions);
         let result = Some(Entry::File { digest: *new, executable, permissions });
         if old == new {
             return match rustix::fs::chmodat(dir, name, Mode::from_raw_mode(mode), AtFlags::empty())
@@ -571,10 +577,7 @@ impl Transitioner<'_> {
     ) -> Option<Entry> {
         match new {
             Entry::File { digest, executable, permissions } => {
-                let mode = match permissions {
-                    Some(bits) => u32::from(bits & FILE_PERMISSION_BITS),
-                    None => self.modes.new_file(*executable),
-                };
+                let mode = self.modes.new_file(*executable, *permissions);
                 self.place_staged(dir, name, path, digest, mode, false).ok()?;
                 Some(new.clone())
             }
