@@ -245,19 +245,7 @@ struct Updater<'a, 's> {
 impl Updater<'_, '_> {
     /// Whether a dirty directory lies strictly below `path`.
     fn dirty_below(&self, path: &str) -> bool {
-        if path.is_empty() {
-            return self.dirty.iter().any(|dirty| !dirty.is_empty());
-        }
-        // Paths below `path` are the ones from `path/` on that start with it; a sibling such
-        // as `path-2` sorts between `path` and `path/`, so the range starts at `path/`.
-        let prefix = format!("{path}/");
-        self.dirty
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix.as_str()),
-                std::ops::Bound::Unbounded,
-            ))
-            .next()
-            .is_some_and(|next| next.starts_with(&prefix))
+        mutagen_reconcile::paths_below(self.dirty, path).next().is_some()
     }
 
     /// Returns the new contents of the directory at `path`, open as `dir`, whose previous

@@ -352,6 +352,20 @@ pub fn parent_path(path: &str) -> &str {
     path.rsplit_once('/').map_or("", |(parent, _)| parent)
 }
 
+/// Returns the paths of `set` strictly below the directory `path` (`""` the root), in order.
+///
+/// They are the ones from `path/` on that start with it: a sibling such as `path-2` sorts
+/// between `path` and `path/`, so a range from `path` would stop at it.
+pub fn paths_below<'a>(
+    set: &'a std::collections::BTreeSet<String>,
+    path: &str,
+) -> impl Iterator<Item = &'a String> {
+    let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
+    set.range::<str, _>((std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded))
+        .take_while(move |below| below.starts_with(&prefix))
+        .filter(|below| !below.is_empty())
+}
+
 /// Returns whether two optional entries are shallow-equal (see [`Entry::shallow_eq`]).
 pub fn shallow_eq(a: Option<&Entry>, b: Option<&Entry>) -> bool {
     match (a, b) {

@@ -36,7 +36,7 @@ pub use change::{
 pub use entry::{
     DIRECTORY_PERMISSION_BITS, Digest, Directory, Entry, EntryError, EntryKind,
     FILE_PERMISSION_BITS, directory_permissions, format_permissions, join_path, parent_path,
-    validate_name,
+    paths_below, validate_name,
 };
 pub use mode::{Mode, ParseModeError};
 pub use reconcile::{Reconciliation, reconcile, reconcile_dirty};

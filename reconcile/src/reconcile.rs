@@ -111,18 +111,8 @@ fn guided(
     path: &str,
     [ancestor, alpha, beta]: [Option<&Entry>; 3],
 ) {
-    // The dirty paths strictly below `path`: from `path/` on (a sibling such as `path-2`
-    // sorts between `path` and `path/`), as long as they start with it.
-    let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
-    let below = || {
-        dirty
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix.as_str()),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|dirty| dirty.starts_with(&prefix))
-            .filter(|dirty| !dirty.is_empty())
-    };
+    let prefix = if path.is_empty() { 0 } else { path.len() + 1 };
+    let below = || crate::entry::paths_below(dirty, path);
     if dirty.contains(path) || (below().next().is_some() && !all_directories(ancestor, alpha, beta))
     {
         whole.push(path.to_owned());
@@ -131,7 +121,7 @@ fn guided(
     }
     // The children on the way to a dirty directory, in name order, once each.
     let mut names: Vec<&str> = below()
-        .map(|dirty| dirty[prefix.len()..].split('/').next().unwrap_or_default())
+        .map(|dirty| dirty[prefix..].split('/').next().unwrap_or_default())
         .filter(|name| !name.is_empty())
         .collect();
     names.sort_unstable();
