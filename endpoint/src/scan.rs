@@ -154,7 +154,8 @@ pub struct Rescan {
     pub changed: bool,
     /// The directories whose listing was read again (`""` the root, also when only the
     /// root's own bits changed): every entry that differs from the previous content lies in
-    /// one of them.
+    /// one of them or below one (a directory created or moved in since is read in full, its
+    /// subdirectories not listed: a guided reconciliation takes a read directory whole).
     pub read: BTreeSet<String>,
 }
 
@@ -346,9 +347,12 @@ impl Updater<'_, '_> {
                 if name == ".gitignore" {
                     self.ignores_changed.set(true);
                 }
-                if let Some(previous) =
-                    previous.as_ref().filter(|_| !matches!(entry, Entry::File { .. }))
-                {
+                // A file that stays a file has its record replaced; anything else that was
+                // here is gone, a directory's files included (one that was created again
+                // was not handed to an update that would purge them).
+                let replaced =
+                    matches!((&previous, &entry), (Some(Entry::File { .. }), Entry::File { .. }));
+                if let Some(previous) = previous.as_ref().filter(|_| !replaced) {
                     self.purge(&child_path, previous);
                 }
             }

@@ -46,6 +46,19 @@ fn parent(path: &str) -> String {
     path.rsplit_once('/').map(|(parent, _)| parent.to_owned()).unwrap_or_default()
 }
 
+/// The directories holding `path`, innermost first, ending with the root `""` (the root
+/// itself for the root, whose own bits live in no listing).
+fn ancestors(path: &str) -> impl Iterator<Item = String> + '_ {
+    let mut next = Some(if path.is_empty() { String::new() } else { parent(path) });
+    std::iter::from_fn(move || {
+        let current = next.take()?;
+        if !current.is_empty() {
+            next = Some(parent(&current));
+        }
+        Some(current)
+    })
+}
+
 /// Applies an operation; records the directories whose listing or entries changed, and the
 /// paths that were created or moved in (what the watcher reports).
 fn apply(
@@ -158,15 +171,17 @@ proptest! {
         prop_assert_eq!(&rescanned.snapshot, &full.snapshot);
         prop_assert_eq!(&cache, &full.cache);
         prop_assert_eq!(rescanned.changed, before.snapshot != full.snapshot);
-        // Every change lies in a directory the rescan read again (what a guided reconcile
-        // visits).
+        // Every change lies in or below a directory the rescan read again (what a guided
+        // reconcile takes whole).
         for change in mutagen_reconcile::diff(before.snapshot.content.as_ref(), full.snapshot.content.as_ref()) {
-            let parent = if change.path.is_empty() { String::new() } else { parent(&change.path) };
-            prop_assert!(rescanned.read.contains(&parent), "{} outside {:?}", change.path, rescanned.read);
+            prop_assert!(
+                ancestors(&change.path).any(|path| rescanned.read.contains(&path)),
+                "{} outside {:?}", change.path, rescanned.read
+            );
         }
         // Every directory that is new since the first scan, below a directory that is not,
-        // was handed to the watcher before it was read (its own subdirectories are covered
-        // by its recursive watch).
+        // was handed to the watcher before it was read, or lies below one that was (a
+        // directory created again is read in full; a recursive watch covers what is below).
         let (old, new) = (directories(&before.snapshot.content), directories(&full.snapshot.content));
         let watched: BTreeSet<String> = watched
             .into_inner()
@@ -174,7 +189,10 @@ proptest! {
             .map(|path| path.strip_prefix(&root).expect("under the root").to_string_lossy().into_owned())
             .collect();
         for path in new.iter().filter(|path| !old.contains(*path) && old.contains(&parent(path))) {
-            prop_assert!(watched.contains(path), "{path} was not watched: {watched:?}");
+            prop_assert!(
+                watched.contains(path) || ancestors(path).any(|above| watched.contains(&above)),
+                "{path} was not watched: {watched:?}"
+            );
         }
     }
 }
@@ -230,4 +248,58 @@ fn a_dirty_directory_is_found_past_a_sibling_that_sorts_before_it() {
             .expect("rescanned");
     let full = scan(&root, &options, &Cache::default()).expect("scan");
     assert_eq!(rescanned.snapshot, full.snapshot);
+}
+
+/// A directory replaced by a new one of the same name (`rm -r c; mkdir -p c/q`) is read in
+/// full below its parent, so its changes lie below a directory that was read, and a guided
+/// reconciliation over what was read (which takes a read directory whole) sees them.
+#[test]
+fn a_directory_replaced_under_its_own_name_is_covered_by_its_parents_reading() {
+    use mutagen_reconcile::{Mode, reconcile, reconcile_dirty};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    fs::create_dir_all(root.join("c")).expect("mkdir");
+    let options = ScanOptions::default();
+    let before = scan(&root, &options, &Cache::default()).expect("scan");
+    fs::remove_dir(root.join("c")).expect("rmdir");
+    fs::create_dir_all(root.join("c/q")).expect("mkdir");
+    let dirty = BTreeSet::from([String::new()]);
+    let created = BTreeSet::from(["c".to_owned(), "c/q".to_owned()]);
+    let mut cache = before.cache.clone();
+    let rescanned =
+        rescan(&root, &options, before.snapshot.clone(), &mut cache, &dirty, &created, &|_| {})
+            .expect("rescanned");
+    let full = scan(&root, &options, &Cache::default()).expect("scan");
+    assert_eq!(rescanned.snapshot, full.snapshot);
+    assert_eq!(rescanned.read, BTreeSet::from([String::new()]));
+    // The other side still has the old tree; the ancestor is the old tree too.
+    let (old, new) = (before.snapshot.content.as_ref(), full.snapshot.content.as_ref());
+    let whole = reconcile(old, new, old, Mode::TwoWaySafe);
+    let guided = reconcile_dirty(old, new, old, Mode::TwoWaySafe, &rescanned.read, &[]);
+    assert_eq!(guided, whole);
+    assert!(!whole.beta_transitions.is_empty(), "c/q goes to the other side");
+}
+
+/// A directory moved away and replaced by a file of its name (`mv b c/q; echo > b`), both
+/// reported as arrivals, leaves no cache record behind for the files it held.
+#[test]
+fn a_directory_replaced_by_a_file_forgets_the_records_of_its_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    fs::create_dir_all(root.join("b")).expect("mkdir");
+    fs::create_dir_all(root.join("c")).expect("mkdir");
+    fs::write(root.join("b/z"), b"z").expect("write");
+    let options = ScanOptions::default();
+    let before = scan(&root, &options, &Cache::default()).expect("scan");
+    fs::rename(root.join("b"), root.join("c/q")).expect("rename");
+    fs::write(root.join("b"), b"b").expect("write");
+    let dirty = BTreeSet::from([String::new(), "c".to_owned()]);
+    let created = BTreeSet::from(["b".to_owned(), "c/q".to_owned()]);
+    let mut cache = before.cache.clone();
+    let rescanned = rescan(&root, &options, before.snapshot, &mut cache, &dirty, &created, &|_| {})
+        .expect("rescanned");
+    let full = scan(&root, &options, &Cache::default()).expect("scan");
+    assert_eq!(rescanned.snapshot, full.snapshot);
+    assert_eq!(cache, full.cache);
+    assert!(!cache.records.contains_key("b/z"));
 }

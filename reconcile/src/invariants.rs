@@ -173,7 +173,9 @@ pub fn check_bytes(data: &[u8]) -> Result<(), String> {
 
 /// 6. Guided reconciliation: from the settled state a cycle over the input leads to, both
 ///    sides change at random (the rest of the bytes); [`reconcile_dirty`] over the parents
-///    of what changed, with the settled conflicts, returns exactly what [`reconcile`] does.
+///    of what changed, with the settled conflicts, returns exactly what [`reconcile`] does,
+///    and so it does over only the outermost of those parents (a dirty directory is
+///    reconciled whole).
 fn check_dirty(
     bytes: &mut Bytes<'_>,
     ancestor: Option<Entry>,
@@ -201,11 +203,23 @@ fn check_dirty(
     }
     let (a, x, y) = (ancestor.as_ref(), new_alpha.as_ref(), new_beta.as_ref());
     let whole = reconcile(a, x, y, mode);
-    let guided = crate::reconcile::reconcile_dirty(a, x, y, mode, &dirty, &settled.conflicts);
-    if guided != whole {
-        return Err(format!(
-            "guided reconciliation over {dirty:?} differs:\n{guided:?}\nwhole:\n{whole:?}"
-        ));
+    let outermost = dirty
+        .iter()
+        .filter(|path| {
+            !dirty.iter().any(|other| {
+                (other.is_empty() && !path.is_empty())
+                    || path.strip_prefix(other.as_str()).is_some_and(|rest| rest.starts_with('/'))
+            })
+        })
+        .cloned()
+        .collect();
+    for dirty in [dirty, outermost] {
+        let guided = crate::reconcile::reconcile_dirty(a, x, y, mode, &dirty, &settled.conflicts);
+        if guided != whole {
+            return Err(format!(
+                "guided reconciliation over {dirty:?} differs:\n{guided:?}\nwhole:\n{whole:?}"
+            ));
+        }
     }
     Ok(())
 }

@@ -71,7 +71,8 @@ pub fn reconcile(
 /// settled (no ancestor change, no transition; its conflicts `settled_conflicts`) only in
 /// `dirty`: root-relative directories (`""` the root) whose listing may have changed on
 /// either side, a changed entry's own bits and kind included. Every path whose entry changed
-/// has its parent in `dirty` (the root: `""` itself).
+/// has its parent, or an ancestor of its parent, in `dirty` (the root: `""` itself), since a
+/// dirty directory is reconciled whole.
 ///
 /// Only the directories on the way to a dirty one are visited, and each dirty directory (or
 /// a node on the way that is not a directory in all three trees) is reconciled whole; the
