@@ -1,15 +1,27 @@
 //! The content-addressed staging store.
 //!
-//! Incoming files are written to a temporary file while being hashed, and committed under
-//! `<store>/<first two hex digits>/<hex digest>` only if the content has the digest that was
-//! asked for: content that changed in flight never reaches the tree. The store lives outside
-//! the synchronized root; transitions move files out of it by rename (or copy across file
-//! systems). It is emptied after each transition.
+//! An incoming file is written straight to `<store>/<first two hex digits>/<hex digest>` of
+//! the digest it was asked for, created with no permission bits, while being hashed. It is
+//! committed only if its content has that digest: then it gets [`COMMITTED_MODE`], and the
+//! store remembers it. Otherwise it is deleted. Content that changed in flight never reaches
+//! the tree.
+//!
+//! Invariants:
+//! - A file this process committed is in the store's index, together with its metadata at
+//!   commit (so that placing it needs no `stat`). Nothing else is taken from the store, except
+//!   a file that an earlier process left behind *with* permission bits: only a commit gives
+//!   bits, so such a file was verified before that process ended (a crash mid-write leaves
+//!   mode 0, and that file is written again).
+//! - Committing is an `fchmod` on the open file, not a rename: one rename per file (the
+//!   placement into the root) is what an initial sync costs, as for rsync.
+//!
+//! The store lives outside the synchronized root; transitions move files out of it by rename
+//! (or copy across file systems). It is emptied after each transition.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use mutagen_core::StageMode;
@@ -17,6 +29,11 @@ use mutagen_reconcile::Digest;
 
 use crate::endpoint::{EndpointError, EndpointResult, StageRequest, Transmission};
 use crate::rsync;
+use crate::scan::CacheRecord;
+
+/// The bits of a committed file (and of the copies [`Staging::take`] makes). They are the
+/// default mode of a new file, so that placing one usually needs no `chmod`.
+pub const COMMITTED_MODE: u32 = 0o644;
 
 /// Returns where a root's staging store lives, by `mode`:
 /// - [`StageMode::Auto`]: `default` (normally in the data directory) when it is on the same
@@ -57,6 +74,13 @@ pub fn placement(root: &Path, default: &Path, name: &str, mode: StageMode) -> Pa
 #[derive(Debug)]
 pub struct Staging {
     directory: PathBuf,
+    /// The files this process committed (or found committed by an earlier one), with their
+    /// metadata at commit.
+    staged: HashMap<Digest, CacheRecord>,
+    /// Whether the store existed when this process first used it, so that files an earlier
+    /// process committed may be in it (`None`: not looked yet). Only then does a digest
+    /// missing from `staged` cost a `stat`.
+    leftovers: Option<bool>,
     /// Remaining uses of each staged digest in the current transition; a staged file with more
     /// than one use is copied for all but the last.
     uses: HashMap<Digest, usize>,
@@ -89,10 +113,20 @@ impl Default for Made {
     }
 }
 
+/// A staged file handed to a transition by [`Staging::take`].
+#[derive(Debug)]
+pub struct Taken {
+    /// Where it is (in the store).
+    pub path: PathBuf,
+    /// Its metadata when it was committed (or copied); true while nobody touched it.
+    pub record: CacheRecord,
+}
+
 #[derive(Debug)]
 struct Receiving {
     request: StageRequest,
-    temporary: PathBuf,
+    /// Where the file is being written (its place in the store, uncommitted until `End`).
+    path: PathBuf,
     writer: HashingWriter,
     /// The receiver's current file at the request's path, when the request carries its
     /// signature and it could be opened; `Blocks` are copied from it.
@@ -123,6 +157,8 @@ impl Staging {
     pub fn new(directory: PathBuf) -> Staging {
         Staging {
             directory,
+            staged: HashMap::new(),
+            leftovers: None,
             uses: HashMap::new(),
             receiving: None,
             next_temporary: 0,
@@ -147,9 +183,30 @@ impl Staging {
         self.directory.join(&hex[..2]).join(hex)
     }
 
-    /// Returns whether content with `digest` is staged.
-    pub fn contains(&self, digest: &Digest) -> bool {
-        self.path_of(digest).is_file()
+    /// Returns whether content with `digest` is staged (and committed).
+    pub fn contains(&mut self, digest: &Digest) -> bool {
+        self.find(digest).is_some()
+    }
+
+    /// Returns the record of the committed file with `digest`, looking for one an earlier
+    /// process committed when the store may hold some.
+    fn find(&mut self, digest: &Digest) -> Option<CacheRecord> {
+        if let Some(record) = self.staged.get(digest) {
+            return Some(*record);
+        }
+        if !self.may_hold_leftovers() {
+            return None;
+        }
+        let stat = rustix::fs::lstat(self.path_of(digest)).ok()?;
+        let regular = rustix::fs::FileType::from_raw_mode(stat.st_mode).is_file();
+        let committed = regular && stat.st_mode & 0o777 != 0;
+        let record = CacheRecord::new(&stat, *digest);
+        committed.then(|| *self.staged.entry(*digest).or_insert(record))
+    }
+
+    /// Whether files an earlier process committed may be in the store (decided at first use).
+    fn may_hold_leftovers(&mut self) -> bool {
+        *self.leftovers.get_or_insert_with(|| self.directory.exists())
     }
 
     /// Creates `directory` (and its parents) unless `known` says it exists; sets `known`.
@@ -179,38 +236,88 @@ impl Staging {
         }
     }
 
-    fn temporary(&mut self) -> EndpointResult<(PathBuf, File)> {
+    /// Creates a file with a temporary name and `mode`.
+    fn temporary(&mut self, mode: u32) -> EndpointResult<(PathBuf, File)> {
+        self.may_hold_leftovers();
         self.next_temporary += 1;
         let path = self.directory.join(format!("incoming-{}-{}", self.pid, self.next_temporary));
-        let open = || File::options().write(true).create_new(true).open(&path);
+        let open = || File::options().write(true).create_new(true).mode(mode).open(&path);
         let file = Staging::in_directory(&self.directory, &mut self.made.store, open)
             .map_err(|e| self.error(e))?;
         Ok((path, file))
     }
 
-    /// Moves a fully written temporary file into place if its digest is `expected`; otherwise
-    /// deletes it. Returns whether it was committed.
+    /// Creates the file that content with `digest` is written to, with no permission bits
+    /// until it is committed: at its place in the store (replacing an uncommitted leftover),
+    /// or, when that content is committed already, under a temporary name, so that content
+    /// received again replaces it only once it is verified.
+    fn create(&mut self, digest: &Digest) -> EndpointResult<(PathBuf, File)> {
+        if self.find(digest).is_some() {
+            return self.temporary(0);
+        }
+        let path = self.path_of(digest);
+        let open = || File::options().write(true).create_new(true).mode(0o0).open(&path);
+        let make = |made: &mut Made| {
+            Staging::make_directory(&self.directory, &mut made.store)?;
+            let shard = &mut made.shards[usize::from(digest.0[0])];
+            let parent = path.parent().unwrap_or(&self.directory);
+            match Staging::in_directory(parent, shard, open) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    fs::remove_file(&path)?;
+                    open()
+                }
+                other => other,
+            }
+        };
+        let mut made = std::mem::take(&mut self.made);
+        let file = make(&mut made);
+        self.made = made;
+        let file = file.map_err(|e| self.error(e))?;
+        Ok((path, file))
+    }
+
+    /// Commits a fully written file if its digest is `expected`; otherwise deletes it.
+    /// Returns whether it was committed.
     fn commit(
         &mut self,
-        temporary: &Path,
+        path: &Path,
+        file: File,
         actual: Digest,
         expected: Digest,
     ) -> EndpointResult<bool> {
         if actual != expected {
-            let _ = fs::remove_file(temporary);
+            drop(file);
+            let _ = fs::remove_file(path);
             return Ok(false);
         }
+        let stat = rustix::fs::fchmod(&file, rustix::fs::Mode::from_raw_mode(COMMITTED_MODE))
+            .and_then(|()| rustix::fs::fstat(&file))
+            .map_err(io::Error::from);
+        drop(file);
         let target = self.path_of(&expected);
-        let shard = &mut self.made.shards[usize::from(expected.0[0])];
-        let parent = target.parent().unwrap_or(&self.directory);
-        let renamed = Staging::in_directory(parent, shard, || fs::rename(temporary, &target));
-        renamed.map_err(|e| self.error(e))?;
-        Ok(true)
+        let committed = stat.and_then(|stat| {
+            if path != target {
+                let shard = &mut self.made.shards[usize::from(expected.0[0])];
+                let parent = target.parent().unwrap_or(&self.directory);
+                Staging::in_directory(parent, shard, || fs::rename(path, &target))?;
+            }
+            Ok(stat)
+        });
+        match committed {
+            Ok(stat) => {
+                self.staged.insert(expected, CacheRecord::new(&stat, expected));
+                Ok(true)
+            }
+            Err(e) => {
+                let _ = fs::remove_file(path);
+                Err(self.error(e))
+            }
+        }
     }
 
     /// Copies `source` into the store if its content has `digest`; returns whether it did.
     pub fn stage_from(&mut self, mut source: impl Read, digest: Digest) -> EndpointResult<bool> {
-        let (temporary, mut file) = self.temporary()?;
+        let (path, mut file) = self.create(&digest)?;
         let mut buffer = std::mem::take(&mut self.buffer);
         buffer.resize(256 * 1024, 0);
         let mut hasher = blake3::Hasher::new();
@@ -229,11 +336,11 @@ impl Staging {
             }
         };
         self.buffer = buffer;
-        drop(file);
         match copied {
-            Ok(true) => self.commit(&temporary, Digest(*hasher.finalize().as_bytes()), digest),
+            Ok(true) => self.commit(&path, file, Digest(*hasher.finalize().as_bytes()), digest),
             other => {
-                let _ = fs::remove_file(&temporary);
+                drop(file);
+                let _ = fs::remove_file(&path);
                 other.map_err(|e| self.error(e))
             }
         }
@@ -255,10 +362,10 @@ impl Staging {
                         "file started before the previous ended".into(),
                     ));
                 }
-                let (temporary, file) = self.temporary()?;
+                let (path, file) = self.create(&request.digest)?;
                 let writer = HashingWriter { file, hasher: blake3::Hasher::new() };
                 let base = base.filter(|_| request.base.is_some());
-                self.receiving = Some(Receiving { request, temporary, writer, base });
+                self.receiving = Some(Receiving { request, path, writer, base });
                 Ok(0)
             }
             Transmission::Data(data) => {
@@ -288,10 +395,9 @@ impl Staging {
             }
             Transmission::End => {
                 let receiving = self.receiving.take().ok_or_else(|| outside("end"))?;
-                let Receiving { request, temporary, writer, .. } = receiving;
-                drop(writer.file);
+                let Receiving { request, path, writer, .. } = receiving;
                 let actual = Digest(*writer.hasher.finalize().as_bytes());
-                self.commit(&temporary, actual, request.digest)?;
+                self.commit(&path, writer.file, actual, request.digest)?;
                 Ok(0)
             }
             // The transition will report the missing file and the next cycle retries.
@@ -303,7 +409,7 @@ impl Staging {
     pub fn abort_receive(&mut self) {
         if let Some(receiving) = self.receiving.take() {
             drop(receiving.writer);
-            let _ = fs::remove_file(&receiving.temporary);
+            let _ = fs::remove_file(&receiving.path);
         }
     }
 
@@ -312,23 +418,26 @@ impl Staging {
         self.uses = uses;
     }
 
-    /// Returns a staged file with `digest` that the caller may move away, or `None` if none is
-    /// staged. While more uses of the digest remain, the caller gets a private copy.
-    pub fn take(&mut self, digest: &Digest) -> Option<PathBuf> {
+    /// Returns a staged file with `digest` that the caller may move away, with its metadata
+    /// as committed, or `None` if none is staged. While more uses of the digest remain, the
+    /// caller gets a private copy. A file removed behind the store's back is still returned
+    /// (the store does not look): moving it fails, and the caller reports it.
+    pub fn take(&mut self, digest: &Digest) -> Option<Taken> {
+        let record = self.find(digest)?;
         let path = self.path_of(digest);
-        if !path.is_file() {
-            return None;
-        }
         let remaining = self.uses.entry(*digest).or_insert(1);
         if *remaining <= 1 {
             *remaining = 0;
-            return Some(path);
+            self.staged.remove(digest);
+            return Some(Taken { path, record });
         }
         *remaining -= 1;
-        let (copy, mut file) = self.temporary().ok()?;
-        let copied = File::open(&path).and_then(|mut source| io::copy(&mut source, &mut file));
+        let (copy, mut file) = self.temporary(COMMITTED_MODE).ok()?;
+        let copied = File::open(&path)
+            .and_then(|mut source| io::copy(&mut source, &mut file))
+            .and_then(|_| rustix::fs::fstat(&file).map_err(io::Error::from));
         match copied {
-            Ok(_) => Some(copy),
+            Ok(stat) => Some(Taken { path: copy, record: CacheRecord::new(&stat, *digest) }),
             Err(_) => {
                 let _ = fs::remove_file(&copy);
                 None
@@ -339,6 +448,8 @@ impl Staging {
     /// Removes everything staged.
     pub fn clear(&mut self) -> EndpointResult<()> {
         self.uses.clear();
+        self.staged.clear();
+        self.leftovers = Some(false);
         self.receiving = None;
         self.made = Made::default();
         match fs::remove_dir_all(&self.directory) {
@@ -350,6 +461,8 @@ impl Staging {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn digest_of(data: &[u8]) -> Digest {
@@ -422,11 +535,13 @@ mod tests {
         fs::remove_dir_all(staging.directory()).expect("remove");
         assert!(staging.stage_from(&b"two"[..], two).expect("stage again"));
         assert_eq!(fs::read(staging.path_of(&two)).expect("staged"), b"two");
-        // Only the shard went this time: the rename into it makes it again.
+        // Only the shard went this time. The store trusts its index (it does not stat what it
+        // committed), so the file still counts as staged: the transition that fails to move it
+        // reports it missing. Staging it again makes the shard again.
         fs::remove_dir_all(staging.path_of(&two).parent().expect("shard")).expect("remove");
-        assert!(!staging.contains(&two));
-        assert!(staging.stage_from(&b"two"[..], two).expect("stage into a new shard"));
         assert!(staging.contains(&two));
+        assert!(staging.stage_from(&b"two"[..], two).expect("stage into a new shard"));
+        assert_eq!(fs::read(staging.path_of(&two)).expect("staged"), b"two");
         // After a clear, nothing is assumed to exist.
         staging.clear().expect("clear");
         assert!(staging.stage_from(&b"one"[..], one).expect("stage after clear"));
@@ -442,12 +557,58 @@ mod tests {
         assert!(!staging.stage_from(&b"different"[..], digest).expect("stage"));
         staging.reserve(HashMap::from([(digest, 2)]));
         let first = staging.take(&digest).expect("first use");
-        assert_ne!(first, staging.path_of(&digest));
+        assert_ne!(first.path, staging.path_of(&digest));
         let second = staging.take(&digest).expect("last use");
-        assert_eq!(second, staging.path_of(&digest));
-        assert_eq!(fs::read(first).expect("copy"), b"same");
+        assert_eq!(second.path, staging.path_of(&digest));
+        assert_eq!(fs::read(&first.path).expect("copy"), b"same");
+        // Each record is the true metadata of its file, so placing it needs no stat.
+        for taken in [&first, &second] {
+            let stat = rustix::fs::stat(&taken.path).expect("stat");
+            assert_eq!(taken.record, CacheRecord::new(&stat, digest));
+            assert_eq!(taken.record.mode & 0o7777, COMMITTED_MODE);
+        }
         staging.clear().expect("clear");
         assert!(staging.take(&digest).is_none());
+    }
+
+    #[test]
+    fn only_committed_leftovers_of_an_earlier_process_are_trusted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = dir.path().join("store");
+        let (kept, cut) = (digest_of(b"kept"), digest_of(b"cut off"));
+        let mut earlier = Staging::new(store.clone());
+        assert!(earlier.stage_from(&b"kept"[..], kept).expect("stage"));
+        // A crash mid-write leaves a file at its place in the store, with no bits (only a
+        // commit gives them) and short content.
+        let (path, mut file) = earlier.create(&cut).expect("create");
+        file.write_all(b"cut").expect("write");
+        drop(file);
+        drop(earlier);
+        assert_eq!(fs::metadata(&path).expect("left behind").permissions().mode() & 0o777, 0);
+
+        let mut later = Staging::new(store);
+        assert!(later.contains(&kept), "a committed file is reused after a restart");
+        assert!(!later.contains(&cut), "a file cut off mid-write is not");
+        assert!(later.take(&cut).is_none());
+        // Receiving it again replaces the leftover.
+        assert!(later.stage_from(&b"cut off"[..], cut).expect("stage again"));
+        assert_eq!(fs::read(later.take(&cut).expect("staged").path).expect("read"), b"cut off");
+    }
+
+    #[test]
+    fn content_received_again_replaces_a_committed_file_only_if_it_verifies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut staging = Staging::new(dir.path().join("store"));
+        let digest = digest_of(b"hello");
+        assert!(staging.stage_from(&b"hello"[..], digest).expect("stage"));
+        // The same digest arrives again with the wrong content: the committed file stays.
+        assert!(!staging.stage_from(&b"bogus"[..], digest).expect("stage"));
+        assert_eq!(fs::read(staging.path_of(&digest)).expect("kept"), b"hello");
+        // With the right content, it replaces the committed file.
+        assert!(staging.stage_from(&b"hello"[..], digest).expect("stage"));
+        assert_eq!(fs::read(staging.take(&digest).expect("staged").path).expect("read"), b"hello");
+        let leftovers = fs::read_dir(staging.directory()).expect("store").count();
+        assert_eq!(leftovers, 1, "no temporary file remains beside the shard");
     }
 
     #[test]
@@ -492,7 +653,7 @@ mod tests {
             staging.receive(t, None).expect("the next round works");
         }
         assert!(staging.contains(&digest_of(b"next")));
-        let leftovers = fs::read_dir(staging.directory()).expect("store").count();
-        assert_eq!(leftovers, 1, "only the committed file's prefix directory remains");
+        assert!(!staging.path_of(&digest_of(b"lost")).exists(), "the cut-off file is removed");
+        assert!(!staging.contains(&digest_of(b"lost")));
     }
 }

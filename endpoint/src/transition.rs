@@ -53,7 +53,7 @@ use rustix::io::Errno;
 use crate::endpoint::TransitionResult;
 use crate::fsutil::{self, Location, describe, with_executability};
 use crate::scan::{Cache, CacheRecord, TEMPORARY_PREFIX};
-use crate::staging::Staging;
+use crate::staging::{Staging, Taken};
 
 /// Default permission bits for new files (before execute bits are added).
 pub const DEFAULT_FILE_MODE: u32 = 0o644;
@@ -336,33 +336,52 @@ impl Transitioner<'_> {
         mode: u32,
         replace: bool,
     ) -> Result<(), ()> {
-        let Some(staged) = self.staging.take(digest) else {
+        let Some(Taken { path: staged, record }) = self.staging.take(digest) else {
             self.missing_files = true;
             self.problem(path, "unable to locate staged file (it will be transferred again)");
             return Err(());
         };
         // The staged file is private, verified content; a rename keeps its inode and mtime, so
         // its metadata taken before the rename is a true cache record for the placed file. Any
-        // later change alters the metadata and forces a rehash.
-        let outcome = rustix::fs::chmod(&staged, Mode::from_raw_mode(mode))
-            .and_then(|()| self.modes.chown_path(&staged))
-            .and_then(|()| rustix::fs::stat(&staged))
-            .and_then(|stat| rename_into(CWD, &staged, dir, name, replace).map(|()| stat));
+        // later change alters the metadata and forces a rehash. A file committed with the bits
+        // it needs (the default mode) is only renamed: its record is the one taken at commit.
+        let owned = self.modes.owner.is_none() && self.modes.group.is_none();
+        let outcome = if owned && record.mode & 0o7777 == mode {
+            rename_into(CWD, &staged, dir, name, replace).map(|()| record)
+        } else {
+            rustix::fs::chmod(&staged, Mode::from_raw_mode(mode))
+                .and_then(|()| self.modes.chown_path(&staged))
+                .and_then(|()| rustix::fs::stat(&staged))
+                .and_then(|stat| rename_into(CWD, &staged, dir, name, replace).map(|()| stat))
+                .map(|stat| CacheRecord::new(&stat, *digest))
+        };
         let outcome = match outcome {
-            Err(Errno::XDEV) => self.place_across_devices(&staged, dir, name, mode, replace),
+            Err(Errno::XDEV) => self
+                .place_across_devices(&staged, dir, name, mode, replace)
+                .map(|stat| CacheRecord::new(&stat, *digest)),
             other => other.map_err(io::Error::from),
         };
-        let stat = outcome.map_err(|e| {
-            let _ = std::fs::remove_file(&staged);
-            let reason = if e.kind() == io::ErrorKind::AlreadyExists {
-                "unable to create file: something appeared at this path after it was scanned"
-                    .to_owned()
-            } else {
-                format!("unable to place file: {}", describe(&e))
-            };
-            self.problem(path, reason);
-        })?;
-        self.placed.push((path.to_owned(), CacheRecord::new(&stat, *digest)));
+        let record = match outcome {
+            Ok(record) => record,
+            // Removed from the store behind its back (the store trusts its index).
+            Err(e) if e.kind() == io::ErrorKind::NotFound && staged.symlink_metadata().is_err() => {
+                self.missing_files = true;
+                self.problem(path, "unable to locate staged file (it will be transferred again)");
+                return Err(());
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&staged);
+                let reason = if e.kind() == io::ErrorKind::AlreadyExists {
+                    "unable to create file: something appeared at this path after it was scanned"
+                        .to_owned()
+                } else {
+                    format!("unable to place file: {}", describe(&e))
+                };
+                self.problem(path, reason);
+                return Err(());
+            }
+        };
+        self.placed.push((path.to_owned(), record));
         Ok(())
     }
 
@@ -976,6 +995,20 @@ mod tests {
         };
         assert_eq!((mode("t"), mode("t/run"), mode("t/same")), (0o755, 0o755, 0o644));
         assert!(!fx.staging.path_of(&digest(b"x")).exists(), "last use moved the staged file");
+    }
+
+    #[test]
+    fn a_staged_file_removed_behind_the_stores_back_is_reported_missing() {
+        let mut fx = fixture();
+        let scanned = fx.scan();
+        fx.stage(b"gone");
+        fs::remove_file(fx.staging.path_of(&digest(b"gone"))).expect("remove");
+        let out = fx.run(&scanned.cache, vec![Change::new("f", None, file(b"gone"))]);
+        assert!(out.missing_files, "{out:?}");
+        assert_eq!(out.results, vec![None]);
+        let problems: Vec<_> = out.problems.iter().map(|p| p.error.as_str()).collect();
+        assert_eq!(problems, ["unable to locate staged file (it will be transferred again)"]);
+        assert!(!fx.root.join("f").exists());
     }
 
     #[test]
