@@ -7,6 +7,8 @@
 //! - [`state`]: [`SessionState`] and the fold ([`SessionState::step`]).
 //! - [`store`]: [`Journal`] (one sled database) and [`SessionLog`] (one session's tree), with
 //!   each session's records in a hash chain.
+//! - [`blob`]: records of a whole tree (checkpoints, an initial cycle), kept in files beside
+//!   sled, which would hold them in memory for as long as the daemon runs.
 //! - [`head`]: the head file beside sled: what was acknowledged, so that damage sled repairs
 //!   by cutting its log is told apart from a shorter history.
 //!
@@ -21,6 +23,7 @@
 //!   record, or holds one changed, is refused whole ([`JournalError::Damaged`]) and left as it
 //!   was; [`Journal::examine`] reports on it and [`Journal::recover`] keeps what is intact.
 
+pub mod blob;
 pub mod event;
 pub mod forward;
 #[doc(hidden)]

@@ -26,6 +26,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::blob;
 use crate::event::{DecodeError, Event, Record};
 use crate::forward::ForwardState;
 use crate::head::{self, Heads, Link};
@@ -161,6 +162,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Journal {
     db: sled::Db,
     directory: PathBuf,
+    /// Where records of at least [`blob::BLOB_MINIMUM`] bytes are kept ([`crate::blob`]).
+    blobs: PathBuf,
     shared: Arc<Shared>,
 }
 
@@ -263,11 +266,17 @@ impl Journal {
     /// [`JournalError::Damaged`] (the files are untouched), [`JournalError::Open`] (for
     /// example when another process holds it), or a failed copy or write.
     pub fn open(directory: &Path) -> Result<Journal, JournalError> {
+        Journal::open_with(directory, blob::directory(directory))
+    }
+
+    /// [`Journal::open`], with the blobs in `blobs` (a recovery builds a new journal beside
+    /// the damaged one whose sessions keep their blobs).
+    fn open_with(directory: &Path, blobs: PathBuf) -> Result<Journal, JournalError> {
         let head_path = head::path(directory);
         let fresh = !head_path.exists() && is_empty_directory(directory);
         let mut unborn = Vec::new();
         if !fresh {
-            let report = Journal::examine(directory)?;
+            let report = Journal::examine_with(directory, &blobs)?;
             let problems = report.problems();
             if !problems.is_empty() {
                 return Err(JournalError::Damaged { directory: directory.to_owned(), problems });
@@ -297,6 +306,7 @@ impl Journal {
         let journal = Journal {
             db,
             directory: directory.to_owned(),
+            blobs,
             shared: Arc::new(Shared {
                 head: head_path,
                 heads: Mutex::new(Heads::new()),
@@ -317,7 +327,37 @@ impl Journal {
             .map_err(|source| file_error("write the journal head", path, source))?;
         lock(&journal.shared.heads).clone_from(&heads);
         *lock(&journal.shared.written) = heads;
+        journal.remove_stray_blobs();
         Ok(journal)
+    }
+
+    /// Removes the blobs no record names: those of removed sessions and compacted records
+    /// (a crash came between the removal and theirs), and those written for a record that
+    /// was never appended. Only at open, before anything is appended.
+    fn remove_stray_blobs(&self) {
+        let identifiers: BTreeSet<String> = self.identifiers().into_iter().collect();
+        for (identifier, files) in blob::list(&self.blobs) {
+            if !identifiers.contains(&identifier) {
+                if let Err(error) = blob::remove_session(&self.blobs, &identifier) {
+                    tracing::warn!("unable to remove the blobs of {identifier}: {error}");
+                }
+                continue;
+            }
+            let Ok(tree) = self.tree(&identifier) else { continue };
+            let named: BTreeSet<PathBuf> = tree
+                .range(record_key(0)..=record_key(u64::MAX))
+                .flatten()
+                .filter_map(|(key, value)| {
+                    let number = decode_record_key(&key)?;
+                    blob::named(&self.blobs, &identifier, number, value.get(HASH..)?)
+                })
+                .collect();
+            for file in files.iter().filter(|file| !named.contains(*file)) {
+                if let Err(error) = std::fs::remove_file(file) {
+                    tracing::warn!("unable to remove the stray blob {}: {error}", file.display());
+                }
+            }
+        }
     }
 
     /// Examines the journal in `directory` without changing it: it is copied, and the copy
@@ -327,6 +367,10 @@ impl Journal {
     /// # Errors
     /// Only when the copy cannot be made; what is wrong with the journal is in the report.
     pub fn examine(directory: &Path) -> Result<Report, JournalError> {
+        Journal::examine_with(directory, &blob::directory(directory))
+    }
+
+    fn examine_with(directory: &Path, blobs: &Path) -> Result<Report, JournalError> {
         let scratch = Scratch::copy(directory)?;
         let head_path = head::path(directory);
         let mut report = Report {
@@ -351,7 +395,7 @@ impl Journal {
             }
         };
         let examined = catch(|| {
-            examine_db(&db, heads.as_ref(), &mut report);
+            examine_db(&db, heads.as_ref(), blobs, &mut report);
             Ok(())
         });
         if let Err(problem) = examined {
@@ -374,12 +418,17 @@ impl Journal {
             directory: directory.to_owned(),
             problems: vec![format!("sled cannot open it: {detail}")],
         })?;
+        // The damaged journal's blobs are kept with it as they are now: recovering may remove
+        // those of a session that is lost.
+        let kept_blobs = sibling(directory, "kept-blobs");
+        remove_if_present(&kept_blobs)?;
+        copy_directory(&blob::directory(directory), &kept_blobs)?;
         let target = sibling(directory, "recovered");
         remove_if_present(&target)?;
         remove_if_present(&head::path(&target))?;
         let mut sessions = Vec::new();
         {
-            let journal = Journal::open(&target)?;
+            let journal = Journal::open_with(&target, blob::directory(directory))?;
             let mut report = Report {
                 directory: directory.to_owned(),
                 head: head::path(directory),
@@ -387,7 +436,7 @@ impl Journal {
                 problems: Vec::new(),
                 sessions: Vec::new(),
             };
-            examine_db(&old, heads.as_ref(), &mut report);
+            examine_db(&old, heads.as_ref(), &blob::directory(directory), &mut report);
             let legacy = report.legacy;
             for session in report.sessions {
                 let outcome = if legacy {
@@ -402,9 +451,11 @@ impl Journal {
         drop(old);
         drop(scratch);
         std::fs::create_dir(keep).map_err(|source| file_error("create", keep, source))?;
-        for (from, name) in
-            [(directory.to_owned(), "journal"), (head::path(directory), "journal.head")]
-        {
+        for (from, name) in [
+            (directory.to_owned(), "journal"),
+            (head::path(directory), "journal.head"),
+            (kept_blobs, "journal.blobs"),
+        ] {
             if from.exists() {
                 let to = keep.join(name);
                 std::fs::rename(&from, &to).map_err(|source| file_error("move", &from, source))?;
@@ -436,10 +487,14 @@ impl Journal {
         let mut checkpoint = None;
         for item in from.range(record_key(base.0)..record_key(readable)) {
             let (key, value) = item.map_err(|source| self.io(identifier, source))?;
-            if let Some(record) = value.get(HASH..).and_then(|bytes| Record::decode(bytes).ok())
+            let number = decode_record_key(&key).unwrap_or(u64::MAX);
+            if let Some(record) = value
+                .get(HASH..)
+                .and_then(|stored| blob::resolve(&self.blobs, identifier, number, stored).ok())
+                .and_then(|bytes| Record::decode(&bytes).ok())
                 && matches!(record.event, Event::Checkpoint(_))
             {
-                checkpoint = decode_record_key(&key);
+                checkpoint = Some(number);
             }
             batch.insert(key, value);
         }
@@ -649,7 +704,7 @@ impl Journal {
         };
         let mut state = None;
         let (mut since_checkpoint, mut checkpoint_size) = (0, 0);
-        let walk = walk(&tree, identifier, |number, bytes, record| {
+        let walk = walk(&tree, identifier, &self.blobs, |number, bytes, record| {
             if number < start {
                 return Ok(());
             }
@@ -723,7 +778,11 @@ impl Journal {
         self.db
             .drop_tree(format!("{TREE_PREFIX}{identifier}"))
             .map(drop)
-            .map_err(|e| self.io(identifier, e))
+            .map_err(|e| self.io(identifier, e))?;
+        // A crash before this leaves them to the next open.
+        blob::remove_session(&self.blobs, identifier).map_err(|source| {
+            file_error("remove the blobs of", &self.blobs.join(identifier), source)
+        })
     }
 
     fn corrupt(&self, session: &str, record: u64, detail: String) -> JournalError {
@@ -751,7 +810,7 @@ fn tree_identifiers(db: &sled::Db) -> Vec<String> {
 }
 
 /// Checks every session of `db` against `heads` into `report`.
-fn examine_db(db: &sled::Db, heads: Option<&Heads>, report: &mut Report) {
+fn examine_db(db: &sled::Db, heads: Option<&Heads>, blobs: &Path, report: &mut Report) {
     let marked = matches!(db.get(MARKER_KEY), Ok(Some(_)));
     let identifiers: BTreeSet<String> = tree_identifiers(db).into_iter().collect();
     match heads {
@@ -792,7 +851,7 @@ fn examine_db(db: &sled::Db, heads: Option<&Heads>, report: &mut Report) {
                 continue;
             }
         };
-        let walk = walk(&tree, identifier, |_, _, record| {
+        let walk = walk(&tree, identifier, blobs, |_, _, record| {
             session.records += 1;
             match &record.event {
                 Event::Created { spec, .. } => session.name = Some(spec.name.clone()),
@@ -865,6 +924,7 @@ impl Walk {
 fn walk(
     tree: &sled::Tree,
     identifier: &str,
+    blobs: &Path,
     mut visit: impl FnMut(u64, &[u8], &Record) -> Result<(), String>,
 ) -> Walk {
     let (base, hash) = match read_base(tree, identifier) {
@@ -885,16 +945,20 @@ fn walk(
                 Some(number) if number != expected => {
                     Some(format!("it is missing (the next record kept is {number})"))
                 }
-                Some(number) => match value.split_at_checked(HASH) {
+                Some(number) => match value
+                    .split_at_checked(HASH)
+                    .map(|(hash, stored)| (hash, blob::resolve(blobs, identifier, number, stored)))
+                {
                     None => Some("it is truncated".to_owned()),
-                    Some((stored, bytes)) => {
-                        let computed = chain_hash(&walk.tip.hash, number, bytes);
+                    Some((_, Err(detail))) => Some(detail),
+                    Some((stored, Ok(bytes))) => {
+                        let computed = chain_hash(&walk.tip.hash, number, &bytes);
                         if stored != computed {
                             Some("it does not match its chain hash (changed on disk)".to_owned())
                         } else {
-                            match Record::decode(bytes) {
+                            match Record::decode(&bytes) {
                                 Err(error) => Some(error.to_string()),
-                                Ok(record) => match visit(number, bytes, &record) {
+                                Ok(record) => match visit(number, &bytes, &record) {
                                     Err(detail) => Some(detail),
                                     Ok(()) => {
                                         walk.tip = Link { next: number + 1, hash: computed };
@@ -1056,8 +1120,10 @@ fn read_records(
     for item in tree.range(record_key(from)..=record_key(u64::MAX)) {
         let (key, value) = item.map_err(|e| journal.io(identifier, e))?;
         let number = decode_record_key(&key).unwrap_or(u64::MAX);
-        let bytes = value.get(HASH..).unwrap_or_default();
-        let record = Record::decode(bytes)
+        let stored = value.get(HASH..).unwrap_or_default();
+        let bytes = blob::resolve(&journal.blobs, identifier, number, stored)
+            .map_err(|detail| journal.corrupt(identifier, number, detail))?;
+        let record = Record::decode(&bytes)
             .map_err(|e: DecodeError| journal.corrupt(identifier, number, e.to_string()))?;
         records.push((number, record));
     }
@@ -1096,9 +1162,16 @@ impl SessionLog {
         })?;
         let number = self.tip.next;
         let hash = chain_hash(&self.tip.hash, number, &bytes);
-        let mut value = Vec::with_capacity(HASH + bytes.len());
+        let mut value = Vec::with_capacity(HASH + bytes.len().min(blob::BLOB_MINIMUM));
         value.extend_from_slice(&hash);
-        value.extend_from_slice(&bytes);
+        if bytes.len() >= blob::BLOB_MINIMUM {
+            let blobs = &self.journal.blobs;
+            let reference = blob::write(blobs, &self.identifier, number, &bytes)
+                .map_err(|source| file_error("write a blob in", blobs, source))?;
+            value.extend_from_slice(&reference);
+        } else {
+            value.extend_from_slice(&bytes);
+        }
         let mut batch = sled::Batch::default();
         batch.insert(&record_key(number), value);
         if matches!(record.event, Event::Checkpoint(_)) {
@@ -1148,14 +1221,19 @@ impl SessionLog {
         let mut batch = sled::Batch::default();
         let mut removed = 0;
         let mut base = None;
+        let mut blobs = Vec::new();
         for item in self.tree.range(record_key(0)..record_key(checkpoint)) {
             let (key, value) = item.map_err(|e| self.journal.io(&self.identifier, e))?;
             let number = decode_record_key(&key).unwrap_or(u64::MAX);
-            let (_, cycle) = Record::decode_stamp(value.get(HASH..).unwrap_or_default())
+            let stored = value.get(HASH..).unwrap_or_default();
+            let stamp = blob::stamp(stored)
+                .map_err(|detail| self.journal.corrupt(&self.identifier, number, detail))?;
+            let (_, cycle) = Record::decode_stamp(stamp)
                 .map_err(|e| self.journal.corrupt(&self.identifier, number, e.to_string()))?;
             if cycle >= oldest_kept {
                 break;
             }
+            blobs.extend(blob::named(&self.journal.blobs, &self.identifier, number, stored));
             let hash: [u8; HASH] = value[..HASH].try_into().unwrap_or_default();
             base = Some(encode_base(number + 1, &hash));
             batch.remove(key);
@@ -1165,6 +1243,14 @@ impl SessionLog {
             batch.insert(BASE_KEY, base);
         }
         self.tree.apply_batch(batch).map_err(|e| self.journal.io(&self.identifier, e))?;
+        // Only once the records are gone for good (a crash before leaves them to the next
+        // open, which removes blobs no record names).
+        self.journal.flush()?;
+        for file in blobs {
+            if let Err(error) = std::fs::remove_file(&file) {
+                tracing::warn!("unable to remove the blob {}: {error}", file.display());
+            }
+        }
         Ok(removed)
     }
 }
