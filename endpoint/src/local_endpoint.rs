@@ -218,17 +218,16 @@ impl LocalEndpoint {
 
     /// Replaces the view with a full scan.
     fn full_scan(&mut self) -> EndpointResult<()> {
-        let output = scan::scan(&self.root, &self.options.scan, &self.cache)?;
+        let snapshot = scan::scan_into(&self.root, &self.options.scan, &mut self.cache)?;
         self.full_scans += 1;
-        self.cache = output.cache;
         let previous = self.view.take();
         // No previous view: nothing to compare with, so assume a change.
-        if previous.is_none_or(|view| view.content != output.snapshot.content) {
+        if previous.is_none_or(|view| view.content != snapshot.content) {
             self.changed = true;
             self.version = crate::endpoint::next_version();
             self.reread = None;
         }
-        self.view = Some(Arc::new(output.snapshot));
+        self.view = Some(Arc::new(snapshot));
         Ok(())
     }
 

@@ -123,13 +123,30 @@ pub struct ScanOutput {
 
 /// Scans `root`, reusing digests from `previous` for unchanged files.
 pub fn scan(root: &Path, options: &ScanOptions, previous: &Cache) -> EndpointResult<ScanOutput> {
+    let mut cache = previous.clone();
+    let snapshot = scan_into(root, options, &mut cache)?;
+    Ok(ScanOutput { snapshot, cache })
+}
+
+/// Scans `root` in full, reusing digests from `cache` for unchanged files, and updates
+/// `cache` in place to describe the new tree: the records of unchanged files stay where they
+/// are (nothing is copied for them), changed and new files get new records, and the records
+/// of files that are gone are removed. On error, `cache` is as it was.
+pub fn scan_into(
+    root: &Path,
+    options: &ScanOptions,
+    cache: &mut Cache,
+) -> EndpointResult<Snapshot> {
     let fail = |reason: String| EndpointError::Scan { root: root.display().to_string(), reason };
     let stat = match rustix::fs::lstat(root) {
         Ok(stat) => stat,
-        Err(rustix::io::Errno::NOENT) => return Ok(ScanOutput::default()),
+        Err(rustix::io::Errno::NOENT) => {
+            cache.records.clear();
+            return Ok(Snapshot::default());
+        }
         Err(e) => return Err(fail(describe(&e.into()))),
     };
-    let scanner = Scanner::new(options, previous, root, stat.st_dev);
+    let scanner = Scanner::new(options, cache, root, stat.st_dev);
     let content = match FileType::from_raw_mode(stat.st_mode) {
         FileType::Symlink => return Err(fail("root is a symbolic link".into())),
         FileType::RegularFile => scanner.file(CWD, root, "", &stat),
@@ -140,9 +157,28 @@ pub fn scan(root: &Path, options: &ScanOptions, previous: &Cache) -> EndpointRes
         }
         _ => Entry::Untracked,
     };
-    let records = scanner.records.into_inner().unwrap_or_else(|poison| poison.into_inner());
-    let cache = Cache { records: records.into_iter().collect() };
-    Ok(ScanOutput { snapshot: summarize(content, &cache), cache })
+    let changed = scanner.records.into_inner().unwrap_or_else(|poison| poison.into_inner());
+    let mut snapshot = count(content);
+    cache.records.extend(changed);
+    // Every file entry has exactly one record: it either matched its record, which stayed,
+    // or got a new one. More records than files means some are of files that are gone.
+    if cache.records.len() as u64 != snapshot.files {
+        let content = snapshot.content.as_ref().expect("counted");
+        cache.records.retain(|path, _| matches!(entry_at(content, path), Some(Entry::File { .. })));
+    }
+    snapshot.total_file_size = total_size(cache);
+    Ok(snapshot)
+}
+
+/// Returns the entry at a root-relative path of a tree (`""` the root itself).
+fn entry_at<'e>(content: &'e Entry, path: &str) -> Option<&'e Entry> {
+    if path.is_empty() {
+        return Some(content);
+    }
+    path.split('/').try_fold(content, |entry, name| match entry {
+        Entry::Directory(directory) => directory.children.get(name),
+        _ => None,
+    })
 }
 
 /// The result of an accelerated rescan.
@@ -387,6 +423,13 @@ impl Updater<'_, '_> {
 /// Counts a scanned tree. Every file entry has exactly one cache record, so the total size is
 /// the sum of the records' sizes and the walk needs no paths (it runs on every scan).
 pub(crate) fn summarize(content: Entry, cache: &Cache) -> Snapshot {
+    let mut snapshot = count(content);
+    snapshot.total_file_size = total_size(cache);
+    snapshot
+}
+
+/// Counts the entries of a tree and lists its problems; the total size is left at zero.
+fn count(content: Entry) -> Snapshot {
     fn count(entry: &Entry, snapshot: &mut Snapshot) {
         match entry {
             Entry::Directory(children) => {
@@ -407,10 +450,14 @@ pub(crate) fn summarize(content: Entry, cache: &Cache) -> Snapshot {
     count(&content, &mut snapshot);
     if snapshot.total_file_size != 0 {
         snapshot.problems = content.problems("");
+        snapshot.total_file_size = 0;
     }
-    snapshot.total_file_size = cache.records.values().map(|record| record.size).sum();
     snapshot.content = Some(content);
     snapshot
+}
+
+fn total_size(cache: &Cache) -> u64 {
+    cache.records.values().map(|record| record.size).sum()
 }
 
 fn problematic(problem: impl Into<String>) -> Entry {
@@ -425,7 +472,8 @@ struct Scanner<'a> {
     options: &'a ScanOptions,
     previous: &'a Cache,
     root_device: u64,
-    /// New cache records, from every worker thread.
+    /// New cache records (of files whose record in `previous` did not match), from every
+    /// worker thread.
     records: Mutex<Vec<(String, CacheRecord)>>,
     /// Git's ignore rules, when `vcs_ignored`.
     git: Option<GitIgnores>,
@@ -523,14 +571,15 @@ impl<'a> Scanner<'a> {
             self.options.permissions_mode != PermissionsMode::Manual && stat.st_mode & 0o111 != 0;
         let permissions = (self.options.permissions_mode == PermissionsMode::Posix)
             .then_some(stat.st_mode as u16 & FILE_PERMISSION_BITS);
-        let cached = self.previous.records.get(path).filter(|record| record.matches(stat));
-        let digest = match cached {
-            Some(record) => record.digest,
-            None => match fsutil::open_file(dir, name).and_then(fsutil::hash_reader) {
-                Ok((digest, hashed)) if hashed == stat.st_size as u64 => digest,
-                Ok(_) => return problematic("file changed while it was being hashed"),
-                Err(e) => return problematic(format!("unable to read file: {}", describe(&e))),
-            },
+        // A record that matches stays as it is: only new records are collected.
+        if let Some(record) = self.previous.records.get(path).filter(|record| record.matches(stat))
+        {
+            return Entry::File { digest: record.digest, executable, permissions };
+        }
+        let digest = match fsutil::open_file(dir, name).and_then(fsutil::hash_reader) {
+            Ok((digest, hashed)) if hashed == stat.st_size as u64 => digest,
+            Ok(_) => return problematic("file changed while it was being hashed"),
+            Err(e) => return problematic(format!("unable to read file: {}", describe(&e))),
         };
         let record = CacheRecord::new(stat, digest);
         self.records.lock().unwrap_or_else(|p| p.into_inner()).push((path.to_owned(), record));

@@ -1,12 +1,12 @@
 //! Property test of accelerated rescans: after random changes to a real tree, rescanning only
 //! the directories holding changed entries gives exactly what a full scan gives, cache
-//! records included.
+//! records included; so does a full scan that updates the earlier scan's cache in place.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
-use mutagen_endpoint::scan::{Cache, PermissionsMode, ScanOptions, rescan, scan};
+use mutagen_endpoint::scan::{Cache, PermissionsMode, ScanOptions, rescan, scan, scan_into};
 use mutagen_reconcile::Entry;
 use proptest::prelude::*;
 
@@ -171,6 +171,12 @@ proptest! {
         prop_assert_eq!(&rescanned.snapshot, &full.snapshot);
         prop_assert_eq!(&cache, &full.cache);
         prop_assert_eq!(rescanned.changed, before.snapshot != full.snapshot);
+        // A full scan that updates the earlier scan's cache in place (what a no-watch
+        // session does each cycle) gives the same snapshot and records as a cold one.
+        let mut warm = before.cache.clone();
+        let snapshot = scan_into(&root, &options, &mut warm).expect("scan");
+        prop_assert_eq!(&snapshot, &full.snapshot);
+        prop_assert_eq!(&warm, &full.cache);
         // Every change lies in or below a directory the rescan read again (what a guided
         // reconcile takes whole).
         for change in mutagen_reconcile::diff(before.snapshot.content.as_ref(), full.snapshot.content.as_ref()) {
