@@ -463,8 +463,9 @@ impl Endpoint for LocalEndpoint {
             self.options.modes,
             changes,
         );
-        // Files placed from verified staged content need no hashing by the next scan (and
-        // their sizes count in the view's totals).
+        // Files placed from verified staged content need no hashing by the next scan, unless
+        // written within the racy window of the transition (and their sizes count in the
+        // view's totals).
         self.cache.records.extend(placed);
         self.apply_to_view(&replaced, &result.results);
         self.staging.clear()?;

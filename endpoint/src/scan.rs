@@ -3,7 +3,9 @@
 //! - An absent root is `None`; a root may be a directory or a single file; a root that is a
 //!   symbolic link is an error.
 //! - Unchanged files are never re-hashed: a [`Cache`] record keyed by path remembers (mode,
-//!   mtime with nanoseconds, size, inode) and the digest.
+//!   mtime with nanoseconds, size, inode) and the digest. A record whose mtime was within the
+//!   racy window of the scan is not trusted: the next scan hashes that file again (a write
+//!   in the same clock tick can leave the metadata as it was).
 //! - Unreadable entries and non-UTF-8 names are problematic; FIFOs, sockets and devices are
 //!   untracked; ignored entries are untracked and not traversed; a directory on another file
 //!   system is problematic (the scan never crosses a file-system boundary).
@@ -70,6 +72,18 @@ pub struct CacheRecord {
     pub digest: Digest,
 }
 
+/// The mark in [`CacheRecord::mtime_nsec`] of a racy record (nanoseconds are below 10⁹).
+const RACY: u64 = 1 << 63;
+
+/// How recent a modification time makes a record racy: file systems take timestamps from a
+/// clock that advances in ticks (a jiffy, at most 10 ms, on Linux before multigrain
+/// timestamps), so a write in the same tick as an earlier one can leave the metadata as it
+/// was. Whole-second timestamps (FAT, some network file systems) get [`RACY_WHOLE_SECONDS`].
+pub const RACY_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The racy window for a modification time with no nanoseconds.
+pub const RACY_WHOLE_SECONDS: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl CacheRecord {
     // Field types of `Stat` differ across targets.
     #[allow(clippy::unnecessary_cast)]
@@ -84,10 +98,51 @@ impl CacheRecord {
         }
     }
 
-    /// Returns whether `stat` describes the same file, unchanged.
+    /// Marks the record racy if its modification time is within the racy window of `since`,
+    /// a time no later than the moment its metadata was taken (for a placed file: than the
+    /// moment it appeared in the root).
+    ///
+    /// # Invariant
+    /// A record that is not racy describes content that cannot change without changing the
+    /// metadata: any later write gets a later timestamp. A racy record is never trusted:
+    /// the next scan hashes the file again, and a transition hashes it before replacing or
+    /// removing it.
+    pub(crate) fn marked(mut self, since: std::time::SystemTime) -> CacheRecord {
+        let window = if self.mtime_nsec == 0 { RACY_WHOLE_SECONDS } else { RACY_WINDOW };
+        let modified = u64::try_from(self.mtime_sec).ok().map(|seconds| {
+            std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(seconds)
+                + std::time::Duration::from_nanos(self.mtime_nsec)
+        });
+        // Before the epoch is old; after `since` (a clock behind the file system's) is racy.
+        if modified.is_some_and(|modified| modified + window >= since) {
+            self.mtime_nsec |= RACY;
+        }
+        self
+    }
+
+    /// Returns whether the record is racy: its mtime was within [`RACY_WINDOW`] (or
+    /// [`RACY_WHOLE_SECONDS`]) of its scan, so it is not trusted.
+    pub fn is_racy(&self) -> bool {
+        self.mtime_nsec & RACY != 0
+    }
+
+    /// Returns whether `stat` describes the same file, unchanged, and the record can be
+    /// trusted for it (it is not racy).
     pub fn matches(&self, stat: &Stat) -> bool {
         let digest = self.digest;
         *self == CacheRecord::new(stat, digest)
+    }
+
+    /// Returns whether `stat` is the metadata the record holds, racy or not.
+    pub fn describes(&self, stat: &Stat) -> bool {
+        self.unmarked().matches(stat)
+    }
+
+    /// Returns the record without its racy mark (to compare records taken at different
+    /// times: the mark depends on when they were taken).
+    pub fn unmarked(&self) -> CacheRecord {
+        CacheRecord { mtime_nsec: self.mtime_nsec & !RACY, ..*self }
     }
 }
 
@@ -477,12 +532,15 @@ struct Scanner<'a> {
     records: Mutex<Vec<(String, CacheRecord)>>,
     /// Git's ignore rules, when `vcs_ignored`.
     git: Option<GitIgnores>,
+    /// When the scan began (before any metadata was read): records are racy against it.
+    started: std::time::SystemTime,
 }
 
 impl<'a> Scanner<'a> {
     fn new(options: &'a ScanOptions, previous: &'a Cache, root: &Path, root_device: u64) -> Self {
         let git = options.vcs_ignored.then(|| GitIgnores::new(root));
-        Scanner { options, previous, root_device, records: Mutex::default(), git }
+        let started = std::time::SystemTime::now();
+        Scanner { options, previous, root_device, records: Mutex::default(), git, started }
     }
 
     /// Scans the children of the open directory `dir` located at `path`.
@@ -581,7 +639,7 @@ impl<'a> Scanner<'a> {
             Ok(_) => return problematic("file changed while it was being hashed"),
             Err(e) => return problematic(format!("unable to read file: {}", describe(&e))),
         };
-        let record = CacheRecord::new(stat, digest);
+        let record = CacheRecord::new(stat, digest).marked(self.started);
         self.records.lock().unwrap_or_else(|p| p.into_inner()).push((path.to_owned(), record));
         Entry::File { digest, executable, permissions }
     }

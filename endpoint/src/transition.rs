@@ -155,6 +155,7 @@ pub fn transition(
         problems: Vec::new(),
         missing_files: false,
         placed: Vec::new(),
+        started: std::time::SystemTime::now(),
     };
     // A directory that loses its owner's write or search bit would refuse the changes below
     // it: those come last, deepest first.
@@ -226,6 +227,9 @@ struct Transitioner<'a> {
     missing_files: bool,
     /// Cache records of the files placed from staging.
     placed: Vec<(String, CacheRecord)>,
+    /// When the transition began (before anything was placed): placed files' records are
+    /// racy against it.
+    started: std::time::SystemTime,
 }
 
 impl Transitioner<'_> {
@@ -280,9 +284,17 @@ impl Transitioner<'_> {
     ) -> Result<rustix::fs::Stat, String> {
         let stat = fsutil::stat_at(dir, name)
             .map_err(|e| format!("unable to read metadata: {}", describe(&e)))?;
+        let changed = || Err("modification detected: the file changed after it was scanned".into());
         match self.cache.records.get(path) {
             Some(record) if record.digest == *digest && record.matches(&stat) => Ok(stat),
-            _ => Err("modification detected: the file changed after it was scanned".into()),
+            // Its metadata may have stayed the same through a write: its content decides.
+            Some(record) if record.digest == *digest && record.describes(&stat) => {
+                match fsutil::open_file(dir, name).and_then(fsutil::hash_reader) {
+                    Ok((hashed, size)) if hashed == *digest && size == record.size => Ok(stat),
+                    _ => changed(),
+                }
+            }
+            _ => changed(),
         }
     }
 
@@ -381,7 +393,7 @@ impl Transitioner<'_> {
                 return Err(());
             }
         };
-        self.placed.push((path.to_owned(), record));
+        self.placed.push((path.to_owned(), record.marked(self.started)));
         Ok(())
     }
 
@@ -884,7 +896,7 @@ mod tests {
         assert_eq!(placed.len(), 2);
         for (path, record) in placed {
             let stat = fsutil::stat_at(CWD, fx.root.join(&path)).expect("stat");
-            assert!(record.matches(&stat), "{path}: record does not describe the placed file");
+            assert!(record.describes(&stat), "{path}: record does not describe the placed file");
             let content = fs::read(fx.root.join(&path)).expect("read");
             assert_eq!(record.digest, digest(&content), "{path}");
         }
@@ -915,6 +927,46 @@ mod tests {
         assert_eq!(fs::read(fx.root.join("gone")).expect("read"), b"also edited");
         assert_eq!(out.results, vec![file(b"old"), file(b"bye")]);
         assert_eq!(out.problems.len(), 2);
+        assert!(out.problems.iter().all(|p| p.error.starts_with("modification detected")));
+    }
+
+    /// A write in the clock tick of the scan can leave size and mtime as the scan saw them
+    /// (before multigrain timestamps, Linux stamps files from a clock that advances in
+    /// ticks): such a racy record is checked by content before anything is replaced or
+    /// removed, and a file whose content is still the scanned one is replaced as usual.
+    #[test]
+    fn never_overwrites_a_file_rewritten_in_the_tick_of_its_scan() {
+        let mut fx = fixture();
+        for (name, data) in [("a", b"old"), ("gone", b"bye"), ("kept", b"abc")] {
+            fs::write(fx.root.join(name), data).expect("write");
+        }
+        let scanned = fx.scan();
+        assert!(scanned.cache.records.values().all(|record| record.is_racy()), "just written");
+        // Same size, inode and mtime: what a same-tick edit leaves.
+        for (name, data) in [("a", b"OLD"), ("gone", b"BYE")] {
+            let path = fx.root.join(name);
+            let modified = fs::metadata(&path).expect("stat").modified().expect("mtime");
+            fs::write(&path, data).expect("write");
+            fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_times(fs::FileTimes::new().set_modified(modified)))
+                .expect("utimes");
+        }
+        fx.stage(b"new");
+        let out = fx.run(
+            &scanned.cache,
+            vec![
+                Change::new("a", file(b"old"), file(b"new")),
+                Change::new("gone", file(b"bye"), None),
+                Change::new("kept", file(b"abc"), file(b"new")),
+            ],
+        );
+        assert_eq!(fs::read(fx.root.join("a")).expect("read"), b"OLD");
+        assert_eq!(fs::read(fx.root.join("gone")).expect("read"), b"BYE");
+        assert_eq!(fs::read(fx.root.join("kept")).expect("read"), b"new");
+        assert_eq!(out.results, vec![file(b"old"), file(b"bye"), file(b"new")]);
+        assert_eq!(out.problems.len(), 2, "{:?}", out.problems);
         assert!(out.problems.iter().all(|p| p.error.starts_with("modification detected")));
     }
 

@@ -5,6 +5,7 @@ use std::fs::{self, File, FileTimes};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use mutagen_endpoint::scan::{Cache, ScanOptions, ScanOutput, scan};
 use mutagen_endpoint::{Ignorer, SymlinkMode};
@@ -126,19 +127,17 @@ fn unchanged_metadata_means_no_rehash() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("f");
     fs::write(&path, "aaaa").expect("write");
+    // Older than the racy window: its metadata can be trusted.
+    let modified = SystemTime::now() - Duration::from_secs(3600);
+    set_modified(&path, modified);
     let options = ScanOptions::default();
     let first = scan_with(dir.path(), &options);
-    let modified = fs::metadata(&path).expect("stat").modified().expect("mtime");
+    assert!(!first.cache.records["f"].is_racy());
 
     // Same size, same inode, mtime put back: the cache vouches for the old digest, proving the
     // file was not read. A cold scan reads it.
     fs::write(&path, "bbbb").expect("rewrite in place");
-    File::options()
-        .write(true)
-        .open(&path)
-        .expect("open")
-        .set_times(FileTimes::new().set_modified(modified))
-        .expect("utimes");
+    set_modified(&path, modified);
     let warm = scan(dir.path(), &options, &first.cache).expect("warm scan");
     assert_eq!(content(&warm).get("f"), content(&first).get("f"));
     let cold = scan_with(dir.path(), &options);
@@ -148,6 +147,47 @@ fn unchanged_metadata_means_no_rehash() {
     fs::write(&path, "ccccc").expect("rewrite");
     let warm = scan(dir.path(), &options, &first.cache).expect("warm scan");
     assert_eq!(content(&warm).get("f"), Some(&Entry::file(digest(b"ccccc"), false)));
+}
+
+/// A write in the same clock tick as the one the scan saw can leave size and mtime as they
+/// were (the kernel's timestamps advance in ticks): a record of a file modified within the
+/// racy window of its scan is not trusted, and the next scan reads the file again.
+#[test]
+fn a_file_rewritten_in_the_tick_of_its_scan_is_hashed_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("f");
+    fs::write(&path, "aaaa").expect("write");
+    let modified = fs::metadata(&path).expect("stat").modified().expect("mtime");
+    let options = ScanOptions::default();
+    let first = scan_with(dir.path(), &options);
+    assert!(first.cache.records["f"].is_racy(), "just written, so racy");
+
+    // What a same-tick rewrite leaves: same size, inode and mtime.
+    fs::write(&path, "bbbb").expect("rewrite in place");
+    set_modified(&path, modified);
+    let warm = scan(dir.path(), &options, &first.cache).expect("warm scan");
+    assert_eq!(content(&warm).get("f"), Some(&Entry::file(digest(b"bbbb"), false)));
+
+    // Whole-second timestamps (FAT, some network file systems) have a window of seconds.
+    let whole = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .expect("after the epoch")
+                .as_secs(),
+        );
+    set_modified(&path, whole);
+    let coarse = scan_with(dir.path(), &options);
+    assert!(coarse.cache.records["f"].is_racy(), "a whole second ago at most, so racy");
+}
+
+fn set_modified(path: &Path, modified: SystemTime) {
+    File::options()
+        .write(true)
+        .open(path)
+        .expect("open")
+        .set_times(FileTimes::new().set_modified(modified))
+        .expect("utimes");
 }
 
 /// Needs root and a working `mount`; says so and passes without checking otherwise, because
