@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mutagen_endpoint::scan::{Cache, ScanOptions, scan};
+use mutagen_endpoint::scan::{Cache, ScanOptions, scan, scan_into};
 
 /// 100 × 25 directories of 40 small files = 100,000 files.
 fn generate(root: &Path) {
@@ -40,8 +40,10 @@ fn bench(c: &mut Criterion) {
     group.bench_function("cold", |b| {
         b.iter(|| scan(&root, &options, &Cache::default()).expect("scan"));
     });
+    // What a no-watch session does each cycle: the cache is updated in place.
+    let mut cache = warm.cache;
     group.bench_function("warm", |b| {
-        b.iter(|| scan(&root, &options, &warm.cache).expect("scan"));
+        b.iter(|| scan_into(&root, &options, &mut cache).expect("scan"));
     });
     group.finish();
 }

@@ -54,6 +54,11 @@ pub(crate) fn hash_reader(reader: impl Read) -> io::Result<(Digest, u64)> {
     HASH_BUFFER.with(|buffer| hash_with(reader, &mut buffer.borrow_mut()))
 }
 
+/// Returns whether `file` opened and holds exactly `size` bytes hashing to `digest`.
+pub(crate) fn holds(file: io::Result<File>, digest: &Digest, size: u64) -> bool {
+    file.and_then(hash_reader).is_ok_and(|(hashed, read)| hashed == *digest && read == size)
+}
+
 fn hash_with(mut reader: impl Read, buffer: &mut [u8]) -> io::Result<(Digest, u64)> {
     let mut hasher = blake3::Hasher::new();
     let mut total = 0u64;

@@ -219,21 +219,10 @@ pub fn scan_into(
     // or got a new one. More records than files means some are of files that are gone.
     if cache.records.len() as u64 != snapshot.files {
         let content = snapshot.content.as_ref().expect("counted");
-        cache.records.retain(|path, _| matches!(entry_at(content, path), Some(Entry::File { .. })));
+        cache.records.retain(|path, _| matches!(content.get(path), Some(Entry::File { .. })));
     }
     snapshot.total_file_size = total_size(cache);
     Ok(snapshot)
-}
-
-/// Returns the entry at a root-relative path of a tree (`""` the root itself).
-fn entry_at<'e>(content: &'e Entry, path: &str) -> Option<&'e Entry> {
-    if path.is_empty() {
-        return Some(content);
-    }
-    path.split('/').try_fold(content, |entry, name| match entry {
-        Entry::Directory(directory) => directory.children.get(name),
-        _ => None,
-    })
 }
 
 /// The result of an accelerated rescan.

@@ -202,11 +202,8 @@ impl Staging {
         // Bits say it was verified before that process ended; its content is checked again
         // all the same, since store files are not synced (after a power loss, a committed file
         // can come back short). Only leftovers cost this, once each.
-        let verified = || {
-            File::open(self.path_of(digest))
-                .and_then(crate::fsutil::hash_reader)
-                .is_ok_and(|(hashed, size)| hashed == *digest && size == stat.st_size as u64)
-        };
+        let verified =
+            || crate::fsutil::holds(File::open(self.path_of(digest)), digest, stat.st_size as u64);
         let committed = regular && stat.st_mode & 0o777 != 0 && verified();
         let record = CacheRecord::new(&stat, *digest);
         committed.then(|| *self.staged.entry(*digest).or_insert(record))

@@ -284,17 +284,17 @@ impl Transitioner<'_> {
     ) -> Result<rustix::fs::Stat, String> {
         let stat = fsutil::stat_at(dir, name)
             .map_err(|e| format!("unable to read metadata: {}", describe(&e)))?;
-        let changed = || Err("modification detected: the file changed after it was scanned".into());
         match self.cache.records.get(path) {
             Some(record) if record.digest == *digest && record.matches(&stat) => Ok(stat),
             // Its metadata may have stayed the same through a write: its content decides.
-            Some(record) if record.digest == *digest && record.describes(&stat) => {
-                match fsutil::open_file(dir, name).and_then(fsutil::hash_reader) {
-                    Ok((hashed, size)) if hashed == *digest && size == record.size => Ok(stat),
-                    _ => changed(),
-                }
+            Some(record)
+                if record.digest == *digest
+                    && record.describes(&stat)
+                    && fsutil::holds(fsutil::open_file(dir, name), digest, record.size) =>
+            {
+                Ok(stat)
             }
-            _ => changed(),
+            _ => Err("modification detected: the file changed after it was scanned".into()),
         }
     }
 
