@@ -937,21 +937,26 @@ mod tests {
     #[test]
     fn never_overwrites_a_file_rewritten_in_the_tick_of_its_scan() {
         let mut fx = fixture();
-        for (name, data) in [("a", b"old"), ("gone", b"bye"), ("kept", b"abc")] {
-            fs::write(fx.root.join(name), data).expect("write");
-        }
-        let scanned = fx.scan();
-        assert!(scanned.cache.records.values().all(|record| record.is_racy()), "just written");
-        // Same size, inode and mtime: what a same-tick edit leaves.
-        for (name, data) in [("a", b"OLD"), ("gone", b"BYE")] {
-            let path = fx.root.join(name);
-            let modified = fs::metadata(&path).expect("stat").modified().expect("mtime");
-            fs::write(&path, data).expect("write");
+        // Stamped ahead of the scan, so racy however long it takes to start (a file written in
+        // the scan's tick is racy for the window only; a loaded machine may be slower).
+        let modified = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        let stamp = |path: &Path| {
             fs::File::options()
                 .write(true)
-                .open(&path)
+                .open(path)
                 .and_then(|f| f.set_times(fs::FileTimes::new().set_modified(modified)))
                 .expect("utimes");
+        };
+        for (name, data) in [("a", b"old"), ("gone", b"bye"), ("kept", b"abc")] {
+            fs::write(fx.root.join(name), data).expect("write");
+            stamp(&fx.root.join(name));
+        }
+        let scanned = fx.scan();
+        assert!(scanned.cache.records.values().all(|record| record.is_racy()), "stamped ahead");
+        // Same size, inode and mtime: what a same-tick edit leaves.
+        for (name, data) in [("a", b"OLD"), ("gone", b"BYE")] {
+            fs::write(fx.root.join(name), data).expect("write");
+            stamp(&fx.root.join(name));
         }
         fx.stage(b"new");
         let out = fx.run(

@@ -157,10 +157,13 @@ fn a_file_rewritten_in_the_tick_of_its_scan_is_hashed_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("f");
     fs::write(&path, "aaaa").expect("write");
-    let modified = fs::metadata(&path).expect("stat").modified().expect("mtime");
+    // Stamped ahead of the scan, so racy however long the scan takes to start (a file written
+    // in the scan's tick is racy for the window only; a loaded machine may be slower).
+    let modified = SystemTime::now() + Duration::from_secs(60);
+    set_modified(&path, modified);
     let options = ScanOptions::default();
     let first = scan_with(dir.path(), &options);
-    assert!(first.cache.records["f"].is_racy(), "just written, so racy");
+    assert!(first.cache.records["f"].is_racy(), "stamped ahead of the scan, so racy");
 
     // What a same-tick rewrite leaves: same size, inode and mtime.
     fs::write(&path, "bbbb").expect("rewrite in place");
@@ -169,16 +172,13 @@ fn a_file_rewritten_in_the_tick_of_its_scan_is_hashed_again() {
     assert_eq!(content(&warm).get("f"), Some(&Entry::file(digest(b"bbbb"), false)));
 
     // Whole-second timestamps (FAT, some network file systems) have a window of seconds.
-    let whole = SystemTime::UNIX_EPOCH
-        + Duration::from_secs(
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .expect("after the epoch")
-                .as_secs(),
-        );
+    // Whole-second timestamps (FAT, some network file systems) have a window of seconds: a
+    // whole second 1.5 s before the scan is racy there, where 1.5 s would not be otherwise.
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).expect("after the epoch");
+    let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs() - 1);
     set_modified(&path, whole);
     let coarse = scan_with(dir.path(), &options);
-    assert!(coarse.cache.records["f"].is_racy(), "a whole second ago at most, so racy");
+    assert!(coarse.cache.records["f"].is_racy(), "a whole second, within 2 s, so racy");
 }
 
 fn set_modified(path: &Path, modified: SystemTime) {
